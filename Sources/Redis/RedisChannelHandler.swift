@@ -1,0 +1,178 @@
+import DequeModule
+import Logging
+import NIOCore
+import RESP
+
+/// What the connection writes into the pipeline: one or more encoded commands flushed together, and for each
+/// the promise its reply completes (none for commands sent in subscriber mode, whose answers are pushes).
+struct RedisRequest {
+    var commands: [RESPCommand]
+    var promises: [EventLoopPromise<RESPToken>]
+    /// When the last reply must have arrived; the connection is closed if it has not.
+    var deadline: NIODeadline
+}
+
+/// A message delivered on a subscription connection: RESP3 push frames, or RESP2 arrays in subscriber mode.
+public struct RedisPush: Sendable {
+    /// The frame as received.
+    public var token: RESPToken
+}
+
+/// The one channel handler of a Redis connection: it writes commands, decodes replies of any fragmentation and
+/// hands them, in order, to the promises of the commands that asked (FIFO, as Redis answers).
+///
+/// A parsing error or a command timeout closes the connection: with replies matched by position, nothing after
+/// an unparseable or missing reply can be trusted.
+final class RedisChannelHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = RedisRequest
+    typealias OutboundOut = ByteBuffer
+
+    private struct Pending {
+        var promise: EventLoopPromise<RESPToken>
+        var deadline: NIODeadline
+    }
+
+    private let eventLoop: EventLoop
+    private let logger: Logger
+    private var pending = Deque<Pending>()
+    private var receiveBuffer: ByteBuffer?
+    private var timeoutTask: Scheduled<Void>?
+    private var closedError: RedisError?
+    private var context: ChannelHandlerContext?
+    /// In subscriber mode every frame is a push; set once SUBSCRIBE/PSUBSCRIBE has been sent.
+    var subscriberMode = false
+    /// Receives push frames (and all frames in subscriber mode); nil drops them.
+    var pushHandler: (@Sendable (Result<RedisPush, RedisError>) -> Void)?
+
+    init(eventLoop: EventLoop, logger: Logger) {
+        self.eventLoop = eventLoop
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        failAll(RedisError(.connectionClosed, "the connection handler was removed"))
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let request = unwrapOutboundIn(data)
+        if let closedError {
+            for p in request.promises { p.fail(closedError) }
+            promise?.fail(closedError)
+            return
+        }
+        for p in request.promises {
+            pending.append(Pending(promise: p, deadline: request.deadline))
+        }
+        if timeoutTask == nil, !request.promises.isEmpty {
+            scheduleTimeout(at: request.deadline, context: context)
+        }
+        let last = request.commands.count - 1
+        for (index, command) in request.commands.enumerated() {
+            context.write(wrapOutboundOut(command.buffer), promise: index == last ? promise : nil)
+        }
+        if request.commands.isEmpty { promise?.succeed() }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        if receiveBuffer == nil || receiveBuffer!.readableBytes == 0 {
+            receiveBuffer = incoming
+        } else {
+            receiveBuffer!.writeBuffer(&incoming)
+        }
+        do {
+            while true {
+                guard let token = try RESPToken(consuming: &receiveBuffer!) else { break }
+                deliver(token)
+            }
+        } catch {
+            let redisError = RedisError(.protocolError, "\(error)", underlyingError: error)
+            logger.debug("closing connection: invalid RESP", metadata: ["error": "\(error)"])
+            failAll(redisError)
+            context.close(promise: nil)
+            return
+        }
+        if receiveBuffer!.readableBytes == 0 {
+            receiveBuffer!.clear()
+        } else if receiveBuffer!.readerIndex > 65536 {
+            receiveBuffer!.discardReadBytes()
+        }
+    }
+
+    private func deliver(_ token: RESPToken) {
+        switch token.kind {
+        case .push:
+            pushHandler?(.success(RedisPush(token: token)))
+            return
+        case .attribute:
+            return
+        default:
+            break
+        }
+        if subscriberMode, token.kind == .array, pending.isEmpty {
+            pushHandler?(.success(RedisPush(token: token)))
+            return
+        }
+        guard let next = pending.popFirst() else {
+            logger.debug("reply with no command waiting for it", metadata: ["reply": "\(token)"])
+            return
+        }
+        if pending.isEmpty {
+            timeoutTask?.cancel()
+            timeoutTask = nil
+        }
+        next.promise.succeed(token)
+    }
+
+    private func scheduleTimeout(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+        timeoutTask = eventLoop.scheduleTask(deadline: deadline) {
+            loopBound.value.checkTimeout()
+        }
+    }
+
+    private func checkTimeout() {
+        timeoutTask = nil
+        guard let head = pending.first else { return }
+        if head.deadline <= eventLoop.now {
+            let error = RedisError(.commandTimeout, "no reply from Redis within the command timeout")
+            failAll(error)
+            context?.close(promise: nil)
+        } else if let context {
+            scheduleTimeout(at: head.deadline, context: context)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failAll(RedisError(.connectionClosed, "the connection to Redis was closed"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        let redisError: RedisError
+        if let e = error as? RedisError {
+            redisError = e
+        } else {
+            redisError = RedisError(.connectionClosed, "connection error: \(error)", underlyingError: error)
+        }
+        failAll(redisError)
+        context.close(promise: nil)
+    }
+
+    private func failAll(_ error: RedisError) {
+        if closedError == nil { closedError = error }
+        timeoutTask?.cancel()
+        timeoutTask = nil
+        let waiting = pending
+        pending.removeAll()
+        for p in waiting { p.promise.fail(error) }
+        pushHandler?(.failure(error))
+        pushHandler = nil
+    }
+}

@@ -1,0 +1,239 @@
+import Logging
+import NIOCore
+import NIOPosix
+import RESP
+
+/// The Redis client the rest of the project uses: one shared, pipelined connection for ordinary commands (made
+/// on first use and made again after it drops), dedicated connections for blocking pops and subscriptions, and
+/// Lua scripts run by SHA with a reload when the server has forgotten them.
+///
+/// Reconnecting uses exponential backoff with full jitter: after `n` consecutive failed connects, the next attempt
+/// waits a random time up to `min(maximumBackoff, initialBackoff × 2ⁿ)`. Calls made meanwhile wait for that
+/// attempt and fail with its error, so a caller is never stuck longer than the connect timeout past the backoff.
+public final class RedisClient: Sendable {
+    /// The configuration connections are made with.
+    public let configuration: RedisConfiguration
+    let eventLoopGroup: any EventLoopGroup
+    let logger: Logger
+    private let manager: ConnectionManager
+
+    /// Creates a client; nothing connects until the first command.
+    public init(
+        configuration: RedisConfiguration,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        backoff: RedisBackoff = RedisBackoff(),
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.eventLoopGroup = eventLoopGroup
+        self.logger = logger
+        self.manager = ConnectionManager(
+            configuration: configuration,
+            eventLoopGroup: eventLoopGroup,
+            backoff: backoff,
+            logger: logger
+        )
+    }
+
+    /// The shared connection, connecting (or reconnecting) first if needed.
+    public func connection() async throws(RedisError) -> RedisConnection {
+        try await manager.connection()
+    }
+
+    /// Sends one command on the shared connection.
+    @discardableResult
+    public func send(_ command: RESPCommand) async throws(RedisError) -> RESPToken {
+        try await connection().send(command)
+    }
+
+    /// Sends the commands in one write on the shared connection and returns each reply in order.
+    public func pipeline(_ commands: [RESPCommand]) async throws(RedisError) -> [Result<RESPToken, RedisError>] {
+        try await connection().pipeline(commands)
+    }
+
+    /// `MULTI` + commands + `EXEC`, pipelined. Commands queue atomically on the shared connection, since its
+    /// writes are never interleaved within one request. (WATCH needs a dedicated connection.)
+    public func transaction(_ commands: [RESPCommand]) async throws(RedisError) -> [Result<RESPToken, RedisError>] {
+        guard let results = try await connection().transaction(commands) else {
+            throw RedisError(.unexpectedReply, "EXEC aborted without a WATCH")
+        }
+        return results
+    }
+
+    /// Runs a Lua script by its SHA (`EVALSHA`), loading it first if this process has not yet, and loading it
+    /// again and retrying once if the server answers NOSCRIPT (after `SCRIPT FLUSH` or a restart).
+    @discardableResult
+    public func evaluate(_ script: RedisScript, keys: [String] = [], arguments: [String] = []) async throws(RedisError)
+        -> RESPToken
+    {
+        let connection = try await connection()
+        return try await connection.evaluate(script, keys: keys, arguments: arguments)
+    }
+
+    /// Opens a connection of its own (for blocking pops or long work) and closes it when `body` returns.
+    public func withDedicatedConnection<R: Sendable>(
+        _ body: (RedisConnection) async throws -> R
+    ) async throws -> R {
+        let connection = try await makeConnection()
+        do {
+            let result = try await body(connection)
+            await connection.close()
+            return result
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+
+    /// Opens a new connection that the caller owns and must close.
+    public func makeConnection() async throws(RedisError) -> RedisConnection {
+        try await RedisConnection.connect(configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger)
+    }
+
+    /// Closes the shared connection. Later commands connect again.
+    public func close() async {
+        await manager.close()
+    }
+}
+
+extension RedisConnection {
+    /// EVALSHA with load-on-first-use and a single reload-and-retry on NOSCRIPT.
+    public func evaluate(_ script: RedisScript, keys: [String] = [], arguments: [String] = []) async throws(RedisError)
+        -> RESPToken
+    {
+        var sha = script.loadedSHA
+        if sha == nil {
+            sha = try await load(script)
+        }
+        do {
+            return try await send(RESPCommand("EVALSHA", sha!, keys.count, keys, arguments))
+        } catch where error.serverErrorPrefix == "NOSCRIPT" {
+            let reloaded = try await load(script)
+            return try await send(RESPCommand("EVALSHA", reloaded, keys.count, keys, arguments))
+        }
+    }
+
+    private func load(_ script: RedisScript) async throws(RedisError) -> String {
+        let reply = try await send(RESPCommand("SCRIPT", "LOAD", script.source))
+        guard let sha = reply.string else {
+            throw RedisError(.unexpectedReply, "SCRIPT LOAD answered \(reply)")
+        }
+        script.loadedSHA = sha
+        return sha
+    }
+}
+
+/// How long to wait between reconnection attempts.
+public struct RedisBackoff: Sendable {
+    /// The cap before jitter for the first retry.
+    public var initial: Duration
+    /// The largest wait between attempts.
+    public var maximum: Duration
+
+    public init(initial: Duration = .milliseconds(100), maximum: Duration = .seconds(5)) {
+        self.initial = initial
+        self.maximum = maximum
+    }
+
+    /// The wait before attempt `failures + 1`: uniformly random in `0...min(maximum, initial × 2^failures)`.
+    public func delay(afterFailures failures: Int) -> Duration {
+        guard failures > 0 else { return .zero }
+        let capNanos = min(
+            Double(maximum.components.seconds) * 1e9 + Double(maximum.components.attoseconds) / 1e9,
+            (Double(initial.components.seconds) * 1e9 + Double(initial.components.attoseconds) / 1e9)
+                * pow2(min(failures - 1, 30))
+        )
+        return .nanoseconds(Int64(Double.random(in: 0...max(capNanos, 0))))
+    }
+
+    private func pow2(_ n: Int) -> Double { Double(1 << n) }
+}
+
+/// Keeps the shared connection: at most one connect in progress, others wait for it.
+private actor ConnectionManager {
+    private enum State {
+        case idle
+        case connecting([CheckedContinuation<RedisConnection, any Error>])
+        case connected(RedisConnection)
+        case closed
+    }
+
+    let configuration: RedisConfiguration
+    let eventLoopGroup: any EventLoopGroup
+    let backoff: RedisBackoff
+    let logger: Logger
+    private var state = State.idle
+    private var consecutiveFailures = 0
+
+    init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, backoff: RedisBackoff, logger: Logger) {
+        self.configuration = configuration
+        self.eventLoopGroup = eventLoopGroup
+        self.backoff = backoff
+        self.logger = logger
+    }
+
+    func connection() async throws(RedisError) -> RedisConnection {
+        switch state {
+        case .connected(let connection) where connection.isActive:
+            return connection
+        case .connecting(var waiters):
+            do {
+                return try await withCheckedThrowingContinuation { continuation in
+                    waiters.append(continuation)
+                    state = .connecting(waiters)
+                }
+            } catch let error as RedisError {
+                throw error
+            } catch {
+                throw RedisError(.cancelled, "\(error)")
+            }
+        case .closed:
+            // A closed client reopens on demand: close() only drops the current connection.
+            state = .idle
+            return try await connection()
+        case .idle, .connected:
+            state = .connecting([])
+            let delay = backoff.delay(afterFailures: consecutiveFailures)
+            if delay > .zero {
+                try? await Task.sleep(for: delay)
+            }
+            let result: Result<RedisConnection, RedisError>
+            do {
+                result = .success(
+                    try await RedisConnection.connect(
+                        configuration: configuration,
+                        eventLoopGroup: eventLoopGroup,
+                        logger: logger
+                    )
+                )
+            } catch {
+                result = .failure(error)
+            }
+            guard case .connecting(let waiters) = state else {
+                preconditionFailure("only this call leaves the connecting state")
+            }
+            switch result {
+            case .success(let connection):
+                if consecutiveFailures > 0 {
+                    logger.info("reconnected to Redis", metadata: ["redis.url": "\(configuration.redactedURL)"])
+                }
+                consecutiveFailures = 0
+                state = .connected(connection)
+                for waiter in waiters { waiter.resume(returning: connection) }
+                return connection
+            case .failure(let error):
+                consecutiveFailures += 1
+                state = .idle
+                for waiter in waiters { waiter.resume(throwing: error) }
+                throw error
+            }
+        }
+    }
+
+    func close() async {
+        if case .connected(let connection) = state {
+            state = .closed
+            await connection.close()
+        }
+    }
+}

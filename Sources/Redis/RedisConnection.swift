@@ -1,0 +1,437 @@
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import RESP
+import Synchronization
+
+/// One connection to Redis: commands are pipelined (many in flight, replies matched in order).
+///
+/// Connect with ``connect(configuration:eventLoopGroup:logger:)``. The connection authenticates (`HELLO 3` with
+/// AUTH and SETNAME, falling back to RESP2 `AUTH` on servers older than 6), selects the database, and from then on
+/// every command has a deadline: a command with no reply by then closes the connection and fails everything in
+/// flight. Cancelling a caller of a blocking command closes the connection too (the server cannot be told to
+/// stop waiting); cancelling other callers only stops them waiting.
+public final class RedisConnection: Sendable {
+    private static let nextID = Atomic<Int>(1)
+
+    /// A number unique in this process, for logs (`redis.connection.id`).
+    public let id: Int
+    /// The configuration this connection was made with.
+    public let configuration: RedisConfiguration
+    /// 3 when the server accepted `HELLO 3`, else 2.
+    public let protocolVersion: Int
+    /// The server's version as HELLO reported it ("7.0.15"), or nil on RESP2 servers.
+    public let serverVersion: String?
+
+    let channel: Channel
+    let logger: Logger
+    private let handler: NIOLoopBound<RedisChannelHandler>
+
+    private init(
+        id: Int,
+        channel: Channel,
+        handler: NIOLoopBound<RedisChannelHandler>,
+        configuration: RedisConfiguration,
+        protocolVersion: Int,
+        serverVersion: String?,
+        logger: Logger
+    ) {
+        self.id = id
+        self.channel = channel
+        self.handler = handler
+        self.configuration = configuration
+        self.protocolVersion = protocolVersion
+        self.serverVersion = serverVersion
+        self.logger = logger
+    }
+
+    /// True until the connection closes for any reason.
+    public var isActive: Bool { channel.isActive }
+
+    /// Completes when the connection has closed.
+    public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
+
+    /// Opens, authenticates and prepares a connection.
+    ///
+    /// - Parameter pushHandler: receives RESP3 push frames (and every frame once in subscriber mode), then a
+    ///   failure when the connection ends. Only subscription connections set it.
+    public static func connect(
+        configuration: RedisConfiguration,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger,
+        pushHandler: (@Sendable (Result<RedisPush, RedisError>) -> Void)? = nil
+    ) async throws(RedisError) -> RedisConnection {
+        let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+        var logger = logger
+        logger[metadataKey: "redis.connection.id"] = "\(id)"
+
+        let sslContext: NIOSSLContext?
+        if let tls = configuration.tls {
+            do {
+                sslContext = try makeSSLContext(tls)
+            } catch {
+                throw RedisError(.tlsFailure, "cannot set up TLS: \(error)", underlyingError: error)
+            }
+        } else {
+            sslContext = nil
+        }
+        let serverHostname: String? = {
+            if let name = configuration.tls?.serverName { return name }
+            if case .tcp(let host, _) = configuration.endpoint, !isIPAddress(host) { return host }
+            return nil
+        }()
+
+        let eventLoop = eventLoopGroup.next()
+        let handlerLogger = logger
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(TimeAmount(configuration.connectTimeout))
+            .channelOption(.socketOption(.so_keepalive), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let sslContext {
+                        let tlsHandler = try NIOSSLClientHandler(context: sslContext, serverHostname: serverHostname)
+                        try channel.pipeline.syncOperations.addHandler(tlsHandler)
+                    }
+                    let handler = RedisChannelHandler(eventLoop: channel.eventLoop, logger: handlerLogger)
+                    handler.pushHandler = pushHandler
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+
+        let channel: Channel
+        do {
+            switch configuration.endpoint {
+            case .tcp(let host, let port):
+                channel = try await bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1)
+                    .connect(host: host, port: port).get()
+            case .unix(let path):
+                channel = try await bootstrap.connect(unixDomainSocketPath: path).get()
+            }
+        } catch {
+            throw connectError(error, configuration: configuration)
+        }
+
+        let handler: NIOLoopBound<RedisChannelHandler>
+        do {
+            handler = try await channel.eventLoop.submit {
+                NIOLoopBound(try channel.pipeline.syncOperations.handler(type: RedisChannelHandler.self), eventLoop: channel.eventLoop)
+            }.get()
+        } catch {
+            channel.close(promise: nil)
+            throw RedisError(.connectionClosed, "the connection closed while it was being set up", underlyingError: error)
+        }
+
+        do {
+            let (version, serverVersion) = try await handshake(channel: channel, configuration: configuration)
+            logger.debug(
+                "connected to Redis",
+                metadata: ["redis.url": "\(configuration.redactedURL)", "redis.protocol": "\(version)"]
+            )
+            return RedisConnection(
+                id: id,
+                channel: channel,
+                handler: handler,
+                configuration: configuration,
+                protocolVersion: version,
+                serverVersion: serverVersion,
+                logger: logger
+            )
+        } catch {
+            channel.close(promise: nil)
+            throw error
+        }
+    }
+
+    /// HELLO 3 (+ AUTH, SETNAME), falling back to RESP2; then SELECT.
+    private static func handshake(
+        channel: Channel,
+        configuration: RedisConfiguration
+    ) async throws(RedisError) -> (Int, String?) {
+        let deadline = NIODeadline.now() + TimeAmount(configuration.connectTimeout)
+        var hello = RESPCommand("HELLO", "3")
+        if let password = configuration.password {
+            hello.append("AUTH")
+            hello.append(configuration.username ?? "default")
+            hello.append(password)
+        }
+        if let name = configuration.clientName {
+            hello.append("SETNAME")
+            hello.append(name)
+        }
+        var version = 3
+        var serverVersion: String?
+        let reply = try await handshakeSend(hello, channel: channel, deadline: deadline, configuration: configuration)
+        if let message = reply.errorMessage {
+            if message.hasPrefix("NOPROTO") || message.contains("unknown command") {
+                version = 2
+                if let password = configuration.password {
+                    var auth = RESPCommand("AUTH")
+                    if let user = configuration.username { auth.append(user) }
+                    auth.append(password)
+                    let authReply = try await handshakeSend(
+                        auth,
+                        channel: channel,
+                        deadline: deadline,
+                        configuration: configuration
+                    )
+                    if let error = authReply.errorMessage { throw authenticationError(error, configuration) }
+                }
+                if let name = configuration.clientName {
+                    _ = try await handshakeSend(
+                        RESPCommand("CLIENT", "SETNAME", name),
+                        channel: channel,
+                        deadline: deadline,
+                        configuration: configuration
+                    )
+                }
+            } else {
+                throw authenticationError(message, configuration)
+            }
+        } else if let pairs = reply.pairs {
+            serverVersion = pairs.first(where: { $0.key.string == "version" })?.value.string
+        } else {
+            throw RedisError(.notARedisServer, "the server at \(configuration.redactedURL) did not answer HELLO as Redis does")
+        }
+        if configuration.database != 0 {
+            let selectReply = try await handshakeSend(
+                RESPCommand("SELECT", configuration.database),
+                channel: channel,
+                deadline: deadline,
+                configuration: configuration
+            )
+            if let message = selectReply.errorMessage {
+                throw RedisError(.serverError, "SELECT \(configuration.database) failed: \(message)")
+            }
+        }
+        return (version, serverVersion)
+    }
+
+    private static func handshakeSend(
+        _ command: RESPCommand,
+        channel: Channel,
+        deadline: NIODeadline,
+        configuration: RedisConfiguration
+    ) async throws(RedisError) -> RESPToken {
+        let promise = channel.eventLoop.makePromise(of: RESPToken.self)
+        channel.writeAndFlush(RedisRequest(commands: [command], promises: [promise], deadline: deadline), promise: nil)
+        do {
+            return try await promise.futureResult.get()
+        } catch let error as RedisError {
+            if error.code == .commandTimeout {
+                throw RedisError(
+                    .connectTimeout,
+                    "no answer from \(configuration.redactedURL) within \(configuration.connectTimeout)"
+                )
+            }
+            if error.code == .protocolError {
+                throw RedisError(
+                    .notARedisServer,
+                    "the server at \(configuration.redactedURL) does not speak the Redis protocol",
+                    underlyingError: error
+                )
+            }
+            if let underlying = error.underlyingError, isTLSError(underlying) {
+                throw RedisError(
+                    .tlsFailure,
+                    "TLS handshake with \(configuration.redactedURL) failed: \(underlying)",
+                    underlyingError: underlying
+                )
+            }
+            throw error
+        } catch {
+            throw RedisError(.connectionClosed, "\(error)", underlyingError: error)
+        }
+    }
+
+    private static func authenticationError(_ message: String, _ configuration: RedisConfiguration) -> RedisError {
+        if message.hasPrefix("NOAUTH") {
+            return RedisError(
+                .authenticationFailed,
+                "Redis at \(configuration.redactedURL) requires a password and none was given (set REDIS_PASSWORD or put it in the URL)"
+            )
+        }
+        if message.hasPrefix("WRONGPASS") || message.contains("invalid password") || message.contains("invalid username") {
+            return RedisError(
+                .authenticationFailed,
+                "Redis at \(configuration.redactedURL) refused the user name or password"
+            )
+        }
+        if message.contains("without any password configured") {
+            return RedisError(
+                .authenticationFailed,
+                "a password was given but Redis at \(configuration.redactedURL) has none configured"
+            )
+        }
+        return RedisError(.serverError, "HELLO failed: \(message)")
+    }
+
+    static func connectError(_ error: any Error, configuration: RedisConfiguration) -> RedisError {
+        let where_ = configuration.redactedURL
+        if let e = error as? ChannelError, case .connectTimeout = e {
+            return RedisError(.connectTimeout, "could not connect to \(where_) within \(configuration.connectTimeout)")
+        }
+        var errnos: [CInt] = []
+        if let e = error as? NIOConnectionError {
+            errnos = e.connectionErrors.compactMap { ($0.error as? IOError)?.errnoCode }
+            if e.connectionErrors.contains(where: { ($0.error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false }) {
+                return RedisError(.connectTimeout, "could not connect to \(where_) within \(configuration.connectTimeout)")
+            }
+            if e.connectionErrors.isEmpty, let dns = e.dnsAError ?? e.dnsAAAAError {
+                return RedisError(.connectionRefused, "cannot resolve the host of \(where_): \(dns)", underlyingError: ErrorBox(dns))
+            }
+        }
+        if let e = error as? IOError { errnos.append(e.errnoCode) }
+        if errnos.contains(where: { $0 == ECONNREFUSED || $0 == ENOENT }) {
+            return RedisError(.connectionRefused, "connection refused by \(where_): is redis-server running?")
+        }
+        return RedisError(.connectionRefused, "cannot connect to \(where_): \(error)", underlyingError: ErrorBox(error))
+    }
+
+    static func isTLSError(_ error: any Error) -> Bool {
+        error is NIOSSLError || error is BoringSSLError
+    }
+
+    private static func makeSSLContext(_ tls: RedisConfiguration.TLS) throws -> NIOSSLContext {
+        var config = TLSConfiguration.makeClientConfiguration()
+        switch tls.verification {
+        case .required, .optional:
+            config.certificateVerification = tls.checkHostname ? .fullVerification : .noHostnameVerification
+        case .none: config.certificateVerification = .none
+        }
+        if let ca = tls.caFile {
+            config.trustRoots = .file(ca)
+        }
+        if let certFile = tls.certificateFile {
+            config.certificateChain = try NIOSSLCertificate.fromPEMFile(certFile).map { .certificate($0) }
+            let keyFile = tls.keyFile ?? certFile
+            config.privateKey = .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem))
+        }
+        return try NIOSSLContext(configuration: config)
+    }
+
+    private static func isIPAddress(_ host: String) -> Bool {
+        (try? SocketAddress(ipAddress: host, port: 0)) != nil
+    }
+
+    // MARK: - Commands
+
+    /// Sends one command and returns its reply; an error reply throws ``RedisError/Code/serverError``.
+    public func send(_ command: RESPCommand) async throws(RedisError) -> RESPToken {
+        let token = try await sendRaw(command, deadline: .now() + TimeAmount(configuration.commandTimeout))
+        if let message = token.errorMessage { throw RedisError(.serverError, message) }
+        return token
+    }
+
+    /// Sends a blocking command (BRPOP, BLMOVE, ...) whose server-side timeout is `blockingTimeout`; the reply is
+    /// awaited for that long plus the command timeout. Cancelling the caller closes the connection.
+    public func sendBlocking(_ command: RESPCommand, blockingTimeout: Duration) async throws(RedisError) -> RESPToken {
+        let deadline = NIODeadline.now() + TimeAmount(blockingTimeout) + TimeAmount(configuration.commandTimeout)
+        let channel = self.channel
+        let token: RESPToken
+        do {
+            token = try await withTaskCancellationHandler {
+                try await sendRaw(command, deadline: deadline)
+            } onCancel: {
+                channel.close(promise: nil)
+            }
+        } catch let error as RedisError {
+            if Task.isCancelled { throw RedisError(.cancelled, "cancelled while waiting for \(command.name)") }
+            throw error
+        } catch {
+            throw RedisError(.cancelled, "\(error)")
+        }
+        if let message = token.errorMessage { throw RedisError(.serverError, message) }
+        return token
+    }
+
+    /// Sends the commands in one write and returns each reply (error replies as failures), in order.
+    public func pipeline(_ commands: [RESPCommand]) async throws(RedisError) -> [Result<RESPToken, RedisError>] {
+        guard !commands.isEmpty else { return [] }
+        let deadline = NIODeadline.now() + TimeAmount(configuration.commandTimeout)
+        let loop = channel.eventLoop
+        let promises = commands.map { _ in loop.makePromise(of: RESPToken.self) }
+        channel.writeAndFlush(RedisRequest(commands: commands, promises: promises, deadline: deadline), promise: nil)
+        var results: [Result<RESPToken, RedisError>] = []
+        results.reserveCapacity(commands.count)
+        for promise in promises {
+            do {
+                let token = try await promise.futureResult.get()
+                if let message = token.errorMessage {
+                    results.append(.failure(RedisError(.serverError, message)))
+                } else {
+                    results.append(.success(token))
+                }
+            } catch let error as RedisError {
+                throw error
+            } catch {
+                throw RedisError(.connectionClosed, "\(error)", underlyingError: ErrorBox(error))
+            }
+        }
+        return results
+    }
+
+    /// Runs the commands in `MULTI`/`EXEC`, pipelined in one write. Returns each command's result, or nil when
+    /// the transaction was aborted (a WATCHed key changed).
+    public func transaction(_ commands: [RESPCommand]) async throws(RedisError) -> [Result<RESPToken, RedisError>]? {
+        let replies = try await pipeline([RESPCommand("MULTI")] + commands + [RESPCommand("EXEC")])
+        return try RedisConnection.execResults(replies)
+    }
+
+    static func execResults(_ replies: [Result<RESPToken, RedisError>]) throws(RedisError) -> [Result<RESPToken, RedisError>]? {
+        let exec = try replies.last!.get()
+        if exec.isNull { return nil }
+        guard let items = exec.array else {
+            throw RedisError(.unexpectedReply, "EXEC answered \(exec)")
+        }
+        return items.map { item in
+            if let message = item.errorMessage { return .failure(RedisError(.serverError, message)) }
+            return .success(item)
+        }
+    }
+
+    /// Writes without waiting for a reply (subscriber-mode commands, whose answers arrive as pushes).
+    func sendWithoutReply(_ commands: [RESPCommand], enterSubscriberMode: Bool) async throws(RedisError) {
+        let handler = self.handler
+        let request = RedisRequest(commands: commands, promises: [], deadline: .now())
+        let future = channel.eventLoop.flatSubmit {
+            if enterSubscriberMode { handler.value.subscriberMode = true }
+            return self.channel.writeAndFlush(request)
+        }
+        do {
+            try await future.get()
+        } catch {
+            throw RedisError(.connectionClosed, "could not write to Redis: \(error)", underlyingError: ErrorBox(error))
+        }
+    }
+
+    func sendRaw(_ command: RESPCommand, deadline: NIODeadline) async throws(RedisError) -> RESPToken {
+        let promise = channel.eventLoop.makePromise(of: RESPToken.self)
+        channel.writeAndFlush(RedisRequest(commands: [command], promises: [promise], deadline: deadline), promise: nil)
+        do {
+            return try await promise.futureResult.get()
+        } catch let error as RedisError {
+            throw error
+        } catch {
+            throw RedisError(.connectionClosed, "\(error)", underlyingError: ErrorBox(error))
+        }
+    }
+
+    /// Closes the connection; commands in flight fail with ``RedisError/Code/connectionClosed``.
+    public func close() async {
+        try? await channel.close()
+    }
+}
+
+/// Wraps a non-Sendable error so it can travel as an underlying error.
+struct ErrorBox: Error, Sendable, CustomStringConvertible {
+    let description: String
+    init(_ error: any Error) { self.description = "\(error)" }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}

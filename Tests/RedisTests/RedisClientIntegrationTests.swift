@@ -1,0 +1,325 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import RESP
+import Testing
+
+@testable import Redis
+
+/// Against the real redis-server instances that scripts/test-redis.sh starts.
+@Suite(.enabled(if: TestServers.hasPlain, "needs SWIFT_CELERY_TEST_REDIS_URL (run through scripts/test.sh)"))
+struct RedisClientIntegrationTests {
+    @Test func tenThousandPipelinedCommands() async throws {
+        let client = try TestServers.plainClient()
+        let key = TestServers.uniquePrefix() + "list"
+        var commands: [RESPCommand] = []
+        for i in 0..<10_000 { commands.append(RESPCommand("RPUSH", key, "v\(i)")) }
+        let replies = try await client.pipeline(commands)
+        #expect(replies.count == 10_000)
+        #expect(try replies.last!.get().int == 10_000)
+        #expect(try replies.map { try $0.get().int! } == Array(1...10_000))
+        let pops = try await client.pipeline((0..<10_000).map { _ in RESPCommand("LPOP", key) })
+        #expect(try pops.map { try $0.get().string! } == (0..<10_000).map { "v\($0)" })
+        await client.close()
+    }
+
+    @Test func concurrentCallersShareOneConnection() async throws {
+        let client = try TestServers.plainClient()
+        let key = TestServers.uniquePrefix() + "counter"
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<50 {
+                group.addTask {
+                    for _ in 0..<20 { try await client.send(RESPCommand("INCR", key)) }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await client.send(RESPCommand("GET", key)).int == 1000)
+        await client.close()
+    }
+
+    @Test func serverErrorsFailOneCommandOnly() async throws {
+        let client = try TestServers.plainClient()
+        let key = TestServers.uniquePrefix() + "s"
+        let replies = try await client.pipeline([
+            RESPCommand("SET", key, "text"), RESPCommand("INCR", key), RESPCommand("GET", key),
+        ])
+        #expect(throws: RedisError.self) { try replies[1].get() }
+        #expect(try replies[2].get().string == "text")
+        await #expect(throws: RedisError.self) { try await client.send(RESPCommand("NOSUCHCOMMAND")) }
+        #expect(try await client.send(RESPCommand("PING")).string == "PONG")
+        await client.close()
+    }
+
+    @Test func pubSubDeliveryAndUnsubscribe() async throws {
+        let client = try TestServers.plainClient()
+        let prefix = TestServers.uniquePrefix()
+        let (a, b, p) = (prefix + "a", prefix + "b", prefix + "pat.*")
+        try await client.withSubscription(channels: [a, b], patterns: [p]) { subscription in
+            var iterator = subscription.messages.makeAsyncIterator()
+            #expect(try await client.send(RESPCommand("PUBLISH", a, "one")).int == 1)
+            let first = try #require(try await iterator.next())
+            #expect(first.channel == a && String(buffer: first.payload) == "one" && first.pattern == nil)
+
+            #expect(try await client.send(RESPCommand("PUBLISH", prefix + "pat.x", "two")).int == 1)
+            let second = try #require(try await iterator.next())
+            #expect(second.channel == prefix + "pat.x" && second.pattern == p)
+
+            try await subscription.unsubscribe(channels: [a])
+            #expect(try await client.send(RESPCommand("PUBLISH", a, "lost")).int == 0)
+            #expect(try await client.send(RESPCommand("PUBLISH", b, "three")).int == 1)
+            let third = try #require(try await iterator.next())
+            #expect(third.channel == b && String(buffer: third.payload) == "three")
+        }
+        await client.close()
+    }
+
+    @Test func brpopTimesOutThenWakesUp() async throws {
+        let client = try TestServers.plainClient()
+        let key = TestServers.uniquePrefix() + "q"
+        try await client.withDedicatedConnection { connection in
+            let empty = try await connection.sendBlocking(RESPCommand("BRPOP", key, "0.2"), blockingTimeout: .milliseconds(200))
+            #expect(empty.isNull)
+            async let popped = connection.sendBlocking(RESPCommand("BRPOP", key, 5), blockingTimeout: .seconds(5))
+            try await Task.sleep(for: .milliseconds(100))
+            try await client.send(RESPCommand("LPUSH", key, "hello"))
+            let reply = try await popped
+            #expect(reply.array?.map { $0.string } == [key, "hello"])
+        }
+        await client.close()
+    }
+
+    @Test func cancellingABlockingPopClosesItsConnection() async throws {
+        let client = try TestServers.plainClient()
+        let key = TestServers.uniquePrefix() + "q"
+        let connection = try await client.makeConnection()
+        let task = Task {
+            try await connection.sendBlocking(RESPCommand("BRPOP", key, 30), blockingTimeout: .seconds(30))
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        task.cancel()
+        await #expect(throws: RedisError.self) { try await task.value }
+        try await connection.closeFuture.get()
+        #expect(!connection.isActive)
+        await client.close()
+    }
+
+    @Test func evalshaSurvivesScriptFlush() async throws {
+        let client = try TestServers.plainClient()
+        let key = TestServers.uniquePrefix() + "k"
+        let script = RedisScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+        #expect(try await client.evaluate(script, keys: [key], arguments: ["5"]).int == 5)
+        try await client.send(RESPCommand("SCRIPT", "FLUSH"))
+        #expect(try await client.evaluate(script, keys: [key], arguments: ["2"]).int == 7)
+        await client.close()
+    }
+
+    @Test func multiExec() async throws {
+        let client = try TestServers.plainClient()
+        let key = TestServers.uniquePrefix()
+        let results = try await client.transaction([
+            RESPCommand("SET", key + "a", "1"),
+            RESPCommand("INCR", key + "a"),
+            RESPCommand("LPUSH", key + "a", "x"),  // WRONGTYPE at EXEC time: only this one fails
+            RESPCommand("GET", key + "a"),
+        ])
+        #expect(try results[1].get().int == 2)
+        #expect(throws: RedisError.self) { try results[2].get() }
+        #expect(try results[3].get().string == "2")
+        // A syntax error while queueing aborts the whole transaction.
+        await #expect(throws: RedisError.self) {
+            try await client.transaction([RESPCommand("SET", key + "b")])
+        }
+        #expect(try await client.send(RESPCommand("EXISTS", key + "b")).int == 0)
+        await client.close()
+    }
+
+    @Test func connectionRefusedIsClear() async throws {
+        let port = TestServers.freePort()
+        var configuration = try RedisConfiguration(url: "redis://:secret-pw@127.0.0.1:\(port)/0")
+        configuration.connectTimeout = .seconds(2)
+        let client = RedisClient(configuration: configuration, logger: TestServers.logger)
+        do {
+            try await client.send(RESPCommand("PING"))
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.code == .connectionRefused)
+            #expect(error.description.contains("127.0.0.1:\(port)"))
+            #expect(!error.description.contains("secret-pw"))
+        }
+    }
+
+    @Test func reconnectsAfterTheServerIsKilledAndRestarted() async throws {
+        let server = try OwnRedisServer()
+        try await server.start()
+        let client = RedisClient(
+            configuration: try RedisConfiguration(url: server.url),
+            backoff: RedisBackoff(initial: .milliseconds(20), maximum: .milliseconds(200)),
+            logger: TestServers.logger
+        )
+        try await client.send(RESPCommand("SET", "k", "before"))
+        server.kill()
+        await #expect(throws: RedisError.self) { try await client.send(RESPCommand("GET", "k")) }
+        // While the server is down every call fails fast with a clear error...
+        do {
+            try await client.send(RESPCommand("PING"))
+            Issue.record("expected an error while the server is down")
+        } catch {
+            #expect(error.code == .connectionRefused || error.code == .connectionClosed)
+        }
+        // ...and once it is back, the client reconnects by itself.
+        try await server.start()
+        var reply: RESPToken?
+        for _ in 0..<50 {
+            reply = try? await client.send(RESPCommand("PING"))
+            if reply != nil { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(reply?.string == "PONG")
+        await client.close()
+    }
+
+    @Test func serverClosingMidReplyFailsTheCommand() async throws {
+        let server = try await FakeServer.start { _ in ByteBuffer(string: "$10\r\nhel") }
+        let client = RedisClient(configuration: try RedisConfiguration(url: "redis://127.0.0.1:\(server.port)"), logger: TestServers.logger)
+        do {
+            try await client.send(RESPCommand("GET", "k"))
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.code == .connectionClosed)
+        }
+        try await server.close()
+    }
+
+    @Test func aServerThatIsNotRedisIsNamed() async throws {
+        let server = try await FakeServer.start { _ in ByteBuffer(string: "HTTP/1.1 400 Bad Request\r\n\r\n") }
+        let client = RedisClient(configuration: try RedisConfiguration(url: "redis://127.0.0.1:\(server.port)"), logger: TestServers.logger)
+        do {
+            try await client.send(RESPCommand("PING"))
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.code == .notARedisServer)
+        }
+        try await server.close()
+    }
+}
+
+@Suite(.enabled(if: TestServers.hasAuth, "needs the password-protected test server"))
+struct RedisAuthenticationTests {
+    @Test func correctPasswordConnects() async throws {
+        let client = RedisClient(configuration: try RedisConfiguration(url: TestServers.authURL!), logger: TestServers.logger)
+        #expect(try await client.send(RESPCommand("PING")).string == "PONG")
+        await client.close()
+    }
+
+    @Test func defaultPasswordIsAppliedWhenTheURLHasNone() async throws {
+        let url = "redis://127.0.0.1:\(TestServers.authPort!)/0"
+        let configuration = try RedisConfiguration(url: url).withDefaultPassword(TestServers.authPassword)
+        let client = RedisClient(configuration: configuration, logger: TestServers.logger)
+        #expect(try await client.send(RESPCommand("PING")).string == "PONG")
+        await client.close()
+    }
+
+    @Test func wrongPasswordIsClearAndNeverPrinted() async throws {
+        let url = "redis://:not-the-password-42@127.0.0.1:\(TestServers.authPort!)/0"
+        let client = RedisClient(configuration: try RedisConfiguration(url: url), logger: TestServers.logger)
+        do {
+            try await client.send(RESPCommand("PING"))
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.code == .authenticationFailed)
+            #expect(!error.description.contains("not-the-password-42"))
+        }
+    }
+
+    @Test func missingPasswordIsClear() async throws {
+        let client = RedisClient(
+            configuration: try RedisConfiguration(url: "redis://127.0.0.1:\(TestServers.authPort!)/0"),
+            logger: TestServers.logger
+        )
+        do {
+            try await client.send(RESPCommand("PING"))
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.code == .authenticationFailed)
+            #expect(error.message.contains("requires a password"))
+        }
+    }
+}
+
+@Suite(.enabled(if: TestServers.hasTLS, "needs the TLS test server"))
+struct RedisTLSTests {
+    @Test func verifiedTLSConnects() async throws {
+        let client = RedisClient(configuration: try RedisConfiguration(url: TestServers.tlsURL!), logger: TestServers.logger)
+        #expect(try await client.send(RESPCommand("PING")).string == "PONG")
+        await client.close()
+    }
+
+    @Test func clientCertificateIsPresented() async throws {
+        let dir = TestServers.tlsDirectory!
+        let url = TestServers.tlsURL! + "&ssl_certfile=\(dir)/client.pem&ssl_keyfile=\(dir)/client.key"
+        let client = RedisClient(configuration: try RedisConfiguration(url: url), logger: TestServers.logger)
+        #expect(try await client.send(RESPCommand("PING")).string == "PONG")
+        await client.close()
+    }
+
+    @Test func untrustedCertificateIsRefused() async throws {
+        var configuration = try RedisConfiguration(url: TestServers.tlsURL!)
+        configuration.tls?.caFile = TestServers.tlsDirectory! + "/other-ca.pem"
+        let client = RedisClient(configuration: configuration, logger: TestServers.logger)
+        do {
+            try await client.send(RESPCommand("PING"))
+            Issue.record("a certificate from an unknown CA was accepted")
+        } catch {
+            #expect(error.code == .tlsFailure)
+        }
+    }
+
+    @Test func verificationCanBeTurnedOffExplicitly() async throws {
+        var configuration = try RedisConfiguration(url: TestServers.tlsURL!)
+        configuration.tls?.caFile = TestServers.tlsDirectory! + "/other-ca.pem"
+        configuration.tls?.verification = .none
+        let client = RedisClient(configuration: configuration, logger: TestServers.logger)
+        #expect(try await client.send(RESPCommand("PING")).string == "PONG")
+        await client.close()
+    }
+
+    @Test func plainClientAgainstTLSPortFails() async throws {
+        var configuration = try RedisConfiguration(url: TestServers.tlsURL!)
+        configuration.tls = nil
+        configuration.connectTimeout = .seconds(2)
+        let client = RedisClient(configuration: configuration, logger: TestServers.logger)
+        await #expect(throws: RedisError.self) { try await client.send(RESPCommand("PING")) }
+    }
+}
+
+/// A TCP server on loopback that answers every read with `reply(bytes)` and then closes.
+struct FakeServer {
+    let channel: Channel
+    var port: Int { channel.localAddress!.port! }
+
+    static func start(reply: @escaping @Sendable (ByteBuffer) -> ByteBuffer) async throws -> FakeServer {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(Handler(reply: reply))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return FakeServer(channel: channel)
+    }
+
+    func close() async throws { try await channel.close() }
+
+    final class Handler: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        let reply: @Sendable (ByteBuffer) -> ByteBuffer
+        init(reply: @escaping @Sendable (ByteBuffer) -> ByteBuffer) { self.reply = reply }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let bytes = reply(unwrapInboundIn(data))
+            context.writeAndFlush(wrapOutboundOut(bytes)).whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+}
