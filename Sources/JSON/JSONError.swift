@@ -19,9 +19,10 @@ public struct JSONError: Error, Sendable, CustomStringConvertible {
         self.position = position
     }
 
-    /// A one-line account: `invalid JSON at line 1, column 5 (byte 4): …`.
+    /// A one-line account: `invalid JSON at line 1, column 5 (byte 4): …`, or `JSON error: …` without a line.
     public var description: String {
-        "invalid JSON at line \(self.line), column \(self.column) (byte \(self.position)): \(self.message)"
+        guard self.line > 0 else { return "JSON error: \(self.message)" }
+        return "invalid JSON at line \(self.line), column \(self.column) (byte \(self.position)): \(self.message)"
     }
 }
 
