@@ -201,7 +201,7 @@ extension CeleryTimestamp {
         private mutating func fraction() -> Int? {
             var micro = 0
             var count = 0
-            while !self.atEnd, self.bytes[self.index] >= UInt8(ascii: "0"), self.bytes[self.index] <= UInt8(ascii: "9") {
+            while !self.atEnd, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(self.bytes[self.index]) {
                 if count < 6 { micro = micro * 10 + Int(self.bytes[self.index] - UInt8(ascii: "0")) }
                 count += 1
                 self.index += 1
@@ -247,9 +247,10 @@ extension CeleryTimestamp {
                 guard self.atEnd else { return nil }
             }
             let days = CeleryTimestamp.days(fromCivil: year, month, day)
-            let seconds = days * 86_400 + CeleryTimestamp.floorDivide(micros - offsetMicros, 1_000_000)
-            let micro = micros - offsetMicros - CeleryTimestamp.floorDivide(micros - offsetMicros, 1_000_000) * 1_000_000
-            return Double(seconds) + Double(micro) / 1_000_000
+            let utcMicros = micros - offsetMicros  // may be negative: the offset can move the instant a day back
+            let wholeSeconds = CeleryTimestamp.floorDivide(utcMicros, 1_000_000)
+            let micro = utcMicros - wholeSeconds * 1_000_000
+            return Double(days * 86_400 + wholeSeconds) + Double(micro) / 1_000_000
         }
     }
 }

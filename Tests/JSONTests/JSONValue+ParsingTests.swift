@@ -21,13 +21,20 @@ struct JSONValueParsingTests {
         (#""""#, .string(""), #""""#),
         (#""a\u0000b""#, .string("a\u{0}b"), #""a\u0000b""#),
         (#""\ud83d\ude00""#, .string("😀"), #""😀""#),
-        (#""é e\u0301 ☃ 中文 👩‍👩‍👧""#, .string("é e\u{301} ☃ 中文 👩‍👩‍👧"), "\"é e\u{301} ☃ 中文 👩‍👩‍👧\""),
+        (
+            #""é e\u0301 ☃ 中文 👩‍👩‍👧""#,
+            .string("é e\u{301} ☃ 中文 👩‍👩‍👧"),
+            "\"é e\u{301} ☃ 中文 👩‍👩‍👧\""
+        ),
         (#""\"\\\/\b\f\n\r\t\u001f""#, .string("\"\\/\u{8}\u{c}\n\r\t\u{1f}"), #""\"\\/\b\f\n\r\t\u001F""#),
         ("[]", .array([]), "[]"),
         ("{}", .object([:]), "{}"),
         (" [ 1 , [ [ ] , { } ] ] ", [1, [[], [:]]] as JSONValue, "[1,[[],{}]]"),
-        (#"{"z":1,"a":{"y":[true,null],"b":"c"},"m":2.5}"#, ["z": 1, "a": ["y": [true, nil], "b": "c"], "m": 2.5] as JSONValue,
-         #"{"z":1,"a":{"y":[true,null],"b":"c"},"m":2.5}"#),
+        (
+            #"{"z":1,"a":{"y":[true,null],"b":"c"},"m":2.5}"#,
+            ["z": 1, "a": ["y": [true, nil], "b": "c"], "m": 2.5] as JSONValue,
+            #"{"z":1,"a":{"y":[true,null],"b":"c"},"m":2.5}"#
+        ),
         (#"{"a":1,"a":2,"b":3}"#, ["a": 2, "b": 3] as JSONValue, #"{"a":2,"b":3}"#),
     ])
     func roundTrips(text: String, value: JSONValue, written: String) throws {
@@ -41,7 +48,8 @@ struct JSONValueParsingTests {
     }
 
     @Test(arguments: [
-        0.1, 1e300, -0.0, .leastNonzeroMagnitude, .pi, 1.0 / 3.0, .greatestFiniteMagnitude, .leastNormalMagnitude, -123.456e-7, 2e22,
+        0.1, 1e300, -0.0, .leastNonzeroMagnitude, .pi, 1.0 / 3.0, .greatestFiniteMagnitude, .leastNormalMagnitude,
+        -123.456e-7, 2e22,
     ])
     func doublesRoundTripBitForBit(double: Double) throws {
         let parsed = try JSONValue(parsing: JSONValue.double(double).serialized())
@@ -124,7 +132,8 @@ struct JSONValueParsingTests {
         #expect(error.column >= 3)
         #expect(error.position >= 11)
         #expect(error.message.contains("x"))
-        #expect(error.description.hasPrefix("invalid JSON at line 3, column \(error.column) (byte \(error.position)): "))
+        let prefix = "invalid JSON at line 3, column \(error.column) (byte \(error.position)): "
+        #expect(error.description.hasPrefix(prefix))
     }
 
     @Test func tooBigIntegerSaysSo() throws {

@@ -5,19 +5,31 @@ import Testing
 struct KombuValueTests {
     /// Values and the text `kombu.utils.json.dumps(…, separators=(",", ":"), ensure_ascii=False)` writes (kombu 5.7).
     @Test(arguments: [
-        (KombuValue.datetime("2026-01-02T03:04:05+00:00"), #"{"__type__":"datetime","__value__":"2026-01-02T03:04:05+00:00"}"#),
-        (.datetime("2026-11-22T02:54:10.882025+00:00"), #"{"__type__":"datetime","__value__":"2026-11-22T02:54:10.882025+00:00"}"#),
+        (
+            KombuValue.datetime("2026-01-02T03:04:05+00:00"),
+            #"{"__type__":"datetime","__value__":"2026-01-02T03:04:05+00:00"}"#
+        ),
+        (
+            .datetime("2026-11-22T02:54:10.882025+00:00"),
+            #"{"__type__":"datetime","__value__":"2026-11-22T02:54:10.882025+00:00"}"#
+        ),
         (.datetime("2030-01-01T12:00:00"), #"{"__type__":"datetime","__value__":"2030-01-01T12:00:00"}"#),
         (.date("2026-01-02"), #"{"__type__":"date","__value__":"2026-01-02"}"#),
         (.time("03:04:05.123456"), #"{"__type__":"time","__value__":"03:04:05.123456"}"#),
         (.time("03:04:05"), #"{"__type__":"time","__value__":"03:04:05"}"#),
         (.decimal("1.10"), #"{"__type__":"decimal","__value__":"1.10"}"#),
         (.decimal("-1E+2"), #"{"__type__":"decimal","__value__":"-1E+2"}"#),
-        (.uuid("5d5c6c3c-4b1a-4c9e-9f0e-2b7c8a9d1e2f"), #"{"__type__":"uuid","__value__":{"hex":"5d5c6c3c4b1a4c9e9f0e2b7c8a9d1e2f"}}"#),
+        (
+            .uuid("5d5c6c3c-4b1a-4c9e-9f0e-2b7c8a9d1e2f"),
+            #"{"__type__":"uuid","__value__":{"hex":"5d5c6c3c4b1a4c9e9f0e2b7c8a9d1e2f"}}"#
+        ),
         (.bytes(Array("hello".utf8)), #"{"__type__":"bytes","__value__":"hello"}"#),
         (.bytes([0x68, 0xC3, 0xA9, 0x00]), #"{"__type__":"bytes","__value__":"hé\u0000"}"#),
         (.bytes([]), #"{"__type__":"bytes","__value__":""}"#),
-        (.bytes([0, 1, 2, 3, 4, 5, 6]), #"{"__type__":"bytes","__value__":"\u0000\u0001\u0002\u0003\u0004\u0005\u0006"}"#),
+        (
+            .bytes([0, 1, 2, 3, 4, 5, 6]),
+            #"{"__type__":"bytes","__value__":"\u0000\u0001\u0002\u0003\u0004\u0005\u0006"}"#
+        ),
         (.bytes([0xFF, 0x00, 0x61, 0x62]), #"{"__type__":"base64","__value__":"/wBhYg=="}"#),
         (.bytes([0xED, 0xA0, 0x80]), #"{"__type__":"base64","__value__":"7aCA"}"#),  // an encoded surrogate
         (.bytes([0x80]), #"{"__type__":"base64","__value__":"gA=="}"#),
@@ -31,7 +43,8 @@ struct KombuValueTests {
     }
 
     @Test func markersInsideADocument() throws {
-        let python = #"{"args":[{"__type__":"datetime","__value__":"2026-01-02T03:04:05+00:00"}],"#
+        let python =
+            #"{"args":[{"__type__":"datetime","__value__":"2026-01-02T03:04:05+00:00"}],"#
             + #""x":{"__type__":"decimal","__value__":"0.1"}}"#
         let value = try JSONValue(parsing: python)
         #expect(value["args"]?[0]?.kombuValue == .datetime("2026-01-02T03:04:05+00:00"))
