@@ -20,32 +20,36 @@ extension JSONValue {
 
     /// Compact JSON text in UTF-8, or an error if the value is nested deeper than `maximumDepth`.
     public func serialize() throws(JSONError) -> [UInt8] {
-        guard let root = self.makeJansson(maximumDepth: Self.maximumDepth) else {
+        guard let (root, estimate) = self.makeJansson(maximumDepth: Self.maximumDepth) else {
             throw JSONError(message: "value nested deeper than \(Self.maximumDepth) arrays or objects")
         }
         defer { json_decref(root) }
-        var output: [UInt8] = []
-        output.reserveCapacity(128)
-        // 17 significant digits make every finite double read back bit for bit.
-        let flags = Int(JSON_COMPACT | JSON_ENCODE_ANY) | Int((17 & 0x1F) << 11)  // JSON_REAL_PRECISION(17)
-        let status = withUnsafeMutablePointer(to: &output) { output in
-            json_dump_callback(
-                root,
-                { chunk, size, context in
-                    guard let chunk, let context else { return -1 }
-                    let output = context.assumingMemoryBound(to: [UInt8].self)
-                    output.pointee.append(contentsOf: UnsafeRawBufferPointer(start: chunk, count: size))
-                    return 0
-                },
-                output,
-                flags
-            )
+        // json_dumpb into a buffer sized from an estimate: one pass in the usual case, a second one with the exact
+        // size when escapes made the text longer. (Appending each of jansson's small chunks to an Array from
+        // json_dump_callback costs twice the dump itself.)
+        let first = Self.dump(root, capacity: estimate)
+        if first.needed > 0, first.needed <= estimate {
+            return first.text
         }
-        guard status == 0 else {
-            // Only out-of-memory reaches here: every value this module builds is encodable.
+        let second = Self.dump(root, capacity: first.needed)
+        guard first.needed > 0, second.needed == first.needed else {
+            // Only out-of-memory reaches here: every tree this module builds is encodable.
             throw JSONError(message: "jansson could not serialize the value")
         }
-        return output
+        return second.text
+    }
+
+    /// Dumps into a new array of at most `capacity` bytes: the text if it fits (else empty), and the size it needs
+    /// (0 on failure; no JSON text is empty).
+    private static func dump(_ root: UnsafeMutablePointer<json_t>, capacity: Int) -> (text: [UInt8], needed: Int) {
+        // 17 significant digits make every finite double read back bit for bit.
+        let flags = Int(JSON_COMPACT | JSON_ENCODE_ANY) | Int((17 & 0x1F) << 11)  // JSON_REAL_PRECISION(17)
+        var needed = 0
+        let text = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
+            needed = buffer.withMemoryRebound(to: CChar.self) { json_dumpb(root, $0.baseAddress, $0.count, flags) }
+            count = needed <= capacity ? needed : 0
+        }
+        return (text, needed)
     }
 }
 
@@ -59,27 +63,37 @@ extension JSONValue {
         var index = 0
     }
 
-    /// Builds a jansson tree (a new reference), or nil if deeper than `maximumDepth`.
-    func makeJansson(maximumDepth: Int) -> UnsafeMutablePointer<json_t>? {
+    /// Builds a jansson tree (a new reference) and estimates its compact text's size; nil if deeper than
+    /// `maximumDepth`.
+    func makeJansson(maximumDepth: Int) -> (tree: UnsafeMutablePointer<json_t>, estimatedSize: Int)? {
         var stack: [BuildFrame] = []
         var current = self
+        // Exact but for escapes in strings and digits of numbers (a little over); a comma or colon per value.
+        var estimate = 0
         descend: while true {
             var built: UnsafeMutablePointer<json_t>
             switch current {
             case .null:
                 built = json_null()
+                estimate += 5
             case .bool(let bool):
                 built = bool ? json_true() : json_false()
+                estimate += 6
             case .int(let int):
                 built = json_integer(json_int_t(int))
+                // 77/256 > log10(2): at least the number of decimal digits, plus sign and separator.
+                estimate += (Int.bitWidth - int.magnitude.leadingZeroBitCount) * 77 / 256 + 3
             case .double(let double):
                 // JSON has no NaN or infinity: they are written as null (see the module notes).
                 built = double.isFinite ? json_real(double) : json_null()
+                estimate += 25
             case .string(let string):
                 built = Self.makeString(string)
+                estimate += string.utf8.count + 3
             case .array(let elements):
                 guard stack.count < maximumDepth else { return Self.release(stack) }
                 built = json_array()
+                estimate += 3
                 if let first = elements.first {
                     stack.append(BuildFrame(target: built, elements: elements, object: [:]))
                     current = first
@@ -88,6 +102,7 @@ extension JSONValue {
             case .object(let object):
                 guard stack.count < maximumDepth else { return Self.release(stack) }
                 built = json_object()
+                estimate += 3
                 if let first = object.values.first {
                     stack.append(BuildFrame(target: built, elements: [], object: object))
                     current = first
@@ -101,7 +116,9 @@ extension JSONValue {
                 let parent = stack[top].target
                 stack[top].index += 1
                 if stack[top].elements.isEmpty {
-                    Self.setMember(parent, key: stack[top].object.keys[index], value: built)
+                    let key = stack[top].object.keys[index]
+                    estimate += key.utf8.count + 3
+                    Self.setMember(parent, key: key, value: built)
                     if index + 1 < stack[top].object.count {
                         current = stack[top].object.values[index + 1]
                         continue descend
@@ -115,11 +132,11 @@ extension JSONValue {
                 }
                 built = stack.removeLast().target
             }
-            return built
+            return (built, estimate)
         }
     }
 
-    private static func release(_ stack: [BuildFrame]) -> UnsafeMutablePointer<json_t>? {
+    private static func release(_ stack: [BuildFrame]) -> (tree: UnsafeMutablePointer<json_t>, estimatedSize: Int)? {
         for frame in stack {
             json_decref(frame.target)
         }

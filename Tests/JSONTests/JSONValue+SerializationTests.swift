@@ -35,6 +35,17 @@ struct JSONValueSerializationTests {
         #expect(throws: JSONError.self) { try JSONValue(parsing: value.serialized()) }
     }
 
+    /// Escapes make the text longer than the size estimated from the strings: the exact size is dumped again.
+    @Test(arguments: [0, 1, 7, 100, 10_000])
+    func escapeHeavyStringsAreWrittenWhole(count: Int) throws {
+        let string = String(repeating: "\u{0}\u{1f}\"\\", count: count)
+        let value: JSONValue = [.string(string), ["\u{1}": .string(string)]]
+        let text = value.serializedString()
+        let escaped = String(repeating: #"\u0000\u001F\"\\"#, count: count)
+        #expect(text == #"[""# + escaped + #"",{"\u0001":""# + escaped + #""}]"#)
+        #expect(try JSONValue(parsing: text) == [.string(string), .object(["\u{1}": .string(string)])])
+    }
+
     @Test func insertionOrderIsKept() {
         var object = JSONObject()
         for key in ["zeta", "alpha", "mu", "beta"] {

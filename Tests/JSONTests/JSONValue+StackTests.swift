@@ -1,10 +1,11 @@
+import JSON
+import Testing
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import JSON
-import Testing
 
 @Suite("JSONValue on a small stack")
 struct JSONValueStackTests {
