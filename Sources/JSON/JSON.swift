@@ -20,6 +20,7 @@
 // - Kombu's type markers (`{"__type__": …, "__value__": …}`) are read and written by `KombuValue`, and Celery's
 //   ISO-8601 timestamps by `CeleryTimestamp`, without Foundation.
 
+// Re-exported so that users of JSONObject get OrderedDictionary's API without importing swift-collections.
 @_exported import struct OrderedCollections.OrderedDictionary
 
 /// A JSON object: member names to values, in insertion order.
