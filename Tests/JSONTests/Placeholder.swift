@@ -1,3 +1,0 @@
-import Testing
-
-@Test func JSONTestsBuilds() { #expect(Bool(true)) }

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Throw-away Redis servers for the integration tests.
+#
+#   scripts/test-redis.sh COMMAND [ARGS...]   start the servers, run COMMAND with the variables below exported,
+#                                            stop the servers, exit with COMMAND's exit code
+#   source scripts/test-redis.sh             start the servers and export the variables in the current shell;
+#                                            they stop when that shell exits (or call test_redis_stop)
+#
+# Three redis-server processes on free loopback ports, all data in one temporary directory:
+#   plain    SWIFT_CELERY_TEST_REDIS_URL=redis://127.0.0.1:PORT/0 (also a Unix socket:
+#            SWIFT_CELERY_TEST_REDIS_UNIX_URL=unix://DIR/plain/redis.sock?db=0)
+#   auth     SWIFT_CELERY_TEST_REDIS_AUTH_URL=redis://:PASSWORD@127.0.0.1:PORT/0 (requirepass, random password),
+#            SWIFT_CELERY_TEST_REDIS_AUTH_PASSWORD, SWIFT_CELERY_TEST_REDIS_AUTH_PORT
+#   tls      SWIFT_CELERY_TEST_REDIS_TLS_URL=rediss://localhost:PORT/0?ssl_ca_certs=DIR/tls/ca.pem
+#            (TLS only, certificate for localhost and 127.0.0.1, client certificates optional),
+#            SWIFT_CELERY_TEST_REDIS_TLS_PORT
+# and SWIFT_CELERY_TEST_TLS_DIR (ca.pem, client.pem, client.key, and other-ca.pem: an unrelated CA that must be
+# refused), SWIFT_CELERY_TEST_REDIS_PORT, SWIFT_CELERY_TEST_REDIS_SERVER (the redis-server binary, for tests that
+# start and kill their own instance).
+
+_test_redis_log() {
+    printf 'test-redis: %s\n' "$*" >&2
+}
+
+# Prints a TCP port that nothing listens on at the moment (the kernel's choice for a bind to port 0).
+_test_redis_free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+_test_redis_make_certificates() {
+    local dir=$1 name
+    mkdir -p "$dir" || return 1
+    (
+        set -e
+        cd "$dir"
+        cat >ca.cnf <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+x509_extensions = ca
+[dn]
+CN = swift-celery test CA
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+EOF
+        printf '%s\n' 'basicConstraints = CA:FALSE' 'keyUsage = critical, digitalSignature, keyEncipherment' \
+            'extendedKeyUsage = serverAuth' 'subjectAltName = DNS:localhost, IP:127.0.0.1, IP:::1' >server.ext
+        printf '%s\n' 'basicConstraints = CA:FALSE' 'keyUsage = critical, digitalSignature, keyEncipherment' \
+            'extendedKeyUsage = clientAuth' >client.ext
+        for name in ca other-ca; do
+            openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -days 2 \
+                -config ca.cnf -subj "/CN=swift-celery test $name" -keyout "$name.key" -out "$name.pem" 2>/dev/null
+        done
+        for name in server client; do
+            openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+                -subj "/CN=${name/server/localhost}" -keyout "$name.key" -out "$name.csr" 2>/dev/null
+            openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+                -extfile "$name.ext" -out "$name.pem" 2>/dev/null
+        done
+        openssl verify -CAfile ca.pem server.pem client.pem >/dev/null
+        rm -f ./*.csr ./*.ext ca.cnf ca.srl
+    ) || {
+        _test_redis_log "could not make the test certificates with openssl in $dir"
+        return 1
+    }
+}
+
+# _test_redis_start_one NAME PING_COMMAND... -- REDIS_SERVER_ARGS...
+# Starts one server with its data and log in $_TEST_REDIS_DIR/NAME and waits until PING_COMMAND succeeds.
+_test_redis_start_one() {
+    local name=$1 dir="$_TEST_REDIS_DIR/$1" ping=() pid i
+    shift
+    while [[ $1 != -- ]]; do
+        ping+=("$1")
+        shift
+    done
+    shift
+    mkdir -p "$dir" || return 1
+    "$SWIFT_CELERY_TEST_REDIS_SERVER" --bind 127.0.0.1 --dir "$dir" --logfile "$dir/redis.log" --daemonize no \
+        --save '' --appendonly no "$@" </dev/null >>"$dir/redis.log" 2>&1 &
+    pid=$!
+    _TEST_REDIS_PIDS+=("$pid")
+    for ((i = 0; i < 100; i++)); do
+        if [[ $("${ping[@]}" ping 2>/dev/null) == PONG ]]; then
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            break
+        fi
+        sleep 0.1
+    done
+    _test_redis_log "the $name redis-server did not answer PING; its log ($dir/redis.log):"
+    cat "$dir/redis.log" >&2 2>/dev/null || _test_redis_log "(no log)"
+    return 1
+}
+
+test_redis_stop() {
+    local pid
+    for pid in "${_TEST_REDIS_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null
+    done
+    for pid in "${_TEST_REDIS_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null
+    done
+    _TEST_REDIS_PIDS=()
+    if [[ -n ${_TEST_REDIS_DIR:-} && -d $_TEST_REDIS_DIR ]]; then
+        rm -rf "$_TEST_REDIS_DIR"
+    fi
+    _TEST_REDIS_DIR=""
+}
+
+test_redis_start() {
+    local redis_server port auth_port tls_port password tls_dir
+    _TEST_REDIS_PIDS=()
+    redis_server=$(command -v redis-server) || {
+        _test_redis_log "redis-server not found; install the redis-server package"
+        return 1
+    }
+    command -v redis-cli >/dev/null || {
+        _test_redis_log "redis-cli not found; install the redis-tools package"
+        return 1
+    }
+    export SWIFT_CELERY_TEST_REDIS_SERVER=$redis_server
+    _TEST_REDIS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/swift-celery-redis.XXXXXX") || return 1
+    tls_dir="$_TEST_REDIS_DIR/tls"
+    _test_redis_make_certificates "$tls_dir" || return 1
+    password=$(openssl rand -hex 16) || return 1
+
+    # A port can be taken between choosing and binding it; a server that failed to start gets another one.
+    local attempt
+    for attempt in 1 2 3; do
+        port=$(_test_redis_free_port) || return 1
+        _test_redis_start_one plain redis-cli -h 127.0.0.1 -p "$port" -- \
+            --port "$port" --unixsocket "$_TEST_REDIS_DIR/plain/redis.sock" --unixsocketperm 700 && break
+        ((attempt < 3)) || return 1
+    done
+    for attempt in 1 2 3; do
+        auth_port=$(_test_redis_free_port) || return 1
+        REDISCLI_AUTH=$password _test_redis_start_one auth redis-cli -h 127.0.0.1 -p "$auth_port" -- \
+            --port "$auth_port" --requirepass "$password" && break
+        ((attempt < 3)) || return 1
+    done
+    for attempt in 1 2 3; do
+        tls_port=$(_test_redis_free_port) || return 1
+        _test_redis_start_one tls-server redis-cli --tls --cacert "$tls_dir/ca.pem" -h localhost -p "$tls_port" -- \
+            --port 0 --tls-port "$tls_port" --tls-cert-file "$tls_dir/server.pem" \
+            --tls-key-file "$tls_dir/server.key" --tls-ca-cert-file "$tls_dir/ca.pem" \
+            --tls-auth-clients optional && break
+        ((attempt < 3)) || return 1
+    done
+
+    export SWIFT_CELERY_TEST_REDIS_PORT=$port
+    export SWIFT_CELERY_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
+    export SWIFT_CELERY_TEST_REDIS_UNIX_URL="unix://$_TEST_REDIS_DIR/plain/redis.sock?db=0"
+    export SWIFT_CELERY_TEST_REDIS_AUTH_PORT=$auth_port
+    export SWIFT_CELERY_TEST_REDIS_AUTH_PASSWORD=$password
+    export SWIFT_CELERY_TEST_REDIS_AUTH_URL="redis://:$password@127.0.0.1:$auth_port/0"
+    export SWIFT_CELERY_TEST_REDIS_TLS_PORT=$tls_port
+    export SWIFT_CELERY_TEST_REDIS_TLS_URL="rediss://localhost:$tls_port/0?ssl_ca_certs=$tls_dir/ca.pem"
+    export SWIFT_CELERY_TEST_TLS_DIR=$tls_dir
+    _test_redis_log "redis-server plain on 127.0.0.1:$port, auth on 127.0.0.1:$auth_port, TLS on localhost:$tls_port"
+}
+
+if [[ ${BASH_SOURCE[0]} != "$0" ]]; then
+    # Sourced: leave the caller's shell options alone; stop the servers when that shell exits.
+    if test_redis_start; then
+        trap test_redis_stop EXIT
+    else
+        test_redis_stop
+        return 1
+    fi
+else
+    set -uo pipefail
+    if (($# == 0)); then
+        sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+        exit 2
+    fi
+    _TEST_REDIS_PIDS=()
+    trap test_redis_stop EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    test_redis_start || exit 1
+    "$@"
+    exit $?
+fi

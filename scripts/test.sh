@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The project's test command: scripts/test.sh [swift test arguments...]
+#
+# On a fresh Debian machine (as root, or with sudo) it installs what is missing, then runs, in order:
+#   lint       swift format lint --strict over Sources, Tests, tasks and Package.swift
+#   build      swift build --build-tests
+#   test       swift test [arguments...], with throw-away Redis servers (scripts/test-redis.sh)
+#   interop    pytest over Tests/Interop in .venv-interop (celery[redis] 5.7.0), when it has test files
+# A failed lint does not stop the build and tests; the exit status is non-zero if any step failed.
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+source scripts/lib.sh
+
+failed=()
+
+section "setup"
+ensure_swift || exit 1
+ensure_system_packages || exit 1
+ensure_python_venv || exit 1
+if ! .venv-interop/bin/python -c 'import celery, pytest, redis' >/dev/null 2>&1; then
+    log "creating .venv-interop"
+    python3 -m venv .venv-interop || exit 1
+    .venv-interop/bin/python -m pip install --quiet --disable-pip-version-check 'celery[redis]==5.7.0' pytest \
+        </dev/null || exit 1
+fi
+swift --version 2>&1 | head -n 1
+
+section "lint: swift format lint --strict"
+if swift format lint --strict --recursive Sources Tests tasks Package.swift; then
+    echo "lint passed"
+else
+    failed+=(lint)
+fi
+
+section "build: swift build --build-tests"
+if ! swift build --build-tests; then
+    failed+=(build)
+    section "failed: ${failed[*]}"
+    exit 1
+fi
+
+# The servers run for the rest of this script and stop when it exits.
+section "redis: starting throw-away servers"
+source scripts/test-redis.sh || exit 1
+
+section "test: swift test $*"
+swift test "$@" || failed+=(test)
+
+section "interop: pytest Tests/Interop"
+if [[ -d Tests/Interop ]] && [[ -n $(find Tests/Interop -name 'test_*.py' -o -name '*_test.py' | head -n 1) ]]; then
+    .venv-interop/bin/python -m pytest Tests/Interop -q
+    status=$?
+    # 5: no tests collected, which is not a failure while the interop suite is being written.
+    if ((status != 0 && status != 5)); then
+        failed+=(interop)
+    fi
+else
+    echo "no test files in Tests/Interop; skipped"
+fi
+
+if ((${#failed[@]} > 0)); then
+    section "failed: ${failed[*]}"
+    exit 1
+fi
+section "all steps passed"
