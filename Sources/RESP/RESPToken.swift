@@ -220,7 +220,8 @@ extension RESPToken {
                 let digit = bytes[index] &- UInt8(ascii: "0")
                 guard digit < 10 else { return nil }
                 let (m, o1) = value.multipliedReportingOverflow(by: 10)
-                let (a, o2) = negative ? m.subtractingReportingOverflow(Int64(digit)) : m.addingReportingOverflow(Int64(digit))
+                let (a, o2) =
+                    negative ? m.subtractingReportingOverflow(Int64(digit)) : m.addingReportingOverflow(Int64(digit))
                 guard !o1, !o2 else { return nil }
                 value = a
                 index += 1
@@ -230,7 +231,12 @@ extension RESPToken {
     }
 
     /// Finds the end offset of the frame starting at `index`, or nil if the buffer does not hold all of it yet.
-    static func frameEnd(in buffer: ByteBuffer, at index: Int, depth: Int, depthLimit: Int) throws(RESPParsingError)
+    static func frameEnd(
+        in buffer: ByteBuffer,
+        at index: Int,
+        depth: Int,
+        depthLimit: Int
+    ) throws(RESPParsingError)
         -> Int?
     {
         guard let typeByte = buffer.getInteger(at: index, as: UInt8.self) else { return nil }

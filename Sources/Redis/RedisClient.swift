@@ -63,7 +63,11 @@ public final class RedisClient: Sendable {
     /// Runs a Lua script by its SHA (`EVALSHA`), loading it first if this process has not yet, and loading it
     /// again and retrying once if the server answers NOSCRIPT (after `SCRIPT FLUSH` or a restart).
     @discardableResult
-    public func evaluate(_ script: RedisScript, keys: [String] = [], arguments: [String] = []) async throws(RedisError)
+    public func evaluate(
+        _ script: RedisScript,
+        keys: [String] = [],
+        arguments: [String] = []
+    ) async throws(RedisError)
         -> RESPToken
     {
         let connection = try await connection()
@@ -98,7 +102,11 @@ public final class RedisClient: Sendable {
 
 extension RedisConnection {
     /// EVALSHA with load-on-first-use and a single reload-and-retry on NOSCRIPT.
-    public func evaluate(_ script: RedisScript, keys: [String] = [], arguments: [String] = []) async throws(RedisError)
+    public func evaluate(
+        _ script: RedisScript,
+        keys: [String] = [],
+        arguments: [String] = []
+    ) async throws(RedisError)
         -> RESPToken
     {
         var sha = script.loadedSHA
@@ -107,7 +115,7 @@ extension RedisConnection {
         }
         do {
             return try await send(RESPCommand("EVALSHA", sha!, keys.count, keys, arguments))
-        } catch where error.serverErrorPrefix == "NOSCRIPT" {
+        } catch  where error.serverErrorPrefix == "NOSCRIPT" {
             let reloaded = try await load(script)
             return try await send(RESPCommand("EVALSHA", reloaded, keys.count, keys, arguments))
         }

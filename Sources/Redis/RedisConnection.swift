@@ -115,11 +115,18 @@ public final class RedisConnection: Sendable {
         let handler: NIOLoopBound<RedisChannelHandler>
         do {
             handler = try await channel.eventLoop.submit {
-                NIOLoopBound(try channel.pipeline.syncOperations.handler(type: RedisChannelHandler.self), eventLoop: channel.eventLoop)
+                NIOLoopBound(
+                    try channel.pipeline.syncOperations.handler(type: RedisChannelHandler.self),
+                    eventLoop: channel.eventLoop
+                )
             }.get()
         } catch {
             channel.close(promise: nil)
-            throw RedisError(.connectionClosed, "the connection closed while it was being set up", underlyingError: error)
+            throw RedisError(
+                .connectionClosed,
+                "the connection closed while it was being set up",
+                underlyingError: error
+            )
         }
 
         do {
@@ -191,7 +198,10 @@ public final class RedisConnection: Sendable {
         } else if let pairs = reply.pairs {
             serverVersion = pairs.first(where: { $0.key.string == "version" })?.value.string
         } else {
-            throw RedisError(.notARedisServer, "the server at \(configuration.redactedURL) did not answer HELLO as Redis does")
+            throw RedisError(
+                .notARedisServer,
+                "the server at \(configuration.redactedURL) did not answer HELLO as Redis does"
+            )
         }
         if configuration.database != 0 {
             let selectReply = try await handshakeSend(
@@ -251,7 +261,9 @@ public final class RedisConnection: Sendable {
                 "Redis at \(configuration.redactedURL) requires a password and none was given (set REDIS_PASSWORD or put it in the URL)"
             )
         }
-        if message.hasPrefix("WRONGPASS") || message.contains("invalid password") || message.contains("invalid username") {
+        if message.hasPrefix("WRONGPASS") || message.contains("invalid password")
+            || message.contains("invalid username")
+        {
             return RedisError(
                 .authenticationFailed,
                 "Redis at \(configuration.redactedURL) refused the user name or password"
@@ -274,11 +286,20 @@ public final class RedisConnection: Sendable {
         var errnos: [CInt] = []
         if let e = error as? NIOConnectionError {
             errnos = e.connectionErrors.compactMap { ($0.error as? IOError)?.errnoCode }
-            if e.connectionErrors.contains(where: { ($0.error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false }) {
-                return RedisError(.connectTimeout, "could not connect to \(where_) within \(configuration.connectTimeout)")
+            if e.connectionErrors.contains(where: {
+                ($0.error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false
+            }) {
+                return RedisError(
+                    .connectTimeout,
+                    "could not connect to \(where_) within \(configuration.connectTimeout)"
+                )
             }
             if e.connectionErrors.isEmpty, let dns = e.dnsAError ?? e.dnsAAAAError {
-                return RedisError(.connectionRefused, "cannot resolve the host of \(where_): \(dns)", underlyingError: ErrorBox(dns))
+                return RedisError(
+                    .connectionRefused,
+                    "cannot resolve the host of \(where_): \(dns)",
+                    underlyingError: ErrorBox(dns)
+                )
             }
         }
         if let e = error as? IOError { errnos.append(e.errnoCode) }
@@ -378,7 +399,9 @@ public final class RedisConnection: Sendable {
         return try RedisConnection.execResults(replies)
     }
 
-    static func execResults(_ replies: [Result<RESPToken, RedisError>]) throws(RedisError) -> [Result<RESPToken, RedisError>]? {
+    static func execResults(
+        _ replies: [Result<RESPToken, RedisError>]
+    ) throws(RedisError) -> [Result<RESPToken, RedisError>]? {
         let exec = try replies.last!.get()
         if exec.isNull { return nil }
         guard let items = exec.array else {

@@ -86,13 +86,23 @@ public final class RedisSubscription: Sendable {
                 switch result {
                 case .failure(let error):
                     confirmations.fail(error)
-                    continuation.finish(throwing: RedisError(.subscriptionClosed, "the subscription ended: \(error.message)", underlyingError: error))
+                    continuation.finish(
+                        throwing: RedisError(
+                            .subscriptionClosed,
+                            "the subscription ended: \(error.message)",
+                            underlyingError: error
+                        )
+                    )
                 case .success(let push):
                     guard let items = push.token.array, let kind = items.first?.string?.lowercased() else { return }
                     switch kind {
                     case "message" where items.count >= 3:
                         continuation.yield(
-                            RedisMessage(channel: items[1].string ?? "", pattern: nil, payload: items[2].bytes ?? ByteBuffer())
+                            RedisMessage(
+                                channel: items[1].string ?? "",
+                                pattern: nil,
+                                payload: items[2].bytes ?? ByteBuffer()
+                            )
                         )
                     case "pmessage" where items.count >= 4:
                         continuation.yield(

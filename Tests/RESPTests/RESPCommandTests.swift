@@ -29,7 +29,10 @@ import Testing
 
     @Test func binaryAndBufferArguments() {
         let command = RESPCommand("SET", RESPBytes([0, 13, 10, 255]), ByteBuffer(string: "v"))
-        #expect(Array(command.buffer.readableBytesView) == Array("*3\r\n$3\r\nSET\r\n$4\r\n".utf8) + [0, 13, 10, 255] + Array("\r\n$1\r\nv\r\n".utf8))
+        #expect(
+            Array(command.buffer.readableBytesView) == Array("*3\r\n$3\r\nSET\r\n$4\r\n".utf8) + [0, 13, 10, 255]
+                + Array("\r\n$1\r\nv\r\n".utf8)
+        )
     }
 
     @Test func doublesUseRedisInfinity() {

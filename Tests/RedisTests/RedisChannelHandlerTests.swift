@@ -10,7 +10,9 @@ import Testing
     func makeChannel() throws -> (EmbeddedChannel, EmbeddedEventLoop) {
         let loop = EmbeddedEventLoop()
         let channel = EmbeddedChannel(loop: loop)
-        try channel.pipeline.syncOperations.addHandler(RedisChannelHandler(eventLoop: loop, logger: Logger(label: "test")))
+        try channel.pipeline.syncOperations.addHandler(
+            RedisChannelHandler(eventLoop: loop, logger: Logger(label: "test"))
+        )
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 6379)).wait()
         return (channel, loop)
     }
@@ -19,11 +21,17 @@ import Testing
         let (channel, loop) = try makeChannel()
         let promises = (0..<3).map { _ in loop.makePromise(of: RESPToken.self) }
         let commands = [RESPCommand("GET", "a"), RESPCommand("INCR", "b"), RESPCommand("PING")]
-        channel.writeAndFlush(RedisRequest(commands: commands, promises: promises, deadline: .now() + .seconds(5)), promise: nil)
+        channel.writeAndFlush(
+            RedisRequest(commands: commands, promises: promises, deadline: .now() + .seconds(5)),
+            promise: nil
+        )
         // The exact bytes written: three commands, nothing else.
         var written = ByteBuffer()
         while var chunk = try channel.readOutbound(as: ByteBuffer.self) { written.writeBuffer(&chunk) }
-        #expect(String(buffer: written) == "*2\r\n$3\r\nGET\r\n$1\r\na\r\n*2\r\n$4\r\nINCR\r\n$1\r\nb\r\n*1\r\n$4\r\nPING\r\n")
+        #expect(
+            String(buffer: written)
+                == "*2\r\n$3\r\nGET\r\n$1\r\na\r\n*2\r\n$4\r\nINCR\r\n$1\r\nb\r\n*1\r\n$4\r\nPING\r\n"
+        )
 
         let replies = "$3\r\nfoo\r\n:7\r\n+PONG\r\n"
         for byte in replies.utf8 {
@@ -38,7 +46,11 @@ import Testing
         let (channel, loop) = try makeChannel()
         let promises = (0..<2).map { _ in loop.makePromise(of: RESPToken.self) }
         channel.writeAndFlush(
-            RedisRequest(commands: [RESPCommand("PING"), RESPCommand("PING")], promises: promises, deadline: .now() + .seconds(5)),
+            RedisRequest(
+                commands: [RESPCommand("PING"), RESPCommand("PING")],
+                promises: promises,
+                deadline: .now() + .seconds(5)
+            ),
             promise: nil
         )
         try channel.writeInbound(ByteBuffer(string: "?garbage\r\n"))
@@ -55,7 +67,10 @@ import Testing
     @Test func commandTimeoutClosesTheConnection() throws {
         let (channel, loop) = try makeChannel()
         let promise = loop.makePromise(of: RESPToken.self)
-        channel.writeAndFlush(RedisRequest(commands: [RESPCommand("PING")], promises: [promise], deadline: loop.now + .milliseconds(50)), promise: nil)
+        channel.writeAndFlush(
+            RedisRequest(commands: [RESPCommand("PING")], promises: [promise], deadline: loop.now + .milliseconds(50)),
+            promise: nil
+        )
         loop.advanceTime(by: .milliseconds(100))
         #expect {
             try promise.futureResult.wait()
@@ -68,7 +83,10 @@ import Testing
     @Test func closeFailsPendingCommands() throws {
         let (channel, loop) = try makeChannel()
         let promise = loop.makePromise(of: RESPToken.self)
-        channel.writeAndFlush(RedisRequest(commands: [RESPCommand("PING")], promises: [promise], deadline: .now() + .seconds(5)), promise: nil)
+        channel.writeAndFlush(
+            RedisRequest(commands: [RESPCommand("PING")], promises: [promise], deadline: .now() + .seconds(5)),
+            promise: nil
+        )
         try channel.close().wait()
         #expect {
             try promise.futureResult.wait()
@@ -85,7 +103,10 @@ import Testing
             if case .success(let push) = result { pushes.append(push.token.description) }
         }
         let promise = loop.makePromise(of: RESPToken.self)
-        channel.writeAndFlush(RedisRequest(commands: [RESPCommand("GET", "k")], promises: [promise], deadline: .now() + .seconds(5)), promise: nil)
+        channel.writeAndFlush(
+            RedisRequest(commands: [RESPCommand("GET", "k")], promises: [promise], deadline: .now() + .seconds(5)),
+            promise: nil
+        )
         try channel.writeInbound(ByteBuffer(string: ">3\r\n+message\r\n+ch\r\n+hi\r\n$1\r\nv\r\n"))
         #expect(pushes == ["[\"message\", \"ch\", \"hi\"]"])
         #expect(try promise.futureResult.wait().string == "v")

@@ -79,7 +79,10 @@ struct RedisClientIntegrationTests {
         let client = try TestServers.plainClient()
         let key = TestServers.uniquePrefix() + "q"
         try await client.withDedicatedConnection { connection in
-            let empty = try await connection.sendBlocking(RESPCommand("BRPOP", key, "0.2"), blockingTimeout: .milliseconds(200))
+            let empty = try await connection.sendBlocking(
+                RESPCommand("BRPOP", key, "0.2"),
+                blockingTimeout: .milliseconds(200)
+            )
             #expect(empty.isNull)
             async let popped = connection.sendBlocking(RESPCommand("BRPOP", key, 5), blockingTimeout: .seconds(5))
             try await Task.sleep(for: .milliseconds(100))
@@ -182,7 +185,10 @@ struct RedisClientIntegrationTests {
 
     @Test func serverClosingMidReplyFailsTheCommand() async throws {
         let server = try await FakeServer.start { _ in ByteBuffer(string: "$10\r\nhel") }
-        let client = RedisClient(configuration: try RedisConfiguration(url: "redis://127.0.0.1:\(server.port)"), logger: TestServers.logger)
+        let client = RedisClient(
+            configuration: try RedisConfiguration(url: "redis://127.0.0.1:\(server.port)"),
+            logger: TestServers.logger
+        )
         do {
             try await client.send(RESPCommand("GET", "k"))
             Issue.record("expected an error")
@@ -194,7 +200,10 @@ struct RedisClientIntegrationTests {
 
     @Test func aServerThatIsNotRedisIsNamed() async throws {
         let server = try await FakeServer.start { _ in ByteBuffer(string: "HTTP/1.1 400 Bad Request\r\n\r\n") }
-        let client = RedisClient(configuration: try RedisConfiguration(url: "redis://127.0.0.1:\(server.port)"), logger: TestServers.logger)
+        let client = RedisClient(
+            configuration: try RedisConfiguration(url: "redis://127.0.0.1:\(server.port)"),
+            logger: TestServers.logger
+        )
         do {
             try await client.send(RESPCommand("PING"))
             Issue.record("expected an error")
@@ -208,7 +217,10 @@ struct RedisClientIntegrationTests {
 @Suite(.enabled(if: TestServers.hasAuth, "needs the password-protected test server"))
 struct RedisAuthenticationTests {
     @Test func correctPasswordConnects() async throws {
-        let client = RedisClient(configuration: try RedisConfiguration(url: TestServers.authURL!), logger: TestServers.logger)
+        let client = RedisClient(
+            configuration: try RedisConfiguration(url: TestServers.authURL!),
+            logger: TestServers.logger
+        )
         #expect(try await client.send(RESPCommand("PING")).string == "PONG")
         await client.close()
     }
@@ -251,7 +263,10 @@ struct RedisAuthenticationTests {
 @Suite(.enabled(if: TestServers.hasTLS, "needs the TLS test server"))
 struct RedisTLSTests {
     @Test func verifiedTLSConnects() async throws {
-        let client = RedisClient(configuration: try RedisConfiguration(url: TestServers.tlsURL!), logger: TestServers.logger)
+        let client = RedisClient(
+            configuration: try RedisConfiguration(url: TestServers.tlsURL!),
+            logger: TestServers.logger
+        )
         #expect(try await client.send(RESPCommand("PING")).string == "PONG")
         await client.close()
     }
