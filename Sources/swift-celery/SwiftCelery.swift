@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct SwiftCelery: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swift-celery",
+        abstract: "A Celery worker and beat scheduler in Swift, wire-compatible with Python Celery 5 on Redis.",
+        subcommands: [PingCommand.self]
+    )
+}
