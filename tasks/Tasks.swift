@@ -1,1 +1,113 @@
-public enum TaskCatalog {}
+import Celery
+import JSON
+
+/// The handlers this worker ships with. Python enqueues them through the stubs in `tasks/python/swift_tasks`.
+public enum TaskCatalog {
+    /// Registers every shipped task in `registry`.
+    public static func register(in registry: inout TaskRegistry) {
+        registry.register("tasks.add", parameters: ["x", "y"]) { (_, x: JSONValue, y: JSONValue) in
+            try Arithmetic.add(x, y)
+        }
+        registry.register("tasks.mul", parameters: ["x", "y"]) { (_, x: JSONValue, y: JSONValue) in
+            try Arithmetic.multiply(x, y)
+        }
+        registry.register("tasks.xsum", parameters: ["numbers"]) { (_, numbers: [JSONValue]) in
+            try numbers.reduce(JSONValue.int(0)) { try Arithmetic.add($0, $1) }
+        }
+        registry.register("tasks.identity", parameters: ["value"]) { (_, value: JSONValue) in value }
+        registry.register("tasks.echo") { _, arguments in
+            ["args": .array(arguments.args), "kwargs": .object(arguments.kwargs)]
+        }
+        registry.register("tasks.sleep", parameters: ["seconds"]) { (_, seconds: JSONValue) in
+            let value: Double
+            switch seconds {
+            case .int(let i): value = Double(i)
+            case .double(let d): value = d
+            default:
+                throw PythonException.typeError("sleep() argument 'seconds' must be a number, not \(typeName(seconds))")
+            }
+            guard value >= 0, value.isFinite else {
+                throw PythonException.valueError("sleep length must be non-negative")
+            }
+            // Suspends the task, not a thread: thousands can sleep at once.
+            try await Task.sleep(for: .nanoseconds(Int64(value * 1e9)))
+            return seconds
+        }
+        registry.register("tasks.fail", parameters: ["message"]) { (_, message: String) -> NoResult in
+            throw PythonException.valueError(message)
+        }
+        registry.registerBlocking("tasks.cpu", parameters: ["n"]) { (_, n: Int) in
+            primes(below: n)
+        }
+    }
+
+    /// The number of primes below `n` (a sieve): deterministic CPU work for `tasks.cpu`.
+    public static func primes(below n: Int) -> Int {
+        guard n > 2 else { return 0 }
+        var composite = [Bool](repeating: false, count: n)
+        var count = 0
+        for i in 2..<n where !composite[i] {
+            count += 1
+            var multiple = i * i
+            while multiple < n {
+                composite[multiple] = true
+                multiple += i
+            }
+        }
+        return count
+    }
+}
+
+/// Python's `+` and `*` on the JSON values Python sends: ints stay exact, floats mix in, strings and lists
+/// concatenate; anything else is Python's TypeError.
+enum Arithmetic {
+    static func add(_ x: JSONValue, _ y: JSONValue) throws -> JSONValue {
+        switch (x, y) {
+        case (.int(let a), .int(let b)):
+            let (sum, overflow) = a.addingReportingOverflow(b)
+            guard !overflow else {
+                throw PythonException(type: "OverflowError", "integer result does not fit in 64 bits")
+            }
+            return .int(sum)
+        case (.string(let a), .string(let b)): return .string(a + b)
+        case (.array(let a), .array(let b)): return .array(a + b)
+        default:
+            if let a = number(x), let b = number(y) { return .double(a + b) }
+            throw PythonException.typeError("unsupported operand type(s) for +: '\(typeName(x))' and '\(typeName(y))'")
+        }
+    }
+
+    static func multiply(_ x: JSONValue, _ y: JSONValue) throws -> JSONValue {
+        switch (x, y) {
+        case (.int(let a), .int(let b)):
+            let (product, overflow) = a.multipliedReportingOverflow(by: b)
+            guard !overflow else {
+                throw PythonException(type: "OverflowError", "integer result does not fit in 64 bits")
+            }
+            return .int(product)
+        default:
+            if let a = number(x), let b = number(y) { return .double(a * b) }
+            throw PythonException.typeError("unsupported operand type(s) for *: '\(typeName(x))' and '\(typeName(y))'")
+        }
+    }
+
+    private static func number(_ value: JSONValue) -> Double? {
+        switch value {
+        case .int(let i): Double(i)
+        case .double(let d): d
+        default: nil
+        }
+    }
+}
+
+func typeName(_ value: JSONValue) -> String {
+    switch value {
+    case .null: "NoneType"
+    case .bool: "bool"
+    case .int: "int"
+    case .double: "float"
+    case .string: "str"
+    case .array: "list"
+    case .object: "dict"
+    }
+}

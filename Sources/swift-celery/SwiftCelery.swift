@@ -5,6 +5,7 @@ struct SwiftCelery: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swift-celery",
         abstract: "A Celery worker and beat scheduler in Swift, wire-compatible with Python Celery 5 on Redis.",
-        subcommands: [PingCommand.self]
+        subcommands: [WorkerCommand.self, PingCommand.self],
+        defaultSubcommand: WorkerCommand.self
     )
 }

@@ -1,0 +1,209 @@
+import JSON
+import Logging
+import NIOCore
+import RESP
+import Redis
+
+/// The key names of kombu's Redis transport (transport options `unacked_key`, ... keep their defaults).
+struct KombuLayout: Sendable {
+    /// `"\x06\x16"`: between a queue name and its priority step, and in binding members.
+    static let separator = "\u{06}\u{16}"
+    /// kombu's `priority_steps`.
+    static let prioritySteps = [0, 3, 6, 9]
+
+    var unackedKey = "unacked"
+    var unackedIndexKey = "unacked_index"
+    var unackedMutexKey = "unacked_mutex"
+    /// Where messages no worker can decode are kept for an operator (ours; kombu drops them).
+    var deadLetterKey = "swift-celery:dead-letter"
+    var deadLetterLimit = 10_000
+
+    /// The list holding `queue`'s messages of priority `priority`: the largest step ≤ priority.
+    static func list(queue: String, priority: Int) -> String {
+        let step = prioritySteps.last(where: { $0 <= max(0, min(priority, 9)) }) ?? 0
+        return step == 0 ? queue : queue + separator + String(step)
+    }
+
+    /// BRPOP key order: every queue at step 0, then every queue at step 3, ... (0 is the most urgent on Redis).
+    static func lists(queues: [String]) -> [String] {
+        prioritySteps.flatMap { step in queues.map { step == 0 ? $0 : $0 + separator + String(step) } }
+    }
+}
+
+/// A message popped from a queue list, and the list it came from.
+struct Delivery: Sendable {
+    var list: String
+    var envelope: [UInt8]
+}
+
+/// Fetches, records, acks and restores messages in kombu's exact Redis layout, so Python and Swift workers share
+/// queues and recover each other's messages.
+struct KombuBroker: Sendable {
+    let client: RedisClient
+    let layout: KombuLayout
+    let logger: Logger
+
+    /// Pops up to ARGV[1] messages from KEYS[1..n-3] in order and records each in `unacked` (KEYS[n-2]) and
+    /// `unacked_index` (KEYS[n-1]) in the same atomic step, so no popped message is ever unrecorded. A message
+    /// without a delivery tag cannot be recorded or acked; it goes to the dead-letter list (KEYS[n]) instead.
+    /// Returns a flat array: list, envelope, list, envelope, ...
+    static let popScript = RedisScript(
+        """
+        local limit = tonumber(ARGV[1])
+        local now = ARGV[2]
+        local n = #KEYS
+        local unacked, index, dead = KEYS[n - 2], KEYS[n - 1], KEYS[n]
+        local out = {}
+        local count = 0
+        for i = 1, n - 3 do
+          while count < limit do
+            local message = redis.call('RPOP', KEYS[i])
+            if not message then break end
+            local tag = string.match(message, '"delivery_tag"%s*:%s*"([^"\\\\]+)"')
+            if tag then
+              local exchange = string.match(message, '"exchange"%s*:%s*"([^"]*)"') or ''
+              local rk = string.match(message, '"routing_key"%s*:%s*"([^"]*)"') or ''
+              redis.call('ZADD', index, now, tag)
+              redis.call('HSET', unacked, tag, '[' .. message .. ', "' .. exchange .. '", "' .. rk .. '"]')
+            else
+              redis.call('LPUSH', dead, message)
+              redis.call('LTRIM', dead, 0, tonumber(ARGV[3]) - 1)
+            end
+            out[#out + 1] = KEYS[i]
+            out[#out + 1] = message
+            count = count + 1
+          end
+        end
+        return out
+        """
+    )
+
+    /// Puts a held message back at the consuming end of its list, as kombu's restore does, but only if it is
+    /// still in `unacked` (another worker may have restored it already).
+    /// KEYS: unacked, unacked_index, list. ARGV: tag, envelope.
+    static let restoreScript = RedisScript(
+        """
+        if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+          redis.call('ZREM', KEYS[2], ARGV[1])
+          redis.call('HDEL', KEYS[1], ARGV[1])
+          redis.call('RPUSH', KEYS[3], ARGV[2])
+          return 1
+        end
+        return 0
+        """
+    )
+
+    static func now() -> String {
+        String(CeleryTimestamp.now().secondsSince1970)
+    }
+
+    /// Declares the queues as kombu does: the binding of each queue to its same-named direct exchange.
+    func declare(queues: [String]) async throws(RedisError) {
+        var commands: [RESPCommand] = []
+        for queue in queues {
+            let member = queue + KombuLayout.separator + KombuLayout.separator + queue
+            commands.append(RESPCommand("SADD", "_kombu.binding.\(queue)", member))
+            commands.append(RESPCommand("SADD", "_kombu.binding_permanent.\(queue)", member))
+        }
+        for reply in try await client.pipeline(commands) { _ = try reply.get() }
+    }
+
+    /// Pops and records up to `limit` waiting messages in one round trip.
+    func pop(lists: [String], limit: Int) async throws(RedisError) -> [Delivery] {
+        let reply = try await client.evaluate(
+            Self.popScript,
+            keys: lists + [layout.unackedKey, layout.unackedIndexKey, layout.deadLetterKey],
+            arguments: [String(limit), Self.now(), String(layout.deadLetterLimit)]
+        )
+        guard let items = reply.array else { return [] }
+        var deliveries: [Delivery] = []
+        deliveries.reserveCapacity(items.count / 2)
+        var index = 0
+        while index + 1 < items.count {
+            let list = items[index].string ?? ""
+            let envelope = items[index + 1].bytes.map { Array($0.readableBytesView) } ?? []
+            deliveries.append(Delivery(list: list, envelope: envelope))
+            index += 2
+        }
+        return deliveries
+    }
+
+    /// Waits up to `timeout` for one message with BRPOP on a dedicated connection, then records it.
+    ///
+    /// Between the pop and the record there is kombu's window: a crash there loses the message. The worker only
+    /// blocks here when every list was empty at the last atomic pop.
+    func blockingPop(
+        connection: RedisConnection,
+        lists: [String],
+        timeout: Duration
+    ) async throws(RedisError)
+        -> Delivery?
+    {
+        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
+        let reply = try await connection.sendBlocking(
+            RESPCommand("BRPOP", lists, String(seconds)),
+            blockingTimeout: timeout
+        )
+        guard let pair = reply.array, pair.count == 2, let list = pair[0].string, let bytes = pair[1].bytes else {
+            return nil
+        }
+        let delivery = Delivery(list: list, envelope: Array(bytes.readableBytesView))
+        try await record(delivery)
+        return delivery
+    }
+
+    /// Records a message popped outside the script, as kombu does right after BRPOP.
+    func record(_ delivery: Delivery) async throws(RedisError) {
+        guard let envelope = try? JSONValue(parsing: delivery.envelope),
+            let properties = envelope["properties"],
+            let tag = properties["delivery_tag"]?.stringValue
+        else {
+            let replies = try await client.pipeline([
+                RESPCommand("LPUSH", layout.deadLetterKey, RESPBytes(delivery.envelope)),
+                RESPCommand("LTRIM", layout.deadLetterKey, 0, layout.deadLetterLimit - 1),
+            ])
+            for reply in replies { _ = try reply.get() }
+            return
+        }
+        let exchange = properties["delivery_info"]?["exchange"]?.stringValue ?? ""
+        let routingKey = properties["delivery_info"]?["routing_key"]?.stringValue ?? ""
+        var value = ByteBuffer()
+        value.writeString("[")
+        value.writeBytes(delivery.envelope)
+        value.writeString(", ")
+        value.writeBytes(JSONValue.string(exchange).serialized())
+        value.writeString(", ")
+        value.writeBytes(JSONValue.string(routingKey).serialized())
+        value.writeString("]")
+        _ = try await client.transaction([
+            RESPCommand("ZADD", layout.unackedIndexKey, Self.now(), tag),
+            RESPCommand("HSET", layout.unackedKey, tag, value),
+        ])
+    }
+
+    /// Gives a message that did not run back to its list, marked redelivered, as kombu's restore does.
+    @discardableResult
+    func restore(_ delivery: Delivery, deliveryTag: String) async throws(RedisError) -> Bool {
+        var envelope = delivery.envelope
+        if case .object(var object)? = try? JSONValue(parsing: delivery.envelope) {
+            if case .object(var headers)? = object["headers"] {
+                headers["redelivered"] = true
+                object["headers"] = .object(headers)
+            }
+            if case .object(var properties)? = object["properties"],
+                case .object(var info)? = properties["delivery_info"]
+            {
+                info["redelivered"] = true
+                properties["delivery_info"] = .object(info)
+                object["properties"] = .object(properties)
+            }
+            envelope = JSONValue.object(object).serialized()
+        }
+        let reply = try await client.evaluate(
+            Self.restoreScript,
+            keys: [layout.unackedKey, layout.unackedIndexKey, delivery.list],
+            arguments: [deliveryTag, String(decoding: envelope, as: UTF8.self)]
+        )
+        return reply.int == 1
+    }
+}

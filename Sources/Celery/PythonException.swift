@@ -1,0 +1,96 @@
+import JSON
+
+/// An error a handler throws to make Python's `.get()` raise a particular exception class.
+///
+/// The client rebuilds `module.Type(*arguments)` when that module is imported on its side (builtins always are),
+/// and otherwise a same-named class in `celery.exceptions`.
+public protocol PythonMappedError: Error {
+    /// The exception's class name, e.g. `ValueError`.
+    var pythonExceptionType: String { get }
+    /// The module the class lives in, e.g. `builtins`.
+    var pythonExceptionModule: String { get }
+    /// The exception's `args`.
+    var pythonExceptionArguments: [JSONValue] { get }
+}
+
+/// A Python exception by name: `throw PythonException.valueError("bad input")`.
+public struct PythonException: PythonMappedError, Sendable, CustomStringConvertible {
+    public var pythonExceptionType: String
+    public var pythonExceptionModule: String
+    public var pythonExceptionArguments: [JSONValue]
+
+    /// Any class in any module, with its constructor arguments.
+    public init(type: String, module: String = "builtins", arguments: [JSONValue]) {
+        self.pythonExceptionType = type
+        self.pythonExceptionModule = module
+        self.pythonExceptionArguments = arguments
+    }
+
+    /// A class with a single message argument.
+    public init(type: String, module: String = "builtins", _ message: String) {
+        self.init(type: type, module: module, arguments: [.string(message)])
+    }
+
+    /// `builtins.ValueError(message)`.
+    public static func valueError(_ message: String) -> PythonException { .init(type: "ValueError", message) }
+    /// `builtins.TypeError(message)`.
+    public static func typeError(_ message: String) -> PythonException { .init(type: "TypeError", message) }
+    /// `builtins.KeyError(message)`.
+    public static func keyError(_ message: String) -> PythonException { .init(type: "KeyError", message) }
+    /// `builtins.RuntimeError(message)`.
+    public static func runtimeError(_ message: String) -> PythonException { .init(type: "RuntimeError", message) }
+
+    public var description: String {
+        let args = pythonExceptionArguments.map { $0.stringValue.map { "'\($0)'" } ?? $0.serializedString() }
+        return "\(pythonExceptionType)(\(args.joined(separator: ", ")))"
+    }
+}
+
+/// How any thrown error is stored: `exc_type`, `exc_module`, `exc_message` (a list), and a traceback text.
+struct StoredException: Sendable {
+    var type: String
+    var module: String
+    var arguments: [JSONValue]
+
+    init(type: String, module: String, arguments: [JSONValue]) {
+        self.type = type
+        self.module = module
+        self.arguments = arguments
+    }
+
+    init(_ error: any Error) {
+        if let mapped = error as? any PythonMappedError {
+            self.init(
+                type: mapped.pythonExceptionType,
+                module: mapped.pythonExceptionModule,
+                arguments: mapped.pythonExceptionArguments
+            )
+        } else {
+            // A Swift error with no Python name: its Swift type name, in a module the client does not have, so
+            // Python rebuilds a same-named class in celery.exceptions.
+            let name = String(describing: Swift.type(of: error)).split(separator: ".").last.map(String.init) ?? "Error"
+            self.init(type: name, module: "swift", arguments: [.string(String(describing: error))])
+        }
+    }
+
+    var resultJSON: JSONValue {
+        .object([
+            "exc_type": .string(type),
+            "exc_message": .array(arguments),
+            "exc_module": .string(module),
+        ])
+    }
+
+    /// The `repr` Python would print, for tracebacks and events.
+    var repr: String {
+        let args = arguments.map { $0.stringValue.map { "'\($0)'" } ?? $0.serializedString() }
+        return "\(type)(\(args.joined(separator: ", ")))"
+    }
+
+    func traceback(taskName: String, hostname: String) -> String {
+        let qualified = module == "builtins" ? type : "\(module).\(type)"
+        let message = arguments.count == 1 ? (arguments[0].stringValue ?? arguments[0].serializedString()) : repr
+        return
+            "Traceback (most recent call last):\n  Swift handler \"\(taskName)\" on \(hostname)\n\(qualified): \(message)\n"
+    }
+}

@@ -1,0 +1,223 @@
+import JSON
+import Logging
+import RESP
+import Redis
+import Synchronization
+
+/// Task states as Celery names them.
+public enum TaskState: String, Sendable {
+    case pending = "PENDING"
+    case received = "RECEIVED"
+    case started = "STARTED"
+    case success = "SUCCESS"
+    case failure = "FAILURE"
+    case retry = "RETRY"
+    case revoked = "REVOKED"
+    case rejected = "REJECTED"
+
+    /// SUCCESS, FAILURE and REVOKED: the states that get a `date_done`.
+    public var isReady: Bool { self == .success || self == .failure || self == .revoked }
+}
+
+/// Celery's Redis result backend: `celery-task-meta-<id>` written with SETEX and PUBLISHed on the channel of
+/// the same name, so `AsyncResult.get()` wakes up.
+///
+/// Writes are batched: every write waiting when a flush starts goes in one `EVALSHA` that, per key, skips the
+/// write if a SUCCESS is already stored (Celery's GET guard, made atomic), then SETEX + PUBLISH.
+struct ResultBackend: Sendable {
+    static let keyPrefix = "celery-task-meta-"
+
+    /// KEYS: meta keys; ARGV[1]: TTL in seconds (0: no expiry); ARGV[1 + i]: the payload for KEYS[i].
+    static let storeScript = RedisScript(
+        """
+        local ttl = tonumber(ARGV[1])
+        for i, key in ipairs(KEYS) do
+          local current = redis.call('GET', key)
+          if not (current and string.find(current, '^{"status": *"SUCCESS"')) then
+            if ttl > 0 then
+              redis.call('SETEX', key, ttl, ARGV[i + 1])
+            else
+              redis.call('SET', key, ARGV[i + 1])
+            end
+            redis.call('PUBLISH', key, ARGV[i + 1])
+          end
+        end
+        return #KEYS
+        """
+    )
+
+    var expires: Duration?
+    var extended: Bool
+    var hostname: String
+
+    /// The meta document, keys in Celery's order: status, result, traceback, children, date_done, group_id,
+    /// parent_id, [extended fields], task_id.
+    func meta(
+        state: TaskState,
+        result: JSONValue,
+        traceback: String? = nil,
+        message: TaskMessage?,
+        taskID: String,
+        children: JSONValue = .array([])
+    ) -> JSONValue {
+        var object: JSONObject = [
+            "status": .string(state.rawValue),
+            "result": result,
+            "traceback": traceback.map { .string($0) } ?? .null,
+            "children": children,
+            "date_done": state.isReady ? .string(CeleryTimestamp.now().iso8601) : .null,
+        ]
+        if let message {
+            if let group = message.groupID { object["group_id"] = .string(group) }
+            if let parent = message.parentID { object["parent_id"] = .string(parent) }
+            if extended {
+                object["name"] = .string(message.taskName)
+                object["args"] = .array(message.args)
+                object["kwargs"] = .object(message.kwargs)
+                object["worker"] = .string(hostname)
+                object["retries"] = .int(message.retries)
+                object["queue"] = .string(message.routingKey)
+            }
+        }
+        object["task_id"] = .string(taskID)
+        return .object(object)
+    }
+}
+
+/// Collects result writes and acks from finished tasks and sends them in batches, results before acks (so with
+/// acks_late a message leaves `unacked` only after its result is stored). A failed flush is retried with
+/// backoff; nothing is dropped.
+final class WriteBatcher: Sendable {
+    private struct State {
+        var results: [(key: String, payload: String)] = []
+        var acks: [String] = []
+        var wakeUp: CheckedContinuation<Void, Never>?
+        var closed = false
+    }
+
+    private let state = Mutex(State())
+    let backend: RedisClient
+    let broker: RedisClient
+    let unackedKey: String
+    let unackedIndexKey: String
+    let resultTTL: Int
+    let logger: Logger
+    static let maximumBatch = 512
+
+    init(backend: RedisClient, broker: RedisClient, layout: KombuLayout, resultTTL: Int, logger: Logger) {
+        self.backend = backend
+        self.broker = broker
+        self.unackedKey = layout.unackedKey
+        self.unackedIndexKey = layout.unackedIndexKey
+        self.resultTTL = resultTTL
+        self.logger = logger
+    }
+
+    func storeResult(taskID: String, meta: JSONValue) {
+        let payload: String
+        do {
+            payload = String(decoding: try meta.serialize(), as: UTF8.self)
+        } catch {
+            // Only a handler's result can be too deep; store that as the failure it is.
+            let failure: JSONValue = .object([
+                "status": "FAILURE",
+                "result": .object([
+                    "exc_type": "ValueError", "exc_message": .array([.string("result not serializable: \(error)")]),
+                    "exc_module": "builtins",
+                ]),
+                "traceback": .null, "children": .array([]),
+                "date_done": .string(CeleryTimestamp.now().iso8601), "task_id": .string(taskID),
+            ])
+            payload = failure.serializedString()
+        }
+        enqueue { $0.results.append((ResultBackend.keyPrefix + taskID, payload)) }
+    }
+
+    func ack(deliveryTag: String) {
+        enqueue { $0.acks.append(deliveryTag) }
+    }
+
+    private func enqueue(_ change: (inout State) -> Void) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            change(&state)
+            defer { state.wakeUp = nil }
+            return state.wakeUp
+        }
+        waiter?.resume()
+    }
+
+    /// Stops after everything queued so far has been written.
+    func close() {
+        enqueue { $0.closed = true }
+    }
+
+    /// Writes batches until closed and drained.
+    func run() async {
+        var failures = 0
+        while true {
+            let (results, acks, closed) = await nextBatch()
+            if results.isEmpty && acks.isEmpty {
+                if closed { return }
+                continue
+            }
+            while true {
+                do {
+                    try await flush(results: results, acks: acks)
+                    failures = 0
+                    break
+                } catch {
+                    failures += 1
+                    let delay = RedisBackoff(initial: .milliseconds(50), maximum: .seconds(2)).delay(
+                        afterFailures: failures
+                    )
+                    logger.warning(
+                        "cannot write results/acks to Redis, retrying",
+                        metadata: ["error": "\(error)", "pending": "\(results.count + acks.count)"]
+                    )
+                    try? await Task.sleep(for: delay)
+                }
+            }
+        }
+    }
+
+    private func nextBatch() async -> ([(key: String, payload: String)], [String], Bool) {
+        while true {
+            let taken = state.withLock { state -> ([(key: String, payload: String)], [String], Bool)? in
+                if state.results.isEmpty && state.acks.isEmpty {
+                    return state.closed ? ([], [], true) : nil
+                }
+                let results = Array(state.results.prefix(Self.maximumBatch))
+                state.results.removeFirst(results.count)
+                let acks = Array(state.acks.prefix(Self.maximumBatch * 2))
+                state.acks.removeFirst(acks.count)
+                return (results, acks, false)
+            }
+            if let taken { return taken }
+            await withCheckedContinuation { continuation in
+                let resumeNow = state.withLock { state -> Bool in
+                    if !state.results.isEmpty || !state.acks.isEmpty || state.closed { return true }
+                    state.wakeUp = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        }
+    }
+
+    private func flush(results: [(key: String, payload: String)], acks: [String]) async throws(RedisError) {
+        if !results.isEmpty {
+            try await backend.evaluate(
+                ResultBackend.storeScript,
+                keys: results.map(\.key),
+                arguments: [String(resultTTL)] + results.map(\.payload)
+            )
+        }
+        if !acks.isEmpty {
+            let replies = try await broker.pipeline([
+                RESPCommand("HDEL", unackedKey, acks),
+                RESPCommand("ZREM", unackedIndexKey, acks),
+            ])
+            for reply in replies { _ = try reply.get() }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+import JSON
+import NIOPosix
+
+/// Per-handler settings.
+public struct TaskOptions: Sendable {
+    /// Run the handler on a thread pool, off the event loops and the cooperative pool (CPU-bound or blocking
+    /// code). Blocking handlers are synchronous closures.
+    public var blocking: Bool
+    /// Never store a result for this task (the message's `ignore_result` header can also ask for it).
+    public var ignoreResult: Bool
+
+    public init(blocking: Bool = false, ignoreResult: Bool = false) {
+        self.blocking = blocking
+        self.ignoreResult = ignoreResult
+    }
+}
+
+/// A registered handler: decoding, the call and encoding of the result, behind one closure.
+public struct RegisteredTask: Sendable {
+    /// The name Python sends (`tasks.add`).
+    public var name: String
+    /// The parameter names, for `registered` and errors; empty for `*args, **kwargs` handlers.
+    public var parameters: [String]
+    public var options: TaskOptions
+    let run: @Sendable (TaskContext, TaskArguments) async throws -> JSONValue
+}
+
+/// The set of tasks a worker runs, by name.
+///
+/// ```swift
+/// var registry = TaskRegistry()
+/// registry.register("tasks.add", parameters: ["x", "y"]) { (_, x: Int, y: Int) in x + y }
+/// ```
+/// Arguments bind as in Python: positionally, then by keyword; a missing, extra or wrongly typed argument fails
+/// the task with a `TypeError` worded as Python words it. `Optional` parameters may be left out.
+public struct TaskRegistry: Sendable {
+    private var tasks: [String: RegisteredTask] = [:]
+
+    public init() {}
+
+    /// The handler registered under `name`.
+    public subscript(name: String) -> RegisteredTask? { tasks[name] }
+
+    /// All registered names, sorted.
+    public var names: [String] { tasks.keys.sorted() }
+
+    /// Registers a handler that takes the raw `*args, **kwargs`.
+    public mutating func register(
+        _ name: String,
+        options: TaskOptions = TaskOptions(),
+        _ handler: @escaping @Sendable (TaskContext, TaskArguments) async throws -> JSONValue
+    ) {
+        tasks[name] = RegisteredTask(name: name, parameters: [], options: options, run: handler)
+    }
+
+    /// Registers an async handler with typed, named parameters.
+    public mutating func register<each A: TaskArgument, R: TaskResult>(
+        _ name: String,
+        parameters: [String],
+        options: TaskOptions = TaskOptions(),
+        _ handler: @escaping @Sendable (TaskContext, repeat each A) async throws -> R
+    ) {
+        let optional = Self.optionality(repeat (each A).self)
+        precondition(
+            optional.count == parameters.count,
+            "\(name): \(parameters.count) names for \(optional.count) parameters"
+        )
+        tasks[name] = RegisteredTask(name: name, parameters: parameters, options: options) { context, arguments in
+            let binder = try ArgumentBinder(taskName: name, parameters: parameters, arguments: arguments)
+            try binder.checkMissing(optional: optional)
+            return try await handler(context, repeat try binder.next((each A).self)).taskResultJSON
+        }
+    }
+
+    /// Registers a synchronous handler that runs on a thread pool (CPU-bound or blocking work).
+    public mutating func registerBlocking<each A: TaskArgument, R: TaskResult>(
+        _ name: String,
+        parameters: [String],
+        options: TaskOptions = TaskOptions(blocking: true),
+        _ handler: @escaping @Sendable (TaskContext, repeat each A) throws -> R
+    ) {
+        let optional = Self.optionality(repeat (each A).self)
+        precondition(
+            optional.count == parameters.count,
+            "\(name): \(parameters.count) names for \(optional.count) parameters"
+        )
+        var options = options
+        options.blocking = true
+        tasks[name] = RegisteredTask(name: name, parameters: parameters, options: options) { context, arguments in
+            try await NIOThreadPool.singleton.runIfActive {
+                let binder = try ArgumentBinder(taskName: name, parameters: parameters, arguments: arguments)
+                try binder.checkMissing(optional: optional)
+                return try handler(context, repeat try binder.next((each A).self)).taskResultJSON
+            }
+        }
+    }
+
+    private static func optionality<each A: TaskArgument>(_ types: repeat (each A).Type) -> [Bool] {
+        var result: [Bool] = []
+        for type in repeat each types {
+            result.append(type.init(taskArgument: .null) != nil && !(type is JSONValue.Type))
+        }
+        return result
+    }
+}

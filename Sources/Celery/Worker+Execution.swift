@@ -1,0 +1,158 @@
+import JSON
+import Logging
+import RESP
+
+extension Worker {
+    /// Runs one decoded task: expiry check, lookup, ack (early or late), STARTED, the handler, the result.
+    func execute(_ message: TaskMessage) async {
+        var logger = self.logger
+        logger[metadataKey: "celery.task.id"] = "\(message.id)"
+        logger[metadataKey: "celery.task.name"] = "\(message.taskName)"
+
+        if let expires = message.expires, expires < CeleryTimestamp.now() {
+            logger.info("task expired, discarding")
+            store(
+                .revoked,
+                StoredException(type: "TaskRevokedError", module: "celery.exceptions", arguments: ["expired"]),
+                message,
+                traceback: nil
+            )
+            batcher.ack(deliveryTag: message.deliveryTag)
+            return
+        }
+        guard let task = registry[message.taskName] else {
+            // Celery: reject (no requeue) and store NotRegistered.
+            logger.error("received unregistered task \(message.taskName); discarding it")
+            let error = StoredException(
+                type: "NotRegistered",
+                module: "celery.exceptions",
+                arguments: [.string(message.taskName)]
+            )
+            store(
+                .failure,
+                error,
+                message,
+                traceback: error.traceback(taskName: message.taskName, hostname: configuration.hostname)
+            )
+            batcher.ack(deliveryTag: message.deliveryTag)
+            return
+        }
+        let ignoreResult = message.ignoreResult || task.options.ignoreResult
+        if !configuration.acksLate {
+            batcher.ack(deliveryTag: message.deliveryTag)
+        }
+        if configuration.trackStarted && !ignoreResult {
+            let started: JSONValue = ["pid": .int(processID), "hostname": .string(configuration.hostname)]
+            batcher.storeResult(
+                taskID: message.id,
+                meta: backend.meta(state: .started, result: started, message: message, taskID: message.id)
+            )
+        }
+        let context = TaskContext(
+            id: message.id,
+            name: message.taskName,
+            retries: message.retries,
+            hostname: configuration.hostname,
+            deliveryInfo: .init(
+                exchange: message.exchange,
+                routingKey: message.routingKey,
+                priority: message.priority,
+                redelivered: message.redelivered
+            ),
+            headers: message.headers,
+            logger: logger,
+            redis: redisForTasks
+        )
+        logger.debug("task started")
+        let started = ContinuousClock.now
+        do {
+            let result = try await task.run(context, TaskArguments(args: message.args, kwargs: message.kwargs))
+            logger.debug("task succeeded", metadata: ["celery.task.runtime": "\(ContinuousClock.now - started)"])
+            if !ignoreResult {
+                batcher.storeResult(
+                    taskID: message.id,
+                    meta: backend.meta(state: .success, result: result, message: message, taskID: message.id)
+                )
+            }
+        } catch {
+            let stored = StoredException(error)
+            logger.error("task raised \(stored.repr)")
+            if !ignoreResult {
+                store(
+                    .failure,
+                    stored,
+                    message,
+                    traceback: stored.traceback(taskName: message.taskName, hostname: configuration.hostname)
+                )
+            }
+        }
+        if configuration.acksLate {
+            batcher.ack(deliveryTag: message.deliveryTag)
+        }
+    }
+
+    private func store(_ state: TaskState, _ error: StoredException, _ message: TaskMessage, traceback: String?) {
+        batcher.storeResult(
+            taskID: message.id,
+            meta: backend.meta(
+                state: state,
+                result: error.resultJSON,
+                traceback: traceback,
+                message: message,
+                taskID: message.id
+            )
+        )
+    }
+
+    /// A message that cannot become a task: say why, keep a copy in the dead-letter list, store a FAILURE when a
+    /// task id is known (so a waiting client gets an error instead of a timeout), and ack it (as Celery does).
+    func reject(_ delivery: Delivery, _ error: TaskMessageError) async {
+        logger.error(
+            "rejecting a message that cannot run: \(error)",
+            metadata: [
+                "celery.queue": "\(delivery.list)",
+                "celery.message.bytes": "\(delivery.envelope.count)",
+                "celery.message.head": "\(String(decoding: delivery.envelope.prefix(160), as: UTF8.self))",
+            ]
+        )
+        if let id = error.taskID {
+            let stored: StoredException
+            switch error.code {
+            case .contentTypeRefused:
+                stored = StoredException(
+                    type: "ContentDisallowed",
+                    module: "kombu.exceptions",
+                    arguments: [.string(error.detail)]
+                )
+            default:
+                stored = StoredException(
+                    type: "DecodeError",
+                    module: "kombu.exceptions",
+                    arguments: [.string(error.description)]
+                )
+            }
+            batcher.storeResult(
+                taskID: id,
+                meta: backend.meta(
+                    state: .failure,
+                    result: stored.resultJSON,
+                    traceback: stored.traceback(taskName: error.taskName ?? "?", hostname: configuration.hostname),
+                    message: nil,
+                    taskID: id
+                )
+            )
+        }
+        if let tag = error.deliveryTag {
+            // Recorded in unacked by the pop; the script only dead-letters untagged messages, so copy it here.
+            do {
+                try await brokerClient.pipeline([
+                    RESPCommand("LPUSH", broker.layout.deadLetterKey, RESPBytes(delivery.envelope)),
+                    RESPCommand("LTRIM", broker.layout.deadLetterKey, 0, broker.layout.deadLetterLimit - 1),
+                ]).forEach { _ = try $0.get() }
+            } catch {
+                logger.warning("cannot copy the message to the dead-letter list", metadata: ["error": "\(error)"])
+            }
+            batcher.ack(deliveryTag: tag)
+        }
+    }
+}

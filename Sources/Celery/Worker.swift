@@ -1,0 +1,280 @@
+import JSON
+import Logging
+import Redis
+import ServiceLifecycle
+import Synchronization
+
+/// A Celery worker: consumes protocol v2 messages from Redis in kombu's layout, runs the registered Swift
+/// handlers, and stores results where Python's `AsyncResult` reads them.
+///
+/// One fetch loop pops messages (many per round trip when they are waiting, a blocking pop when idle) while
+/// prefetch credit lasts; `concurrency` executor tasks run them; one batcher writes results and acks.
+/// Graceful shutdown (SIGTERM/SIGINT through ServiceLifecycle) stops fetching, lets running tasks finish, gives
+/// back every message that did not start, and flushes the last results and acks.
+public final class Worker: Service, Sendable {
+    public let configuration: WorkerConfiguration
+    let registry: TaskRegistry
+    let brokerClient: RedisClient
+    let backendClient: RedisClient
+    let redisForTasks: RedisClient
+    let logger: Logger
+    let broker: KombuBroker
+    let backend: ResultBackend
+    let batcher: WriteBatcher
+    let gate: CreditGate
+    let reserved = ReservedQueue<Work>()
+    let held = HeldMessages()
+    private let stopping = Atomic<Bool>(false)
+    private let readyState = Atomic<Bool>(false)
+    let processID = Int(getpid())
+
+    /// What an executor takes from the reserved queue.
+    enum Work: Sendable {
+        /// Freshly fetched; finishing it frees one prefetch credit.
+        case fetched(Delivery)
+        /// An ETA message whose time has come; its credit was freed when it was put on hold.
+        case due(Delivery, TaskMessage)
+    }
+
+    /// - Parameters:
+    ///   - broker: where messages are consumed and acked.
+    ///   - backend: where results are stored (often the same Redis).
+    ///   - redis: what handlers get as `context.redis` (REDIS_URL, else the broker).
+    public init(
+        configuration: WorkerConfiguration,
+        registry: TaskRegistry,
+        broker: RedisClient,
+        backend: RedisClient,
+        redis: RedisClient? = nil,
+        logger: Logger
+    ) {
+        precondition(configuration.concurrency > 0, "concurrency must be at least 1")
+        self.configuration = configuration
+        self.registry = registry
+        self.brokerClient = broker
+        self.backendClient = backend
+        self.redisForTasks = redis ?? broker
+        var logger = logger
+        logger[metadataKey: "celery.hostname"] = "\(configuration.hostname)"
+        self.logger = logger
+        let layout = KombuLayout()
+        self.broker = KombuBroker(client: broker, layout: layout, logger: logger)
+        self.backend = ResultBackend(
+            expires: configuration.resultExpires,
+            extended: configuration.resultExtended,
+            hostname: configuration.hostname
+        )
+        let ttl = configuration.resultExpires.map { Int($0.components.seconds) } ?? 0
+        self.batcher = WriteBatcher(backend: backend, broker: broker, layout: layout, resultTTL: ttl, logger: logger)
+        self.gate = CreditGate(credit: configuration.prefetchCount)
+    }
+
+    /// True from the moment the worker consumes until it starts shutting down.
+    public var isReady: Bool { readyState.load(ordering: .relaxed) }
+
+    /// Runs until graceful shutdown (or cancellation).
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await runUntilStopped()
+        } onGracefulShutdown: {
+            self.stop()
+        }
+    }
+
+    /// Starts a warm shutdown: fetch no more, finish what runs, restore what was fetched but did not start.
+    public func stop() {
+        guard !stopping.exchange(true, ordering: .relaxed) else { return }
+        readyState.store(false, ordering: .relaxed)
+        logger.info("warm shutdown: finishing running tasks")
+        gate.close()
+    }
+
+    var isStopping: Bool { stopping.load(ordering: .relaxed) || Task.isCancelled }
+
+    private func runUntilStopped() async throws {
+        guard try await declareQueues() else { return }
+        readyState.store(true, ordering: .relaxed)
+        logger.info(
+            "worker ready",
+            metadata: [
+                "celery.queues": "\(configuration.queues.joined(separator: ","))",
+                "celery.concurrency": "\(configuration.concurrency)",
+                "celery.tasks": "\(registry.names.count)",
+                "redis.url": "\(brokerClient.configuration.redactedURL)",
+            ]
+        )
+        await withDiscardingTaskGroup { outer in
+            outer.addTask { await self.batcher.run() }
+            await withDiscardingTaskGroup { inner in
+                for _ in 0..<configuration.concurrency {
+                    inner.addTask { await self.executorLoop() }
+                }
+                inner.addTask { await self.held.run(worker: self) }
+                await fetchLoop()
+                await giveBackUnstarted()
+            }
+            batcher.close()
+        }
+        logger.info("worker stopped")
+    }
+
+    /// Declares the queues, retrying while Redis is unreachable; false if shutdown came first.
+    private func declareQueues() async throws -> Bool {
+        var failures = 0
+        while !isStopping {
+            do {
+                try await broker.declare(queues: configuration.queues)
+                return true
+            } catch {
+                failures += 1
+                let delay = RedisBackoff(initial: .milliseconds(200), maximum: .seconds(5)).delay(
+                    afterFailures: failures
+                )
+                logger.error(
+                    "Redis unavailable, retrying",
+                    metadata: ["error": "\(error)", "retry.in": "\(delay)"]
+                )
+                try? await Task.sleep(for: delay)
+            }
+        }
+        return false
+    }
+
+    // MARK: - Fetching
+
+    private func fetchLoop() async {
+        var queues = configuration.queues
+        var blocking: RedisConnection?
+        var failures = 0
+        while !isStopping {
+            let credit = await gate.acquireAll()
+            guard credit > 0, !isStopping else {
+                gate.release(credit)
+                break
+            }
+            let lists = KombuLayout.lists(queues: queues)
+            // kombu's round_robin cycle: the next fetch starts with the next queue.
+            if queues.count > 1 { queues.append(queues.removeFirst()) }
+            do {
+                var deliveries = try await broker.pop(lists: lists, limit: credit)
+                if deliveries.isEmpty {
+                    if blocking == nil || blocking?.isActive == false {
+                        blocking = try await brokerClient.makeConnection()
+                    }
+                    if let delivery = try await broker.blockingPop(
+                        connection: blocking!,
+                        lists: lists,
+                        timeout: configuration.idlePollTimeout
+                    ) {
+                        deliveries = [delivery]
+                    }
+                }
+                if failures > 0 {
+                    logger.info("consuming again", metadata: ["redis.url": "\(brokerClient.configuration.redactedURL)"])
+                    failures = 0
+                }
+                gate.release(credit - deliveries.count)
+                for delivery in deliveries where !reserved.push(.fetched(delivery)) {
+                    await restore(delivery)
+                }
+            } catch {
+                gate.release(credit)
+                failures += 1
+                await blocking?.close()
+                blocking = nil
+                let delay = RedisBackoff(initial: .milliseconds(100), maximum: .seconds(5)).delay(
+                    afterFailures: failures
+                )
+                logger.error(
+                    "cannot fetch from Redis, retrying",
+                    metadata: ["error": "\(error)", "retry.in": "\(delay)"]
+                )
+                try? await Task.sleep(for: delay)
+            }
+        }
+        await blocking?.close()
+    }
+
+    private func giveBackUnstarted() async {
+        // Held first: the timer may still move due messages into the reserved queue, which is closed second.
+        var messages = held.close()
+        for work in reserved.close() {
+            switch work {
+            case .fetched(let delivery), .due(let delivery, _): messages.append(delivery)
+            }
+        }
+        for delivery in messages { await restore(delivery) }
+        if !messages.isEmpty {
+            logger.info("restored \(messages.count) unacknowledged message(s)")
+        }
+    }
+
+    /// Puts a fetched message back on its list (kombu's restore), retrying while Redis is unreachable.
+    func restore(_ delivery: Delivery) async {
+        guard let tag = try? TaskMessage.deliveryTag(in: delivery.envelope) else { return }
+        for attempt in 1...20 {
+            do {
+                try await broker.restore(delivery, deliveryTag: tag)
+                return
+            } catch {
+                logger.warning(
+                    "cannot restore a message yet",
+                    metadata: ["error": "\(error)", "attempt": "\(attempt)"]
+                )
+                try? await Task.sleep(for: .milliseconds(250))
+            }
+        }
+        logger.error(
+            "message left in unacked for the visibility-timeout restore",
+            metadata: ["celery.delivery_tag": "\(tag)"]
+        )
+    }
+
+    // MARK: - Executing
+
+    private func executorLoop() async {
+        while let work = await reserved.pop() {
+            switch work {
+            case .fetched(let delivery):
+                let keepsCredit = await process(delivery)
+                if keepsCredit { gate.release(1) }
+            case .due(_, let message):
+                await execute(message)
+            }
+        }
+    }
+
+    /// Decodes and runs one fetched message; false when it went on hold (its credit is then already free).
+    private func process(_ delivery: Delivery) async -> Bool {
+        let message: TaskMessage
+        do {
+            message = try TaskMessage(envelope: delivery.envelope)
+        } catch {
+            await reject(delivery, error)
+            return true
+        }
+        if let eta = message.eta, eta > CeleryTimestamp.now(), !isStopping {
+            guard held.hold(delivery, message, until: eta) else {
+                await restore(delivery)
+                return true
+            }
+            gate.release(1)
+            return false
+        }
+        await execute(message)
+        return true
+    }
+}
+
+extension TaskMessage {
+    /// The delivery tag of an envelope that may not decode as a task.
+    static func deliveryTag(in envelope: [UInt8]) throws -> String? {
+        try JSONValue(parsing: envelope)["properties"]?["delivery_tag"]?.stringValue
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif

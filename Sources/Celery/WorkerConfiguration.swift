@@ -1,0 +1,62 @@
+/// How a worker consumes and runs tasks. Defaults are Celery's.
+public struct WorkerConfiguration: Sendable {
+    /// Queues to consume (`-Q`), default `celery`. Each also has its priority lists.
+    public var queues: [String]
+    /// How many tasks run at once (`-c`).
+    public var concurrency: Int
+    /// The node name (`-n`), default `swift@<host name>`.
+    public var hostname: String
+    /// `worker_prefetch_multiplier`: at most concurrency × this many messages fetched and not yet finished.
+    public var prefetchMultiplier: Int
+    /// `result_expires`: the TTL of stored results; nil stores them without expiry.
+    public var resultExpires: Duration?
+    /// `result_extended`: store name, args, kwargs, worker, retries and queue with each result.
+    public var resultExtended: Bool
+    /// `task_track_started`: store STARTED before a task runs.
+    public var trackStarted: Bool
+    /// `task_acks_late`: ack after the result is stored instead of before the task runs.
+    public var acksLate: Bool
+    /// How long one idle BRPOP waits before the worker checks for shutdown again (kombu uses 1 s).
+    public var idlePollTimeout: Duration
+
+    public init(
+        queues: [String] = ["celery"],
+        concurrency: Int = 8,
+        hostname: String = WorkerConfiguration.defaultHostname(),
+        prefetchMultiplier: Int = 4,
+        resultExpires: Duration? = .seconds(86400),
+        resultExtended: Bool = false,
+        trackStarted: Bool = false,
+        acksLate: Bool = false,
+        idlePollTimeout: Duration = .seconds(1)
+    ) {
+        self.queues = queues
+        self.concurrency = concurrency
+        self.hostname = hostname
+        self.prefetchMultiplier = prefetchMultiplier
+        self.resultExpires = resultExpires
+        self.resultExtended = resultExtended
+        self.trackStarted = trackStarted
+        self.acksLate = acksLate
+        self.idlePollTimeout = idlePollTimeout
+    }
+
+    /// `swift@<gethostname()>`.
+    public static func defaultHostname() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count) == 0 else { return "swift@localhost" }
+        let name = String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return "swift@" + (name.isEmpty ? "localhost" : name)
+    }
+
+    /// prefetch_count = concurrency × multiplier (a multiplier of 0 means one message per slot).
+    public var prefetchCount: Int { concurrency * max(1, prefetchMultiplier) }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif

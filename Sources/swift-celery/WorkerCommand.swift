@@ -1,0 +1,136 @@
+import ArgumentParser
+import Celery
+import Foundation
+import Logging
+import Redis
+import ServiceLifecycle
+import Tasks
+
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Consume Celery tasks from Redis and run the Swift handlers.",
+        discussion: """
+            URLs: --broker, else CELERY_BROKER_URL, else REDIS_URL, else redis://127.0.0.1:6379/0. The result backend \
+            is --result-backend, else CELERY_RESULT_BACKEND, else the broker. REDIS_PASSWORD is used for any URL \
+            that has no password. SIGTERM or SIGINT: warm shutdown.
+            """
+    )
+
+    @Option(name: [.short, .long], help: "Broker URL (redis://, rediss://, unix://).")
+    var broker: String?
+
+    @Option(name: .long, help: "Result backend URL.")
+    var resultBackend: String?
+
+    @Option(name: [.customShort("Q"), .long], help: "Comma-separated queues to consume.")
+    var queues: String = "celery"
+
+    @Option(name: [.short, .long], help: "How many tasks run at once.")
+    var concurrency: Int = 16
+
+    @Option(name: [.short, .long], help: "Node name; %h is replaced by the host name.")
+    var hostname: String = "swift@%h"
+
+    @Option(name: [.short, .long], help: "Log level: trace, debug, info, warning, error, critical.")
+    var loglevel: String = "info"
+
+    @Option(name: .long, help: "Fetch at most concurrency × this many messages ahead.")
+    var prefetchMultiplier: Int = 4
+
+    @Option(name: .long, help: "Seconds results are kept; 0 keeps them forever.")
+    var resultExpires: Int = 86400
+
+    @Flag(name: .long, help: "Store task name, args, kwargs, worker, retries and queue with results.")
+    var resultExtended = false
+
+    @Flag(name: .long, help: "Store STARTED before a task runs.")
+    var trackStarted = false
+
+    @Flag(name: .long, help: "Ack after the result is stored instead of before the task runs.")
+    var acksLate = false
+
+    func validate() throws {
+        guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1, got \(concurrency)") }
+        guard prefetchMultiplier >= 0 else {
+            throw ValidationError("--prefetch-multiplier must be 0 or more, got \(prefetchMultiplier)")
+        }
+        guard resultExpires >= 0 else { throw ValidationError("--result-expires must be 0 or more seconds") }
+        guard !queueList.isEmpty else { throw ValidationError("--queues names no queue") }
+        guard Logger.Level(rawValue: loglevel.lowercased()) != nil else {
+            throw ValidationError("--loglevel must be one of trace, debug, info, warning, error, critical")
+        }
+    }
+
+    var queueList: [String] {
+        queues.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: loglevel.lowercased()) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "swift-celery")
+
+        let environment = CeleryEnvironment(
+            broker: broker,
+            resultBackend: resultBackend,
+            environment: ProcessInfo.processInfo.environment
+        )
+        let brokerConfiguration: RedisConfiguration
+        let backendConfiguration: RedisConfiguration
+        let redisConfiguration: RedisConfiguration
+        do {
+            brokerConfiguration = try environment.brokerConfiguration()
+            backendConfiguration = try environment.resultBackendConfiguration()
+            redisConfiguration = try environment.redisConfiguration()
+        } catch {
+            throw ValidationError("\(error.message)")
+        }
+        let node = hostname.replacingOccurrences(
+            of: "%h",
+            with: String(WorkerConfiguration.defaultHostname().dropFirst("swift@".count))
+        )
+        var registry = TaskRegistry()
+        TaskCatalog.register(in: &registry)
+
+        let brokerClient = RedisClient(configuration: brokerConfiguration, logger: logger)
+        let backendClient =
+            backendConfiguration == brokerConfiguration
+            ? brokerClient : RedisClient(configuration: backendConfiguration, logger: logger)
+        let redisClient =
+            redisConfiguration == brokerConfiguration
+            ? brokerClient : RedisClient(configuration: redisConfiguration, logger: logger)
+        let worker = Worker(
+            configuration: WorkerConfiguration(
+                queues: queueList,
+                concurrency: concurrency,
+                hostname: node,
+                prefetchMultiplier: prefetchMultiplier,
+                resultExpires: resultExpires == 0 ? nil : .seconds(resultExpires),
+                resultExtended: resultExtended,
+                trackStarted: trackStarted,
+                acksLate: acksLate
+            ),
+            registry: registry,
+            broker: brokerClient,
+            backend: backendClient,
+            redis: redisClient,
+            logger: logger
+        )
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: worker)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await group.run()
+        await brokerClient.close()
+        await backendClient.close()
+        await redisClient.close()
+    }
+}
