@@ -158,11 +158,7 @@ struct KombuBroker: Sendable {
             let properties = envelope["properties"],
             let tag = properties["delivery_tag"]?.stringValue
         else {
-            let replies = try await client.pipeline([
-                RESPCommand("LPUSH", layout.deadLetterKey, RESPBytes(delivery.envelope)),
-                RESPCommand("LTRIM", layout.deadLetterKey, 0, layout.deadLetterLimit - 1),
-            ])
-            for reply in replies { _ = try reply.get() }
+            try await deadLetter(delivery.envelope)
             return
         }
         let exchange = properties["delivery_info"]?["exchange"]?.stringValue ?? ""
@@ -179,6 +175,15 @@ struct KombuBroker: Sendable {
             RESPCommand("ZADD", layout.unackedIndexKey, Self.now(), tag),
             RESPCommand("HSET", layout.unackedKey, tag, value),
         ])
+    }
+
+    /// Keeps a copy of a message no worker can run in the capped dead-letter list, for an operator to inspect.
+    func deadLetter(_ envelope: [UInt8]) async throws(RedisError) {
+        let replies = try await client.pipeline([
+            RESPCommand("LPUSH", layout.deadLetterKey, RESPBytes(envelope)),
+            RESPCommand("LTRIM", layout.deadLetterKey, 0, layout.deadLetterLimit - 1),
+        ])
+        for reply in replies { _ = try reply.get() }
     }
 
     /// Gives a message that did not run back to its list, marked redelivered, as kombu's restore does.

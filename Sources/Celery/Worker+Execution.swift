@@ -1,6 +1,5 @@
 import JSON
 import Logging
-import RESP
 
 extension Worker {
     /// Runs one decoded task: expiry check, lookup, ack (early or late), STARTED, the handler, the result.
@@ -145,10 +144,7 @@ extension Worker {
         if let tag = error.deliveryTag {
             // Recorded in unacked by the pop; the script only dead-letters untagged messages, so copy it here.
             do {
-                try await brokerClient.pipeline([
-                    RESPCommand("LPUSH", broker.layout.deadLetterKey, RESPBytes(delivery.envelope)),
-                    RESPCommand("LTRIM", broker.layout.deadLetterKey, 0, broker.layout.deadLetterLimit - 1),
-                ]).forEach { _ = try $0.get() }
+                try await broker.deadLetter(delivery.envelope)
             } catch {
                 logger.warning("cannot copy the message to the dead-letter list", metadata: ["error": "\(error)"])
             }
