@@ -93,7 +93,11 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "CeleryTests", dependencies: ["Celery", "Tasks", "JSON", "Redis"]),
+        .testTarget(
+            name: "CeleryTests",
+            dependencies: ["Celery", "Tasks", "JSON", "Redis", "RESP"],
+            exclude: ["Fixtures"]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )
