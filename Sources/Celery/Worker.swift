@@ -203,7 +203,8 @@ public final class Worker: Service, Sendable {
             case .fetched(let delivery), .due(let delivery, _): messages.append(delivery)
             }
         }
-        for delivery in messages { await restore(delivery) }
+        // RPUSH puts each at the consuming end: restore the last first so they come back in their original order.
+        for delivery in messages.reversed() { await restore(delivery) }
         if !messages.isEmpty {
             logger.info("restored \(messages.count) unacknowledged message(s)")
         }

@@ -85,11 +85,17 @@ import Testing
         ("not JSON", Array("{\"body\": ".utf8), .envelopeNotJSON, nil),
         ("not an object", Array("[1, 2]".utf8), .envelopeShape, nil),
         ("no delivery_tag", envelope(body: [[], [:], [:]], tag: nil), .missingDeliveryTag, "id-1"),
-        ("pickle", envelope(body: [[], [:], [:]], contentType: "application/x-python-serialize"), .contentTypeRefused, "id-1"),
+        (
+            "pickle", envelope(body: [[], [:], [:]], contentType: "application/x-python-serialize"),
+            .contentTypeRefused, "id-1"
+        ),
         ("yaml", envelope(body: [[], [:], [:]], contentType: "application/x-yaml"), .contentTypeRefused, "id-1"),
         ("two-element body", envelope(body: [[1], [:]]), .bodyShape, "id-1"),
         ("args not a list", envelope(body: [1, [:], [:]]), .bodyShape, "id-1"),
-        ("no task header, no v1 body", envelope(body: [[], [:], [:]], headers: ["id": "id-1"]), .missingTaskName, "id-1"),
+        (
+            "no task header, no v1 body", envelope(body: [[], [:], [:]], headers: ["id": "id-1"]), .missingTaskName,
+            "id-1"
+        ),
     ]
 
     @Test(arguments: broken)

@@ -110,7 +110,10 @@ import Testing
         #expect(Self.registry.names.contains("tasks.echo"))
     }
 
-    @Test(arguments: [(0, "celery"), (2, "celery"), (3, "celery\u{06}\u{16}3"), (7, "celery\u{06}\u{16}6"), (9, "celery\u{06}\u{16}9")])
+    @Test(arguments: [
+        (0, "celery"), (2, "celery"), (3, "celery\u{06}\u{16}3"), (7, "celery\u{06}\u{16}6"),
+        (9, "celery\u{06}\u{16}9"),
+    ])
     func priorityLists(priority: Int, list: String) {
         #expect(KombuLayout.list(queue: "celery", priority: priority) == list)
     }

@@ -1,0 +1,142 @@
+import ExtrasBase64
+import Foundation
+import JSON
+import Logging
+import RESP
+import Redis
+import Tasks
+import Testing
+
+@testable import Celery
+
+/// The servers scripts/test-redis.sh started, and helpers to run an in-process worker against them.
+enum TestRedis {
+    static let env = ProcessInfo.processInfo.environment
+    static var url: String? { env["SWIFT_CELERY_TEST_REDIS_URL"] }
+    static var available: Bool { url != nil }
+
+    static let logger: Logger = {
+        var logger = Logger(label: "celery-tests")
+        logger.logLevel = .critical
+        return logger
+    }()
+
+    static func client() throws -> RedisClient {
+        RedisClient(configuration: try RedisConfiguration(url: url!), logger: logger)
+    }
+
+    static func uniqueQueue(_ name: String = #function) -> String {
+        "test-\(name.prefix(while: { $0 != "(" }))-\(UUID().uuidString.prefix(8))"
+    }
+
+    /// A kombu envelope as Celery 5.7 writes it, for `task` with `args`/`kwargs` on `queue`.
+    static func envelope(
+        task: String,
+        id: String = UUID().uuidString.lowercased(),
+        args: [JSONValue] = [],
+        kwargs: JSONObject = [:],
+        queue: String,
+        priority: Int = 0,
+        extraHeaders: JSONObject = [:],
+        tag: String = UUID().uuidString.lowercased()
+    ) -> (id: String, tag: String, bytes: [UInt8]) {
+        let body: JSONValue = [
+            .array(args), .object(kwargs), ["callbacks": nil, "errbacks": nil, "chain": nil, "chord": nil],
+        ]
+        var headers: JSONObject = [
+            "lang": "py", "task": .string(task), "id": .string(id), "shadow": nil, "eta": nil, "expires": nil,
+            "group": nil, "group_index": nil, "retries": 0, "timelimit": [nil, nil], "root_id": .string(id),
+            "parent_id": nil, "argsrepr": "()", "kwargsrepr": "{}", "origin": "test@host", "ignore_result": false,
+        ]
+        for (key, value) in extraHeaders { headers[key] = value }
+        let envelope: JSONValue = [
+            "body": .string(Base64.encodeToString(bytes: body.serialized())),
+            "content-encoding": "utf-8", "content-type": "application/json",
+            "headers": .object(headers),
+            "properties": [
+                "correlation_id": .string(id), "reply_to": "", "delivery_mode": 2,
+                "delivery_info": ["exchange": "", "routing_key": .string(queue)], "priority": .int(priority),
+                "body_encoding": "base64", "delivery_tag": .string(tag),
+            ],
+        ]
+        return (id, tag, envelope.serialized())
+    }
+
+    static func push(_ client: RedisClient, _ list: String, _ bytes: [UInt8]) async throws {
+        try await client.send(RESPCommand("LPUSH", list, RESPBytes(bytes)))
+    }
+
+    /// Waits for `celery-task-meta-<id>` with a ready (or the given) state.
+    static func result(
+        _ client: RedisClient,
+        _ id: String,
+        state: String? = nil,
+        timeout: Duration = .seconds(10)
+    ) async throws -> JSONValue {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let reply = try await client.send(RESPCommand("GET", "celery-task-meta-\(id)"))
+            if let bytes = reply.bytes {
+                let meta = try JSONValue(parsing: Array(bytes.readableBytesView))
+                let status = meta["status"]?.stringValue ?? ""
+                if let state, status == state { return meta }
+                if state == nil, ["SUCCESS", "FAILURE", "REVOKED"].contains(status) { return meta }
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw RedisError(.commandTimeout, "no result for \(id) within \(timeout)")
+    }
+
+    static func inUnacked(_ client: RedisClient, _ tag: String) async throws -> Bool {
+        try await client.send(RESPCommand("HEXISTS", "unacked", tag)).int == 1
+    }
+
+    /// True once `tag` has left `unacked` (acks are batched, so they land shortly after the result).
+    static func eventuallyAcked(_ client: RedisClient, _ tag: String) async throws -> Bool {
+        for _ in 0..<100 {
+            if try await !inUnacked(client, tag) { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+
+    static func defaultRegistry() -> TaskRegistry {
+        var registry = TaskRegistry()
+        TaskCatalog.register(in: &registry)
+        return registry
+    }
+
+    /// Runs a worker in this process for the duration of `body`, then stops it (warm shutdown) and waits.
+    static func withWorker<R: Sendable>(
+        _ configuration: WorkerConfiguration,
+        registry: TaskRegistry = defaultRegistry(),
+        _ body: (Worker, RedisClient) async throws -> R
+    ) async throws -> R {
+        let client = try client()
+        let worker = Worker(
+            configuration: configuration,
+            registry: registry,
+            broker: client,
+            backend: client,
+            logger: logger
+        )
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await worker.run() }
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !worker.isReady && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(worker.isReady)
+            do {
+                let result = try await body(worker, client)
+                worker.stop()
+                try await group.waitForAll()
+                return result
+            } catch {
+                worker.stop()
+                try await group.waitForAll()
+                throw error
+            }
+        }
+    }
+}
