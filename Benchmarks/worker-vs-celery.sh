@@ -15,7 +15,8 @@ if ! "$python" -c 'import celery, redis' >/dev/null 2>&1; then
     python=.venv-interop/bin/python
 fi
 
-if [[ -z ${SWIFT_CELERY_BIN:-} && ! -x .build/release/swift-celery ]] && command -v swift >/dev/null 2>&1; then
+if [[ " $* " != *" --only python "* && -z ${SWIFT_CELERY_BIN:-} && ! -x .build/release/swift-celery ]] &&
+    command -v swift >/dev/null 2>&1; then
     echo "building swift-celery (release)" >&2
     swift build -c release --product swift-celery >&2 || echo "release build failed; the Swift worker is skipped" >&2
 fi
