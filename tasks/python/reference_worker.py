@@ -1,0 +1,81 @@
+"""The Swift worker's tasks implemented in Python, under the same names.
+
+This is the reference the interop tests are validated against and the Python side of the benchmarks:
+
+    cd tasks/python && celery -A reference_worker worker -P prefork -c 2 -Q celery
+
+Configuration is the same as swift_tasks (CELERY_BROKER_URL / REDIS_URL, CELERY_RESULT_BACKEND, REDIS_PASSWORD).
+The options the Swift worker takes as flags come from the environment here, since `celery worker` has no flags
+for them: REFERENCE_RESULT_EXTENDED=1, REFERENCE_TRACK_STARTED=1, REFERENCE_RESULT_EXPIRES=<seconds>.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from swift_tasks import make_app
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+app = make_app("reference_worker", stubs=False)
+app.conf.update(
+    result_extended=_flag("REFERENCE_RESULT_EXTENDED"),
+    task_track_started=_flag("REFERENCE_TRACK_STARTED"),
+)
+if os.environ.get("REFERENCE_RESULT_EXPIRES"):
+    app.conf.result_expires = int(os.environ["REFERENCE_RESULT_EXPIRES"])
+
+
+@app.task(name="tasks.add", shared=False)
+def add(x, y):
+    return x + y
+
+
+@app.task(name="tasks.mul", shared=False)
+def mul(x, y):
+    return x * y
+
+
+@app.task(name="tasks.xsum", shared=False)
+def xsum(numbers):
+    return sum(numbers)
+
+
+@app.task(name="tasks.identity", shared=False)
+def identity(value):
+    return value
+
+
+@app.task(name="tasks.echo", shared=False)
+def echo(*args, **kwargs):
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@app.task(name="tasks.sleep", shared=False)
+def sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name="tasks.fail", shared=False)
+def fail(message):
+    raise ValueError(message)
+
+
+@app.task(name="tasks.cpu", shared=False)
+def cpu(n):
+    """The number of primes below n (sieve of Eratosthenes)."""
+    if n < 3:
+        return 0
+    sieve = bytearray([1]) * n
+    sieve[0] = sieve[1] = 0
+    i = 2
+    while i * i < n:
+        if sieve[i]:
+            sieve[i * i :: i] = bytes(len(range(i * i, n, i)))
+        i += 1
+    return sum(sieve)
