@@ -29,7 +29,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: [.short, .long], help: "How many tasks run at once.")
     var concurrency: Int = 16
 
-    @Option(name: [.short, .long], help: "Node name; %h is replaced by the host name.")
+    @Option(name: [.customShort("n"), .long], help: "Node name; %h is replaced by the host name.")
     var hostname: String = "swift@%h"
 
     @Option(name: [.short, .long], help: "Log level: trace, debug, info, warning, error, critical.")
