@@ -103,6 +103,8 @@ final class WriteBatcher: Sendable {
     let resultTTL: Int
     let logger: Logger
     static let maximumBatch = 512
+    /// How many times a flush is tried once the worker is shutting down (about 20 s with the backoff).
+    static let attemptsAfterClose = 12
 
     init(backend: RedisClient, broker: RedisClient, layout: KombuLayout, resultTTL: Int, logger: Logger) {
         self.backend = backend
@@ -146,6 +148,8 @@ final class WriteBatcher: Sendable {
         waiter?.resume()
     }
 
+    private var isClosed: Bool { state.withLock { $0.closed } }
+
     /// Stops after everything queued so far has been written.
     func close() {
         enqueue { $0.closed = true }
@@ -167,6 +171,15 @@ final class WriteBatcher: Sendable {
                     break
                 } catch {
                     failures += 1
+                    if isClosed && failures >= Self.attemptsAfterClose {
+                        // Shutting down and Redis stays away: the messages are still in unacked and come back
+                        // through the visibility-timeout restore (at-least-once), so stop instead of hanging.
+                        logger.error(
+                            "giving up writing results/acks at shutdown; their messages stay in unacked",
+                            metadata: ["error": "\(error)", "pending": "\(results.count + acks.count)"]
+                        )
+                        return
+                    }
                     let delay = RedisBackoff(initial: .milliseconds(50), maximum: .seconds(2)).delay(
                         afterFailures: failures
                     )

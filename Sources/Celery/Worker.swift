@@ -204,19 +204,27 @@ public final class Worker: Service, Sendable {
             }
         }
         // RPUSH puts each at the consuming end: restore the last first so they come back in their original order.
-        for delivery in messages.reversed() { await restore(delivery) }
+        for delivery in messages.reversed() {
+            guard await restore(delivery) else {
+                logger.error(
+                    "Redis unreachable: the remaining messages stay in unacked for the visibility-timeout restore"
+                )
+                break
+            }
+        }
         if !messages.isEmpty {
             logger.info("restored \(messages.count) unacknowledged message(s)")
         }
     }
 
     /// Puts a fetched message back on its list (kombu's restore), retrying while Redis is unreachable.
-    func restore(_ delivery: Delivery) async {
-        guard let tag = try? TaskMessage.deliveryTag(in: delivery.envelope) else { return }
+    @discardableResult
+    func restore(_ delivery: Delivery) async -> Bool {
+        guard let tag = try? TaskMessage.deliveryTag(in: delivery.envelope) else { return true }
         for attempt in 1...20 {
             do {
                 try await broker.restore(delivery, deliveryTag: tag)
-                return
+                return true
             } catch {
                 logger.warning(
                     "cannot restore a message yet",
@@ -229,6 +237,7 @@ public final class Worker: Service, Sendable {
             "message left in unacked for the visibility-timeout restore",
             metadata: ["celery.delivery_tag": "\(tag)"]
         )
+        return false
     }
 
     // MARK: - Executing
