@@ -138,6 +138,23 @@ struct RedisClientIntegrationTests {
         await client.close()
     }
 
+    @Test func unixSocketAndDatabaseSelection() async throws {
+        let key = TestServers.uniquePrefix() + "db"
+        let unixURL = try #require(TestServers.env["SWIFT_CELERY_TEST_REDIS_UNIX_URL"])
+        var configuration = try RedisConfiguration(url: unixURL)
+        configuration.database = 3
+        configuration.clientName = "swift-celery-test"
+        let db3 = RedisClient(configuration: configuration, logger: TestServers.logger)
+        try await db3.send(RESPCommand("SET", key, "in-db-3"))
+        #expect(try await db3.send(RESPCommand("CLIENT", "GETNAME")).string == "swift-celery-test")
+        let db0 = try TestServers.plainClient()
+        #expect(try await db0.send(RESPCommand("EXISTS", key)).int == 0)
+        #expect(try await db3.send(RESPCommand("GET", key)).string == "in-db-3")
+        try await db3.send(RESPCommand("DEL", key))
+        await db3.close()
+        await db0.close()
+    }
+
     @Test func connectionRefusedIsClear() async throws {
         let port = TestServers.freePort()
         var configuration = try RedisConfiguration(url: "redis://:secret-pw@127.0.0.1:\(port)/0")
