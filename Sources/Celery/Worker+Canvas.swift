@@ -8,7 +8,8 @@ import Redis
 /// task runs and stores its result, and the chord callback is not triggered.
 extension Worker {
     /// Publishes the link callbacks and the next chain hop of a task that succeeded with `result`, and returns
-    /// the `children` for its result meta (`[[[child_id, null], null], ...]`).
+    /// the `children` for its result meta (`[[[child_id, null], null], ...]`). Several callbacks are published as
+    /// separate tasks, each its own child (Python sends them as one group, recorded as a single GroupResult child).
     ///
     /// Called before the result is stored and before the ack (Celery's order: callbacks are applied before
     /// `mark_as_done`, so `result.children` is populated). Throws when Redis refused the publish even after
@@ -95,7 +96,7 @@ extension Worker {
         func signatures(_ value: JSONValue?) -> [JSONValue]? {
             switch value {
             case .array(let items)?: return items.isEmpty ? nil : items
-            case .object?: return [value!]
+            case .object(let members)?: return [.object(members)]
             default: return nil
             }
         }
