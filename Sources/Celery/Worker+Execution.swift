@@ -67,15 +67,42 @@ extension Worker {
         do {
             let result = try await task.run(context, TaskArguments(args: message.args, kwargs: message.kwargs))
             logger.debug("task succeeded", metadata: ["celery.task.runtime": "\(ContinuousClock.now - started)"])
+            // Follow-ups go out before the result is stored and before the ack (see Worker+Canvas.swift).
+            let children: JSONValue
+            do {
+                children = try await publishSuccessors(of: message, result: result)
+            } catch {
+                logger.error(
+                    "cannot publish the task's callbacks or chain; storing FAILURE",
+                    metadata: ["error": "\(error)"]
+                )
+                let failure = StoredException(
+                    type: "OperationalError",
+                    module: "kombu.exceptions",
+                    arguments: [.string("cannot publish callbacks or the next chain task: \(error)")]
+                )
+                if !ignoreResult {
+                    store(.failure, failure, message, traceback: nil)
+                }
+                if configuration.acksLate { batcher.ack(deliveryTag: message.deliveryTag) }
+                return
+            }
             if !ignoreResult {
                 batcher.storeResult(
                     taskID: message.id,
-                    meta: backend.meta(state: .success, result: result, message: message, taskID: message.id)
+                    meta: backend.meta(
+                        state: .success,
+                        result: result,
+                        message: message,
+                        taskID: message.id,
+                        children: children
+                    )
                 )
             }
         } catch {
             let stored = StoredException(error)
             logger.error("task raised \(stored.repr)")
+            await publishErrbacks(of: message)
             if !ignoreResult {
                 store(
                     .failure,

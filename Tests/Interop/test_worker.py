@@ -68,6 +68,37 @@ def test_chain(tasks, worker):
     assert result.parent.parent.get(timeout=T) == 3
 
 
+def test_link(tasks, worker):
+    # link=: after success the worker publishes the callback with the result prepended, and records it as a child
+    q = worker.queue
+    child_id, fixed_id = str(uuid.uuid4()), str(uuid.uuid4())
+    result = tasks.add.apply_async((2, 3), link=tasks.add.s(10).set(queue=q, task_id=child_id))
+    assert result.get(timeout=T) == 5
+    assert tasks.add.AsyncResult(child_id).get(timeout=T) == 15
+    assert [child.id for child in result.children] == [child_id]
+    # immutable (.si): the result is not prepended
+    fixed = tasks.add.apply_async((1, 1), link=tasks.identity.si("fixed").set(queue=q, task_id=fixed_id))
+    assert fixed.get(timeout=T) == 2
+    assert tasks.identity.AsyncResult(fixed_id).get(timeout=T) == "fixed"
+
+
+def test_link_error(tasks, worker):
+    # link_error=: after failure the errbacks run with the failed task's id (or their own args when immutable)
+    q = worker.queue
+    errback_id, fixed_id = str(uuid.uuid4()), str(uuid.uuid4())
+    result = tasks.fail.apply_async(
+        ("linked",),
+        link_error=[
+            tasks.identity.s().set(queue=q, task_id=errback_id),
+            tasks.identity.si("fixed").set(queue=q, task_id=fixed_id),
+        ],
+    )
+    with pytest.raises(Exception, match="linked"):
+        result.get(timeout=T)
+    assert tasks.identity.AsyncResult(errback_id).get(timeout=T) == result.id
+    assert tasks.identity.AsyncResult(fixed_id).get(timeout=T) == "fixed"
+
+
 def test_many_concurrent_tasks(tasks):
     results = [tasks.add.delay(i, i) for i in range(200)]
     assert [r.get(timeout=T) for r in results] == [2 * i for i in range(200)]
