@@ -24,6 +24,8 @@ public final class Worker: Service, Sendable {
     let gate: CreditGate
     let reserved = ReservedQueue<Work>()
     let held = HeldMessages()
+    /// Messages executors took off the reserved queue after shutdown began, in the order they were fetched.
+    private let unstarted = Mutex<[Delivery]>([])
     private let stopping = Atomic<Bool>(false)
     private let readyState = Atomic<Bool>(false)
     let processID = Int(getpid())
@@ -105,14 +107,16 @@ public final class Worker: Service, Sendable {
         )
         await withDiscardingTaskGroup { outer in
             outer.addTask { await self.batcher.run() }
-            await withDiscardingTaskGroup { inner in
+            let leftovers = await withDiscardingTaskGroup(returning: [Delivery].self) { inner in
                 for _ in 0..<configuration.concurrency {
                     inner.addTask { await self.executorLoop() }
                 }
                 inner.addTask { await self.held.run(worker: self) }
                 await fetchLoop()
-                await giveBackUnstarted()
+                return closeQueues()
             }
+            // Every executor has returned: nothing else can take or add a message now.
+            await giveBack(unstarted.withLock { $0 } + leftovers)
             batcher.close()
         }
         logger.info("worker stopped")
@@ -195,7 +199,8 @@ public final class Worker: Service, Sendable {
         await blocking?.close()
     }
 
-    private func giveBackUnstarted() async {
+    /// Closes the held list and the reserved queue; returns what they still had, in fetch order.
+    private func closeQueues() -> [Delivery] {
         // Held first: the timer may still move due messages into the reserved queue, which is closed second.
         var messages = held.close()
         for work in reserved.close() {
@@ -203,6 +208,11 @@ public final class Worker: Service, Sendable {
             case .fetched(let delivery), .due(let delivery, _): messages.append(delivery)
             }
         }
+        return messages
+    }
+
+    /// Restores messages that were fetched but did not start.
+    private func giveBack(_ messages: [Delivery]) async {
         // RPUSH puts each at the consuming end: restore the last first so they come back in their original order.
         for delivery in messages.reversed() {
             guard await restore(delivery) else {
@@ -244,6 +254,13 @@ public final class Worker: Service, Sendable {
 
     private func executorLoop() async {
         while let work = await reserved.pop() {
+            if isStopping {
+                // Shutdown began: nothing new starts; the message goes back with the rest.
+                switch work {
+                case .fetched(let delivery), .due(let delivery, _): unstarted.withLock { $0.append(delivery) }
+                }
+                continue
+            }
             switch work {
             case .fetched(let delivery):
                 let keepsCredit = await process(delivery)

@@ -1,6 +1,7 @@
 import DequeModule
 import Logging
 import NIOCore
+import NIOTLS
 import RESP
 
 /// What the connection writes into the pipeline: one or more encoded commands flushed together, and for each
@@ -45,9 +46,21 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     /// Receives push frames (and all frames in subscriber mode); nil drops them.
     var pushHandler: (@Sendable (Result<RedisPush, RedisError>) -> Void)?
 
-    init(eventLoop: EventLoop, logger: Logger) {
+    /// True on a TLS connection until the handshake completes: a failure before then is a TLS failure, whatever
+    /// order the TLS handler reports the error and the close in.
+    private var tlsHandshakePending: Bool
+
+    init(eventLoop: EventLoop, logger: Logger, tls: Bool = false) {
         self.eventLoop = eventLoop
         self.logger = logger
+        self.tlsHandshakePending = tls
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted? = event as? TLSUserEvent {
+            tlsHandshakePending = false
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -150,6 +163,9 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if tlsHandshakePending {
+            failAll(RedisError(.tlsFailure, "the connection closed during the TLS handshake"))
+        }
         failAll(RedisError(.connectionClosed, "the connection to Redis was closed"))
         context.fireChannelInactive()
     }
@@ -158,6 +174,8 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         let redisError: RedisError
         if let e = error as? RedisError {
             redisError = e
+        } else if tlsHandshakePending {
+            redisError = RedisError(.tlsFailure, "TLS handshake failed: \(error)", underlyingError: ErrorBox(error))
         } else {
             redisError = RedisError(.connectionClosed, "connection error: \(error)", underlyingError: error)
         }

@@ -93,7 +93,11 @@ public final class RedisConnection: Sendable {
                         let tlsHandler = try NIOSSLClientHandler(context: sslContext, serverHostname: serverHostname)
                         try channel.pipeline.syncOperations.addHandler(tlsHandler)
                     }
-                    let handler = RedisChannelHandler(eventLoop: channel.eventLoop, logger: handlerLogger)
+                    let handler = RedisChannelHandler(
+                        eventLoop: channel.eventLoop,
+                        logger: handlerLogger,
+                        tls: sslContext != nil
+                    )
                     handler.pushHandler = pushHandler
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }

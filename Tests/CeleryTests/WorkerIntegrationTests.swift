@@ -127,7 +127,7 @@ struct WorkerIntegrationTests {
     @Test func etaIsHeldAndExpiredTasksAreRevoked() async throws {
         let queue = TestRedis.uniqueQueue()
         try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in
-            let eta = CeleryTimestamp(secondsSince1970: CeleryTimestamp.now().secondsSince1970 + 1.0)
+            let eta = CeleryTimestamp(secondsSince1970: CeleryTimestamp.now().secondsSince1970 + 3.0)
             let later = TestRedis.envelope(
                 task: "tasks.add",
                 args: [1, 2],
@@ -148,19 +148,22 @@ struct WorkerIntegrationTests {
             #expect(revoked["result"]?["exc_type"] == "TaskRevokedError")
             #expect(revoked["result"]?["exc_message"] == ["expired"])
             // Held, not run, and still recorded in unacked until it runs.
-            try await Task.sleep(for: .milliseconds(300))
+            try await TestRedis.waitUntilEmpty(redis, queue)
+            #expect(CeleryTimestamp.now() < eta, "the machine is too slow for this check")
             #expect(try await redis.send(RESPCommand("EXISTS", "celery-task-meta-\(later.id)")).int == 0)
             #expect(try await TestRedis.inUnacked(redis, later.tag))
             let meta = try await TestRedis.result(redis, later.id)
             #expect(meta["result"] == 3)
-            #expect(CeleryTimestamp.now() >= eta)
+            // It ran at its ETA, not before.
+            let done = try #require(meta["date_done"]?.stringValue.flatMap { CeleryTimestamp(iso8601: $0) })
+            #expect(done >= eta)
         }
     }
 
     @Test func warmShutdownRestoresMessagesThatDidNotStart() async throws {
         let queue = TestRedis.uniqueQueue()
         let redis = try TestRedis.client()
-        let running = TestRedis.envelope(task: "tasks.sleep", args: [0.5], queue: queue)
+        let running = TestRedis.envelope(task: "tasks.sleep", args: [2], queue: queue)
         let waiting = (0..<3).map { TestRedis.envelope(task: "tasks.add", args: [.int($0), 0], queue: queue) }
         try await TestRedis.push(redis, queue, running.bytes)
         for message in waiting { try await TestRedis.push(redis, queue, message.bytes) }
@@ -168,8 +171,7 @@ struct WorkerIntegrationTests {
             _,
             redis in
             // Let the worker fetch everything and start the sleep, then stop (withWorker stops on return).
-            try await Task.sleep(for: .milliseconds(200))
-            #expect(try await redis.send(RESPCommand("LLEN", queue)).int == 0)
+            try await TestRedis.waitUntilEmpty(redis, queue)
         }
         // The running task finished; the others are back on the list, marked redelivered, out of unacked.
         #expect(try await TestRedis.result(redis, running.id)["status"] == "SUCCESS")
@@ -191,11 +193,12 @@ struct WorkerIntegrationTests {
         try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 1, acksLate: true)) {
             _,
             redis in
-            let message = TestRedis.envelope(task: "tasks.sleep", args: [0.4], queue: queue)
+            let message = TestRedis.envelope(task: "tasks.sleep", args: [2], queue: queue)
             try await TestRedis.push(redis, queue, message.bytes)
-            try await Task.sleep(for: .milliseconds(200))
-            // Running: still in unacked under acks_late.
+            try await TestRedis.waitUntilEmpty(redis, queue)
+            // Popped and running: still in unacked under acks_late, and no result yet.
             #expect(try await TestRedis.inUnacked(redis, message.tag))
+            #expect(try await redis.send(RESPCommand("EXISTS", "celery-task-meta-\(message.id)")).int == 0)
             _ = try await TestRedis.result(redis, message.id)
             try await Task.sleep(for: .milliseconds(100))
             #expect(try await TestRedis.eventuallyAcked(redis, message.tag))

@@ -100,6 +100,15 @@ enum TestRedis {
         return false
     }
 
+    /// Waits until the worker has popped everything from `list`.
+    static func waitUntilEmpty(_ client: RedisClient, _ list: String) async throws {
+        for _ in 0..<500 {
+            if try await client.send(RESPCommand("LLEN", list)).int == 0 { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        Issue.record("\(list) was not drained")
+    }
+
     static func defaultRegistry() -> TaskRegistry {
         var registry = TaskRegistry()
         TaskCatalog.register(in: &registry)
