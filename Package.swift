@@ -87,7 +87,14 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "CeleryTests", dependencies: ["Celery", "Tasks", "JSON", "Redis"]),
+        .testTarget(
+            name: "CeleryTests",
+            dependencies: [
+                "Celery", "Tasks", "JSON", "Redis", "RESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )
