@@ -28,7 +28,18 @@ public struct RedisHealthCheck: Sendable {
     /// - Throws: `RedisError`: the connection's own errors (refused, timeout, authentication, TLS, not Redis),
     ///   or `.unexpectedReply` when INFO is malformed or the JSON read back differs from what was written.
     public func run(logger: Logger) async throws(RedisError) -> RedisHealthReport {
-        let connection = try await RedisConnection.connect(configuration: configuration, logger: logger)
+        let connection: RedisConnection
+        do {
+            connection = try await RedisConnection.connect(configuration: configuration, logger: logger)
+        } catch  where error.code == .connectionClosed {
+            // Typically a plain client at a TLS port, or a server that hangs up on anything but its own protocol.
+            throw RedisError(
+                .connectionClosed,
+                "\(configuration.redactedURL) closed the connection during the handshake"
+                    + " (a TLS port needs rediss://; or it is not a Redis server)",
+                underlyingError: error
+            )
+        }
         do {
             let report = try await check(connection)
             await connection.close()
@@ -152,6 +163,7 @@ public struct RedisHealthCheck: Sendable {
                 cause = "wrong password"
             }
         case .tlsFailure: cause = "TLS failure"
+        case .connectionClosed: cause = "connection closed"
         case .notARedisServer, .protocolError: cause = "not a Redis server"
         case .unexpectedReply: cause = message.hasPrefix("JSON round trip mismatch") ? nil : "unexpected reply"
         case .invalidURL: cause = nil
@@ -264,10 +276,10 @@ public struct RedisHealthReport: Sendable, Hashable {
             "url": .string(redactedURL),
             "redis_version": .string(serverVersion),
             "protocol": .int(protocolVersion),
-            "latency_ms": [
-                "min": .double(Self.rounded(minimumLatencyMilliseconds)),
-                "median": .double(Self.rounded(medianLatencyMilliseconds)),
-                "max": .double(Self.rounded(maximumLatencyMilliseconds)),
+            "latency_us": [
+                "min": .int(Self.microseconds(minimumLatencyMilliseconds)),
+                "median": .int(Self.microseconds(medianLatencyMilliseconds)),
+                "max": .int(Self.microseconds(maximumLatencyMilliseconds)),
                 "count": .int(latencies.count),
             ],
             "persistence": .object(persistence),
@@ -289,8 +301,8 @@ public struct RedisHealthReport: Sendable, Hashable {
         return Double(seconds) * 1000 + Double(attoseconds) / 1e15
     }
 
-    /// Microsecond resolution is all a loopback PING can show.
-    private static func rounded(_ milliseconds: Double) -> Double { (milliseconds * 1000).rounded() / 1000 }
+    /// Whole microseconds: all a loopback PING can show, and exact in JSON.
+    private static func microseconds(_ milliseconds: Double) -> Int { Int((milliseconds * 1000).rounded()) }
 
     private static func format(_ milliseconds: Double) -> String {
         let hundredths = Int((milliseconds * 100).rounded())

@@ -55,7 +55,7 @@ struct RedisHealthCheckTests {
         let json = try JSONValue(parsing: report.json.serializedString())
         #expect(json["ok"] == true)
         #expect(json["redis_version"]?.stringValue == report.serverVersion)
-        #expect(json["latency_ms"]?["count"]?.intValue == 7)
+        #expect(json["latency_us"]?["count"]?.intValue == 7)
         #expect(json["persistence"]?["aof_enabled"] == false)
         #expect(json["json_round_trip"]?["key"]?.stringValue == report.roundTripKey)
     }
@@ -127,6 +127,16 @@ struct RedisHealthCheckTests {
         #expect(error.code == .notARedisServer)
         #expect(RedisHealthCheck.failureLine(error).hasPrefix("error: not a Redis server: "))
         try await server.close()
+    }
+
+    @Test(.enabled(if: TestServers.hasTLS)) func plainTextAtATLSPortIsNamed() async throws {
+        var check = try check(TestServers.tlsURL!)
+        check.configuration.tls = nil
+        check.configuration.connectTimeout = .seconds(2)
+        let error = try #require(await failure(of: check))
+        let line = RedisHealthCheck.failureLine(error)
+        #expect(!line.contains("\n"))
+        #expect(line.hasPrefix("error: "))
     }
 
     @Test func aSilentServerTimesOut() async throws {
