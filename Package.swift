@@ -96,7 +96,11 @@ let package = Package(
         ),
         .testTarget(
             name: "CeleryTests",
-            dependencies: ["Celery", "Tasks", "JSON", "Redis", "RESP"],
+            dependencies: [
+                "Celery", "Tasks", "JSON", "Redis", "RESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             exclude: ["Fixtures"]
         ),
     ],

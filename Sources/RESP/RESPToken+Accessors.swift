@@ -12,6 +12,8 @@ extension RESPToken {
 
     /// The text of an error reply (`ERR unknown command ...`), nil for other frames.
     public var errorMessage: String? {
+        // Checked on every reply: look at the type byte before decoding the frame.
+        guard isError else { return nil }
         switch value {
         case .simpleError(let b), .blobError(let b): return String(buffer: b)
         default: return nil

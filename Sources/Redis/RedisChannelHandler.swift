@@ -34,6 +34,9 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         var deadline: NIODeadline
     }
 
+    /// Batches up to this many bytes are copied into one buffer before writing; larger ones are written as they are.
+    static let coalescingLimit = 1 << 20
+
     private let eventLoop: EventLoop
     private let logger: Logger
     private var pending = Deque<Pending>()
@@ -85,11 +88,21 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         if timeoutTask == nil, !request.promises.isEmpty {
             scheduleTimeout(at: request.deadline, context: context)
         }
-        let last = request.commands.count - 1
-        for (index, command) in request.commands.enumerated() {
-            context.write(wrapOutboundOut(command.buffer), promise: index == last ? promise : nil)
+        var size = 0
+        for command in request.commands { size += command.buffer.readableBytes }
+        if request.commands.count > 1, size <= RedisChannelHandler.coalescingLimit {
+            // One buffer for a batch of small commands: a pipeline write per command costs more than copying
+            // its bytes (and writev takes at most IOV_MAX buffers at a time).
+            var batch = context.channel.allocator.buffer(capacity: size)
+            for command in request.commands { batch.writeImmutableBuffer(command.buffer) }
+            context.write(wrapOutboundOut(batch), promise: promise)
+        } else {
+            let last = request.commands.count - 1
+            for (index, command) in request.commands.enumerated() {
+                context.write(wrapOutboundOut(command.buffer), promise: index == last ? promise : nil)
+            }
+            if request.commands.isEmpty { promise?.succeed() }
         }
-        if request.commands.isEmpty { promise?.succeed() }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
