@@ -42,7 +42,8 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     private var pending = Deque<Pending>()
     private var receiveBuffer: ByteBuffer?
     private var timeoutTask: Scheduled<Void>?
-    private var closedError: RedisError?
+    /// Why the connection ended, once it has; later writes fail with it.
+    private(set) var closedError: RedisError?
     private var context: ChannelHandlerContext?
     /// In subscriber mode every frame is a push; set once SUBSCRIBE/PSUBSCRIBE has been sent.
     var subscriberMode = false

@@ -84,6 +84,7 @@ public final class RedisConnection: Sendable {
 
         let eventLoop = eventLoopGroup.next()
         let handlerLogger = logger
+        let handlerBox = Mutex<NIOLoopBound<RedisChannelHandler>?>(nil)
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(TimeAmount(configuration.connectTimeout))
             .channelOption(.socketOption(.so_keepalive), value: 1)
@@ -100,6 +101,8 @@ public final class RedisConnection: Sendable {
                     )
                     handler.pushHandler = pushHandler
                     try channel.pipeline.syncOperations.addHandler(handler)
+                    // Kept here: under load TLS can fail and close the channel before a later lookup could run.
+                    handlerBox.withLock { $0 = NIOLoopBound(handler, eventLoop: channel.eventLoop) }
                 }
             }
 
@@ -116,25 +119,17 @@ public final class RedisConnection: Sendable {
             throw connectError(error, configuration: configuration)
         }
 
-        let handler: NIOLoopBound<RedisChannelHandler>
-        do {
-            handler = try await channel.eventLoop.submit {
-                NIOLoopBound(
-                    try channel.pipeline.syncOperations.handler(type: RedisChannelHandler.self),
-                    eventLoop: channel.eventLoop
-                )
-            }.get()
-        } catch {
+        guard let handler = handlerBox.withLock({ $0 }) else {
             channel.close(promise: nil)
-            throw RedisError(
-                .connectionClosed,
-                "the connection closed while it was being set up",
-                underlyingError: error
-            )
+            throw RedisError(.connectionClosed, "the connection closed while it was being set up")
         }
 
         do {
-            let (version, serverVersion) = try await handshake(channel: channel, configuration: configuration)
+            let (version, serverVersion) = try await handshake(
+                channel: channel,
+                handler: handler,
+                configuration: configuration
+            )
             logger.debug(
                 "connected to Redis",
                 metadata: ["redis.url": "\(configuration.redactedURL)", "redis.protocol": "\(version)"]
@@ -157,6 +152,7 @@ public final class RedisConnection: Sendable {
     /// HELLO 3 (+ AUTH, SETNAME), falling back to RESP2; then SELECT.
     private static func handshake(
         channel: Channel,
+        handler: NIOLoopBound<RedisChannelHandler>,
         configuration: RedisConfiguration
     ) async throws(RedisError) -> (Int, String?) {
         let deadline = NIODeadline.now() + TimeAmount(configuration.connectTimeout)
@@ -172,7 +168,13 @@ public final class RedisConnection: Sendable {
         }
         var version = 3
         var serverVersion: String?
-        let reply = try await handshakeSend(hello, channel: channel, deadline: deadline, configuration: configuration)
+        let reply = try await handshakeSend(
+            hello,
+            channel: channel,
+            handler: handler,
+            deadline: deadline,
+            configuration: configuration
+        )
         if let message = reply.errorMessage {
             if message.hasPrefix("NOPROTO") || message.contains("unknown command") {
                 version = 2
@@ -183,6 +185,7 @@ public final class RedisConnection: Sendable {
                     let authReply = try await handshakeSend(
                         auth,
                         channel: channel,
+                        handler: handler,
                         deadline: deadline,
                         configuration: configuration
                     )
@@ -192,6 +195,7 @@ public final class RedisConnection: Sendable {
                     _ = try await handshakeSend(
                         RESPCommand("CLIENT", "SETNAME", name),
                         channel: channel,
+                        handler: handler,
                         deadline: deadline,
                         configuration: configuration
                     )
@@ -211,6 +215,7 @@ public final class RedisConnection: Sendable {
             let selectReply = try await handshakeSend(
                 RESPCommand("SELECT", configuration.database),
                 channel: channel,
+                handler: handler,
                 deadline: deadline,
                 configuration: configuration
             )
@@ -224,11 +229,16 @@ public final class RedisConnection: Sendable {
     private static func handshakeSend(
         _ command: RESPCommand,
         channel: Channel,
+        handler: NIOLoopBound<RedisChannelHandler>,
         deadline: NIODeadline,
         configuration: RedisConfiguration
     ) async throws(RedisError) -> RESPToken {
         let promise = channel.eventLoop.makePromise(of: RESPToken.self)
-        channel.writeAndFlush(RedisRequest(commands: [command], promises: [promise], deadline: deadline), promise: nil)
+        RedisConnection.write(
+            RedisRequest(commands: [command], promises: [promise], deadline: deadline),
+            to: channel,
+            handler: handler
+        )
         do {
             return try await promise.futureResult.get()
         } catch let error as RedisError {
@@ -376,7 +386,11 @@ public final class RedisConnection: Sendable {
         let deadline = NIODeadline.now() + TimeAmount(configuration.commandTimeout)
         let loop = channel.eventLoop
         let promises = commands.map { _ in loop.makePromise(of: RESPToken.self) }
-        channel.writeAndFlush(RedisRequest(commands: commands, promises: promises, deadline: deadline), promise: nil)
+        RedisConnection.write(
+            RedisRequest(commands: commands, promises: promises, deadline: deadline),
+            to: channel,
+            handler: handler
+        )
         // One wait for the whole batch: awaiting each reply's future in turn costs a hop from the event loop to
         // this task per command, which dominated pipelined throughput. Replies complete in order, so the first
         // failure found below is the one the connection failed with.
@@ -443,13 +457,45 @@ public final class RedisConnection: Sendable {
 
     func sendRaw(_ command: RESPCommand, deadline: NIODeadline) async throws(RedisError) -> RESPToken {
         let promise = channel.eventLoop.makePromise(of: RESPToken.self)
-        channel.writeAndFlush(RedisRequest(commands: [command], promises: [promise], deadline: deadline), promise: nil)
+        RedisConnection.write(
+            RedisRequest(commands: [command], promises: [promise], deadline: deadline),
+            to: channel,
+            handler: handler
+        )
         do {
             return try await promise.futureResult.get()
         } catch let error as RedisError {
             throw error
         } catch {
             throw RedisError(.connectionClosed, "\(error)", underlyingError: ErrorBox(error))
+        }
+    }
+
+    /// Writes a request; if the write itself fails (the channel closed first), its replies fail too instead of
+    /// waiting forever.
+    static func write(_ request: RedisRequest, to channel: Channel, handler: NIOLoopBound<RedisChannelHandler>) {
+        let promises = request.promises
+        func submit() {
+            if let closed = handler.value.closedError {
+                // Keep the first cause (a TLS failure, a timeout), not "channel closed".
+                for promise in promises { promise.fail(closed) }
+                return
+            }
+            channel.writeAndFlush(request).whenFailure { error in
+                let failure =
+                    handler.value.closedError
+                    ?? RedisError(
+                        .connectionClosed,
+                        "could not write to Redis: \(error)",
+                        underlyingError: ErrorBox(error)
+                    )
+                for promise in promises { promise.fail(failure) }
+            }
+        }
+        if channel.eventLoop.inEventLoop {
+            submit()
+        } else {
+            channel.eventLoop.execute { submit() }
         }
     }
 

@@ -57,7 +57,7 @@ struct WorkerIntegrationTests {
             trackStarted: true
         )
         try await TestRedis.withWorker(configuration) { _, redis in
-            let message = TestRedis.envelope(task: "tasks.sleep", args: [0.3], queue: queue)
+            let message = TestRedis.envelope(task: "tasks.sleep", args: [1.5], queue: queue)
             try await TestRedis.push(redis, queue, message.bytes)
             let started = try await TestRedis.result(redis, message.id, state: "STARTED")
             #expect(started["result"]?["hostname"] == "swift@ext")
@@ -65,7 +65,7 @@ struct WorkerIntegrationTests {
             let meta = try await TestRedis.result(redis, message.id)
             #expect(meta["status"] == "SUCCESS")
             #expect(meta["name"] == "tasks.sleep")
-            #expect(meta["args"] == [0.3])
+            #expect(meta["args"] == [1.5])
             #expect(meta["kwargs"] == [:])
             #expect(meta["worker"] == "swift@ext")
             #expect(meta["retries"] == 0)
@@ -167,11 +167,16 @@ struct WorkerIntegrationTests {
         let waiting = (0..<3).map { TestRedis.envelope(task: "tasks.add", args: [.int($0), 0], queue: queue) }
         try await TestRedis.push(redis, queue, running.bytes)
         for message in waiting { try await TestRedis.push(redis, queue, message.bytes) }
-        try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 1, prefetchMultiplier: 4)) {
-            _,
-            redis in
+        let configuration = WorkerConfiguration(
+            queues: [queue],
+            concurrency: 1,
+            prefetchMultiplier: 4,
+            trackStarted: true
+        )
+        try await TestRedis.withWorker(configuration) { _, redis in
             // Let the worker fetch everything and start the sleep, then stop (withWorker stops on return).
             try await TestRedis.waitUntilEmpty(redis, queue)
+            _ = try await TestRedis.result(redis, running.id, state: "STARTED")
         }
         // The running task finished; the others are back on the list, marked redelivered, out of unacked.
         #expect(try await TestRedis.result(redis, running.id)["status"] == "SUCCESS")
@@ -196,8 +201,14 @@ struct WorkerIntegrationTests {
             let message = TestRedis.envelope(task: "tasks.sleep", args: [2], queue: queue)
             try await TestRedis.push(redis, queue, message.bytes)
             try await TestRedis.waitUntilEmpty(redis, queue)
-            // Popped and running: still in unacked under acks_late, and no result yet.
-            #expect(try await TestRedis.inUnacked(redis, message.tag))
+            // Popped and running: in unacked under acks_late (recorded right after an idle BRPOP, so poll briefly),
+            // and no result yet.
+            var recorded = false
+            for _ in 0..<50 where !recorded {
+                recorded = try await TestRedis.inUnacked(redis, message.tag)
+                if !recorded { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            #expect(recorded)
             #expect(try await redis.send(RESPCommand("EXISTS", "celery-task-meta-\(message.id)")).int == 0)
             _ = try await TestRedis.result(redis, message.id)
             try await Task.sleep(for: .milliseconds(100))
