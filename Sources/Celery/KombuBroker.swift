@@ -34,6 +34,8 @@ struct KombuLayout: Sendable {
 struct Delivery: Sendable {
     var list: String
     var envelope: [UInt8]
+    /// The delivery tag it was recorded under in `unacked`; nil when it had none (it was not recorded).
+    var tag: String?
 }
 
 /// Fetches, records, acks and restores messages in kombu's exact Redis layout, so Python and Swift workers share
@@ -46,7 +48,7 @@ struct KombuBroker: Sendable {
     /// Pops up to ARGV[1] messages from KEYS[1..n-3] in order and records each in `unacked` (KEYS[n-2]) and
     /// `unacked_index` (KEYS[n-1]) in the same atomic step, so no popped message is ever unrecorded. A message
     /// without a delivery tag cannot be recorded or acked; it goes to the dead-letter list (KEYS[n]) instead.
-    /// Returns a flat array: list, envelope, list, envelope, ...
+    /// Returns a flat array: list, envelope, tag (or false), list, envelope, tag, ...
     static let popScript = RedisScript(
         """
         local limit = tonumber(ARGV[1])
@@ -71,6 +73,7 @@ struct KombuBroker: Sendable {
             end
             out[#out + 1] = KEYS[i]
             out[#out + 1] = message
+            out[#out + 1] = tag or false
             count = count + 1
           end
         end
@@ -117,13 +120,13 @@ struct KombuBroker: Sendable {
         )
         guard let items = reply.array else { return [] }
         var deliveries: [Delivery] = []
-        deliveries.reserveCapacity(items.count / 2)
+        deliveries.reserveCapacity(items.count / 3)
         var index = 0
-        while index + 1 < items.count {
+        while index + 2 < items.count {
             let list = items[index].string ?? ""
             let envelope = items[index + 1].bytes.map { Array($0.readableBytesView) } ?? []
-            deliveries.append(Delivery(list: list, envelope: envelope))
-            index += 2
+            deliveries.append(Delivery(list: list, envelope: envelope, tag: items[index + 2].string))
+            index += 3
         }
         return deliveries
     }
@@ -147,19 +150,21 @@ struct KombuBroker: Sendable {
         guard let pair = reply.array, pair.count == 2, let list = pair[0].string, let bytes = pair[1].bytes else {
             return nil
         }
-        let delivery = Delivery(list: list, envelope: Array(bytes.readableBytesView))
-        try await record(delivery)
+        var delivery = Delivery(list: list, envelope: Array(bytes.readableBytesView))
+        delivery.tag = try await record(delivery)
         return delivery
     }
 
-    /// Records a message popped outside the script, as kombu does right after BRPOP.
-    func record(_ delivery: Delivery) async throws(RedisError) {
+    /// Records a message popped outside the script, as kombu does right after BRPOP; returns its tag, or nil when
+    /// it had none (it then went to the dead-letter list).
+    @discardableResult
+    func record(_ delivery: Delivery) async throws(RedisError) -> String? {
         guard let envelope = try? JSONValue(parsing: delivery.envelope),
             let properties = envelope["properties"],
             let tag = properties["delivery_tag"]?.stringValue
         else {
             try await deadLetter(delivery.envelope)
-            return
+            return nil
         }
         let exchange = properties["delivery_info"]?["exchange"]?.stringValue ?? ""
         let routingKey = properties["delivery_info"]?["routing_key"]?.stringValue ?? ""
@@ -175,6 +180,22 @@ struct KombuBroker: Sendable {
             RESPCommand("ZADD", layout.unackedIndexKey, Self.now(), tag),
             RESPCommand("HSET", layout.unackedKey, tag, value),
         ])
+        return tag
+    }
+
+    /// The envelope with `headers.redelivered` and `properties.delivery_info.redelivered` set, as kombu restores it.
+    static func markedRedelivered(_ bytes: [UInt8]) -> [UInt8] {
+        guard case .object(var object)? = try? JSONValue(parsing: bytes) else { return bytes }
+        if case .object(var headers)? = object["headers"] {
+            headers["redelivered"] = true
+            object["headers"] = .object(headers)
+        }
+        if case .object(var properties)? = object["properties"], case .object(var info)? = properties["delivery_info"] {
+            info["redelivered"] = true
+            properties["delivery_info"] = .object(info)
+            object["properties"] = .object(properties)
+        }
+        return JSONValue.object(object).serialized()
     }
 
     /// Keeps a copy of a message no worker can run in the capped dead-letter list, for an operator to inspect.
@@ -189,26 +210,106 @@ struct KombuBroker: Sendable {
     /// Gives a message that did not run back to its list, marked redelivered, as kombu's restore does.
     @discardableResult
     func restore(_ delivery: Delivery, deliveryTag: String) async throws(RedisError) -> Bool {
-        var envelope = delivery.envelope
-        if case .object(var object)? = try? JSONValue(parsing: delivery.envelope) {
-            if case .object(var headers)? = object["headers"] {
-                headers["redelivered"] = true
-                object["headers"] = .object(headers)
-            }
-            if case .object(var properties)? = object["properties"],
-                case .object(var info)? = properties["delivery_info"]
-            {
-                info["redelivered"] = true
-                properties["delivery_info"] = .object(info)
-                object["properties"] = .object(properties)
-            }
-            envelope = JSONValue.object(object).serialized()
-        }
+        let envelope = Self.markedRedelivered(delivery.envelope)
         let reply = try await client.evaluate(
             Self.restoreScript,
             keys: [layout.unackedKey, layout.unackedIndexKey, delivery.list],
             arguments: [deliveryTag, String(decoding: envelope, as: UTF8.self)]
         )
         return reply.int == 1
+    }
+
+    /// Compare-and-delete of `unacked_mutex`, as kombu releases it.
+    static let releaseMutexScript = RedisScript(
+        """
+        if redis.call('GET', KEYS[1]) == ARGV[1] then
+          return redis.call('DEL', KEYS[1])
+        end
+        return 0
+        """
+    )
+
+    /// kombu's visibility-timeout restore: under `unacked_mutex`, every message whose `unacked_index` score is
+    /// older than `cutoff` goes back to its queue (marked redelivered), unless it is one this worker holds.
+    /// A live worker refreshes the scores of what it holds, so only messages of dead workers come back.
+    func restoreExpired(olderThan cutoff: Double, holding: Set<String>) async throws(RedisError) -> Int {
+        let token = OutgoingTask.newID()
+        let locked = try await client.send(
+            RESPCommand("SET", layout.unackedMutexKey, token, "NX", "PX", 300_000)
+        )
+        guard !locked.isNull else { return 0 }
+        var restored = 0
+        var failure: RedisError?
+        do {
+            let reply = try await client.send(
+                RESPCommand("ZRANGE", layout.unackedIndexKey, cutoff, "-inf", "BYSCORE", "REV", "LIMIT", 0, 1000)
+            )
+            for tag in reply.array?.compactMap(\.string) ?? [] where !holding.contains(tag) {
+                let stored = try await client.send(RESPCommand("HGET", layout.unackedKey, tag))
+                guard let bytes = stored.bytes,
+                    let parts = (try? JSONValue(parsing: Array(bytes.readableBytesView)))?.arrayValue,
+                    parts.count == 3, case .object = parts[0]
+                else {
+                    // An index entry with no message behind it: drop it, as kombu does.
+                    try await client.send(RESPCommand("ZREM", layout.unackedIndexKey, tag))
+                    continue
+                }
+                let queue = try await queue(
+                    exchange: parts[1].stringValue ?? "",
+                    routingKey: parts[2].stringValue ?? ""
+                )
+                let priority = parts[0]["properties"]?["priority"]?.intValue ?? 0
+                let delivery = Delivery(
+                    list: KombuLayout.list(queue: queue, priority: priority),
+                    envelope: parts[0].serialized(),
+                    tag: tag
+                )
+                if try await restore(delivery, deliveryTag: tag) { restored += 1 }
+            }
+        } catch {
+            failure = error
+        }
+        _ = try? await client.evaluate(Self.releaseMutexScript, keys: [layout.unackedMutexKey], arguments: [token])
+        if let failure { throw failure }
+        return restored
+    }
+
+    /// The queue a message was routed to: the routing key for Celery's direct (anonymous) exchange, else the
+    /// queue bound to the exchange with that routing key.
+    private func queue(exchange: String, routingKey: String) async throws(RedisError) -> String {
+        guard !exchange.isEmpty else { return routingKey }
+        let members = try await client.send(RESPCommand("SMEMBERS", "_kombu.binding.\(exchange)")).array ?? []
+        for member in members.compactMap(\.string) {
+            // routing_key SEP pattern SEP queue; the separator is two scalars that never occur in names.
+            let fields = member.split(separator: "\u{06}", omittingEmptySubsequences: false)
+                .map { $0.hasPrefix("\u{16}") ? $0.dropFirst() : $0 }
+            if fields.count == 3, fields[0] == routingKey { return String(fields[2]) }
+        }
+        return routingKey
+    }
+
+    /// Moves the `unacked_index` score of messages this worker still holds to now, so no restore takes them.
+    func refresh(_ tags: some Collection<String>) async throws(RedisError) {
+        guard !tags.isEmpty else { return }
+        let now = Self.now()
+        var commands: [RESPCommand] = []
+        var command = RESPCommand("ZADD")
+        command.append(layout.unackedIndexKey)
+        command.append("XX")
+        var count = 0
+        for tag in tags {
+            command.append(now)
+            command.append(tag)
+            count += 1
+            if count == 1000 {
+                commands.append(command)
+                command = RESPCommand("ZADD")
+                command.append(layout.unackedIndexKey)
+                command.append("XX")
+                count = 0
+            }
+        }
+        if count > 0 { commands.append(command) }
+        for reply in try await client.pipeline(commands) { _ = try reply.get() }
     }
 }

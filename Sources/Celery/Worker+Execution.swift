@@ -16,7 +16,7 @@ extension Worker {
                 message,
                 traceback: nil
             )
-            batcher.ack(deliveryTag: message.deliveryTag)
+            acknowledge(message.deliveryTag)
             return
         }
         guard let task = registry[message.taskName] else {
@@ -33,12 +33,12 @@ extension Worker {
                 message,
                 traceback: error.traceback(taskName: message.taskName, hostname: configuration.hostname)
             )
-            batcher.ack(deliveryTag: message.deliveryTag)
+            acknowledge(message.deliveryTag)
             return
         }
         let ignoreResult = message.ignoreResult || task.options.ignoreResult
         if !configuration.acksLate {
-            batcher.ack(deliveryTag: message.deliveryTag)
+            acknowledge(message.deliveryTag)
         }
         if configuration.trackStarted && !ignoreResult {
             let started: JSONValue = ["pid": .int(processID), "hostname": .string(configuration.hostname)]
@@ -84,7 +84,7 @@ extension Worker {
                 if !ignoreResult {
                     store(.failure, failure, message, traceback: nil)
                 }
-                if configuration.acksLate { batcher.ack(deliveryTag: message.deliveryTag) }
+                if configuration.acksLate { acknowledge(message.deliveryTag) }
                 return
             }
             if !ignoreResult {
@@ -113,7 +113,7 @@ extension Worker {
             }
         }
         if configuration.acksLate {
-            batcher.ack(deliveryTag: message.deliveryTag)
+            acknowledge(message.deliveryTag)
         }
     }
 
@@ -175,7 +175,7 @@ extension Worker {
             } catch {
                 logger.warning("cannot copy the message to the dead-letter list", metadata: ["error": "\(error)"])
             }
-            batcher.ack(deliveryTag: tag)
+            acknowledge(tag)
         }
     }
 }

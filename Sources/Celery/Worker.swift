@@ -24,6 +24,9 @@ public final class Worker: Service, Sendable {
     let gate: CreditGate
     let reserved = ReservedQueue<Work>()
     let held = HeldMessages()
+    /// Delivery tags of every message this worker fetched and has not acked or given back: their
+    /// `unacked_index` scores are kept fresh so no visibility restore takes them.
+    let holding = Mutex<Set<String>>([])
     /// Messages executors took off the reserved queue after shutdown began, in the order they were fetched.
     private let unstarted = Mutex<[Delivery]>([])
     private let stopping = Atomic<Bool>(false)
@@ -112,6 +115,7 @@ public final class Worker: Service, Sendable {
                     inner.addTask { await self.executorLoop() }
                 }
                 inner.addTask { await self.held.run(worker: self) }
+                inner.addTask { await self.visibilityLoop() }
                 await fetchLoop()
                 return closeQueues()
             }
@@ -178,6 +182,9 @@ public final class Worker: Service, Sendable {
                     failures = 0
                 }
                 gate.release(credit - deliveries.count)
+                holding.withLock { held in
+                    for delivery in deliveries { if let tag = delivery.tag { held.insert(tag) } }
+                }
                 for delivery in deliveries where !reserved.push(.fetched(delivery)) {
                     await restore(delivery)
                 }

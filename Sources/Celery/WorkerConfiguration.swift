@@ -16,6 +16,10 @@ public struct WorkerConfiguration: Sendable {
     public var trackStarted: Bool
     /// `task_acks_late`: ack after the result is stored instead of before the task runs.
     public var acksLate: Bool
+    /// kombu's `visibility_timeout`: a message recorded in `unacked` longer than this, and not held by a live
+    /// worker, is given back to its queue (a dead worker's messages). This worker refreshes what it holds well
+    /// within it.
+    public var visibilityTimeout: Duration
     /// How long one idle BRPOP waits before the worker checks for shutdown again (kombu uses 1 s).
     public var idlePollTimeout: Duration
 
@@ -28,6 +32,7 @@ public struct WorkerConfiguration: Sendable {
         resultExtended: Bool = false,
         trackStarted: Bool = false,
         acksLate: Bool = false,
+        visibilityTimeout: Duration = .seconds(3600),
         idlePollTimeout: Duration = .seconds(1)
     ) {
         self.queues = queues
@@ -38,6 +43,7 @@ public struct WorkerConfiguration: Sendable {
         self.resultExtended = resultExtended
         self.trackStarted = trackStarted
         self.acksLate = acksLate
+        self.visibilityTimeout = visibilityTimeout
         self.idlePollTimeout = idlePollTimeout
     }
 

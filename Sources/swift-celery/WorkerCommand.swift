@@ -50,10 +50,16 @@ struct WorkerCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Ack after the result is stored instead of before the task runs.")
     var acksLate = false
 
+    @Option(name: .long, help: "Seconds before a message a dead worker left in unacked goes back to its queue.")
+    var visibilityTimeout: Double = 3600
+
     func validate() throws {
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1, got \(concurrency)") }
         guard prefetchMultiplier >= 0 else {
             throw ValidationError("--prefetch-multiplier must be 0 or more, got \(prefetchMultiplier)")
+        }
+        guard visibilityTimeout > 0, visibilityTimeout.isFinite else {
+            throw ValidationError("--visibility-timeout must be a positive number of seconds")
         }
         guard resultExpires >= 0 else { throw ValidationError("--result-expires must be 0 or more seconds") }
         guard !queueList.isEmpty else { throw ValidationError("--queues names no queue") }
@@ -113,7 +119,8 @@ struct WorkerCommand: AsyncParsableCommand {
                 resultExpires: resultExpires == 0 ? nil : .seconds(resultExpires),
                 resultExtended: resultExtended,
                 trackStarted: trackStarted,
-                acksLate: acksLate
+                acksLate: acksLate,
+                visibilityTimeout: .milliseconds(Int64(visibilityTimeout * 1000))
             ),
             registry: registry,
             broker: brokerClient,

@@ -1,0 +1,53 @@
+import JSON
+
+extension Worker {
+    /// Acks a message (batched) and stops refreshing its `unacked_index` score.
+    func acknowledge(_ tag: String) {
+        _ = holding.withLock { $0.remove(tag) }
+        batcher.ack(deliveryTag: tag)
+    }
+
+    /// How often the scores of held messages are refreshed: well inside the visibility timeout.
+    var refreshInterval: Duration {
+        min(max(configuration.visibilityTimeout / 4, .milliseconds(250)), .seconds(30))
+    }
+
+    /// How often expired messages of dead workers are looked for (kombu: about every 100 s).
+    var restoreInterval: Duration {
+        min(max(configuration.visibilityTimeout / 2, .seconds(1)), .seconds(60))
+    }
+
+    /// Until shutdown: refresh the scores of what this worker holds, and restore what dead workers left.
+    func visibilityLoop() async {
+        let clock = ContinuousClock()
+        var nextRestore = clock.now
+        var nextRefresh = clock.now + refreshInterval
+        while !isStopping {
+            let now = clock.now
+            if now >= nextRefresh {
+                nextRefresh = now + refreshInterval
+                do {
+                    try await broker.refresh(holding.withLock { $0 })
+                } catch {
+                    logger.warning("cannot refresh held messages in unacked_index", metadata: ["error": "\(error)"])
+                }
+            }
+            if now >= nextRestore {
+                nextRestore = now + restoreInterval
+                let timeout = configuration.visibilityTimeout
+                let cutoff =
+                    CeleryTimestamp.now().secondsSince1970 - Double(timeout.components.seconds)
+                    - Double(timeout.components.attoseconds) / 1e18
+                do {
+                    let restored = try await broker.restoreExpired(olderThan: cutoff, holding: holding.withLock { $0 })
+                    if restored > 0 {
+                        logger.info("restored \(restored) message(s) past the visibility timeout")
+                    }
+                } catch {
+                    logger.warning("visibility-timeout restore failed", metadata: ["error": "\(error)"])
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+}

@@ -1,0 +1,67 @@
+import Foundation
+import JSON
+import NIOCore
+import RESP
+import Redis
+import Testing
+
+@testable import Celery
+
+/// kombu's visibility timeout: a dead worker's messages come back; a live worker's held messages do not.
+@Suite(.enabled(if: TestRedis.available, "needs SWIFT_CELERY_TEST_REDIS_URL (run through scripts/test.sh)"))
+struct WorkerVisibilityTests {
+    @Test func messagesOfADeadWorkerAreRestoredAndRun() async throws {
+        let queue = TestRedis.uniqueQueue()
+        let redis = try TestRedis.client()
+        // What a worker killed with SIGKILL leaves behind: recorded in unacked long ago, on no list.
+        let orphan = TestRedis.envelope(task: "tasks.add", args: [40, 2], queue: queue)
+        var value = ByteBuffer(string: "[")
+        value.writeBytes(orphan.bytes)
+        value.writeString(", \"\", \"\(queue)\"]")
+        let longAgo = CeleryTimestamp.now().secondsSince1970 - 100
+        _ = try await redis.transaction([
+            RESPCommand("HSET", "unacked", orphan.tag, value),
+            RESPCommand("ZADD", "unacked_index", longAgo, orphan.tag),
+        ])
+        try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], visibilityTimeout: .seconds(2))) {
+            _,
+            redis in
+            let meta = try await TestRedis.result(redis, orphan.id)
+            #expect(meta["result"] == 42)
+            #expect(try await TestRedis.eventuallyAcked(redis, orphan.tag))
+        }
+    }
+
+    @Test func heldMessagesAreRefreshedAndRunExactlyOnce() async throws {
+        let queue = TestRedis.uniqueQueue()
+        let counter = "test:runs:\(queue)"
+        var registry = TestRedis.defaultRegistry()
+        registry.register("test.count", parameters: []) { (context: TaskContext) in
+            try await context.redis.send(RESPCommand("INCR", counter)).int ?? 0
+        }
+        let configuration = WorkerConfiguration(queues: [queue], concurrency: 4, visibilityTimeout: .seconds(1))
+        try await TestRedis.withWorker(configuration, registry: registry) { _, redis in
+            // Held for 3.5 visibility timeouts: an ETA message, and a long acks-late style task.
+            let eta = CeleryTimestamp(secondsSince1970: CeleryTimestamp.now().secondsSince1970 + 3.5)
+            let later = TestRedis.envelope(
+                task: "test.count",
+                queue: queue,
+                extraHeaders: ["eta": .string(eta.iso8601)]
+            )
+            try await TestRedis.push(redis, queue, later.bytes)
+            try await TestRedis.waitUntilEmpty(redis, queue)
+            // Meanwhile the restore loop runs every second; the score stays fresh.
+            for _ in 0..<6 {
+                try await Task.sleep(for: .milliseconds(500))
+                let score = try await redis.send(RESPCommand("ZSCORE", "unacked_index", later.tag)).double
+                if let score {
+                    #expect(CeleryTimestamp.now().secondsSince1970 - score < 1.0)
+                }
+                #expect(try await redis.send(RESPCommand("LLEN", queue)).int == 0)
+            }
+            #expect(try await TestRedis.result(redis, later.id)["result"] == 1)
+            try await Task.sleep(for: .seconds(1.5))
+            #expect(try await redis.send(RESPCommand("GET", counter)).int == 1)
+        }
+    }
+}
