@@ -64,7 +64,7 @@ let package = Package(
         ),
         .target(
             name: "Tasks",
-            dependencies: ["Celery"],
+            dependencies: ["Celery", "RESP"],
             path: "tasks",
             exclude: ["python"]
         ),

@@ -1,5 +1,6 @@
 import Celery
 import JSON
+import RESP
 
 /// The handlers this worker ships with. Python enqueues them through the stubs in `tasks/python/swift_tasks`.
 public enum TaskCatalog {
@@ -38,6 +39,11 @@ public enum TaskCatalog {
         }
         registry.registerBlocking("tasks.cpu", parameters: ["n"]) { (_, n: Int) in
             primes(below: n)
+        }
+        registry.register("tasks.incr", parameters: ["key"]) { (context, key: String) in
+            let reply = try await context.redis.send(RESPCommand("INCR", key))
+            guard let value = reply.int else { throw PythonException.typeError("INCR answered \(reply)") }
+            return value
         }
     }
 

@@ -109,6 +109,8 @@ class WorkerProcess:
                 env["REFERENCE_RESULT_EXTENDED"] = "1"
             elif flag == "--track-started":
                 env["REFERENCE_TRACK_STARTED"] = "1"
+            elif flag.startswith("--visibility-timeout="):
+                env["REFERENCE_VISIBILITY_TIMEOUT"] = flag.split("=", 1)[1]
             else:
                 raise ValueError(f"no Python equivalent for {flag}")
         cmd = [sys.executable, "-m", "celery", "-A", "reference_worker", "worker", "-P", "prefork",

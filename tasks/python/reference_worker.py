@@ -26,6 +26,8 @@ app.conf.update(
     result_extended=_flag("REFERENCE_RESULT_EXTENDED"),
     task_track_started=_flag("REFERENCE_TRACK_STARTED"),
 )
+if os.environ.get("REFERENCE_VISIBILITY_TIMEOUT"):
+    app.conf.broker_transport_options = {"visibility_timeout": float(os.environ["REFERENCE_VISIBILITY_TIMEOUT"])}
 if os.environ.get("REFERENCE_RESULT_EXPIRES"):
     app.conf.result_expires = int(os.environ["REFERENCE_RESULT_EXPIRES"])
 
@@ -79,3 +81,15 @@ def cpu(n):
             sieve[i * i :: i] = bytes(len(range(i * i, n, i)))
         i += 1
     return sum(sieve)
+
+
+@app.task(name="tasks.incr", shared=False)
+def incr(key):
+    """INCR key in Redis (REDIS_URL, else the broker); returns the new value."""
+    import redis
+
+    client = redis.Redis.from_url(os.environ.get("REDIS_URL") or app.conf.broker_url)
+    try:
+        return client.incr(key)
+    finally:
+        client.close()

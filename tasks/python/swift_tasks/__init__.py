@@ -53,6 +53,7 @@ TASK_NAMES = (
     "tasks.sleep",
     "tasks.fail",
     "tasks.cpu",
+    "tasks.incr",
 )
 
 
@@ -165,6 +166,11 @@ def _define_stubs(app: Celery) -> None:
         """the number of primes below n"""
         _not_here("tasks.cpu")
 
+    @app.task(name="tasks.incr", shared=False)
+    def incr(key):
+        """INCR key in Redis (REDIS_URL, else the broker); returns the new value"""
+        _not_here("tasks.incr")
+
 
 #: The default app, configured from the environment when this module is imported.
 app = make_app()
@@ -177,3 +183,4 @@ echo = app.tasks["tasks.echo"]
 sleep = app.tasks["tasks.sleep"]
 fail = app.tasks["tasks.fail"]
 cpu = app.tasks["tasks.cpu"]
+incr = app.tasks["tasks.incr"]

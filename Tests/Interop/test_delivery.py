@@ -1,0 +1,57 @@
+"""Delivery across workers on one Redis: kombu's visibility-timeout restore in both directions."""
+
+import time
+
+import pytest
+
+from conftest import WorkerProcess, _start, stopped_cleanly, unique
+from swift_tasks import make_app
+
+pytestmark = pytest.mark.swift_only
+T = 30
+
+
+def test_python_restore_does_not_take_what_the_swift_worker_holds(redis_url, redis_client):
+    """A countdown task held by a live Swift worker for longer than the visibility timeout is not redelivered by a
+    Python worker's restore (kombu's own workers redeliver it and run it twice): it runs exactly once."""
+    swift = _start("swift", redis_url, "vt-swift", flags=["--visibility-timeout=2"])
+    python = None
+    try:
+        app = make_app("vt-client", broker=redis_url, backend=redis_url, queue=swift.queue)
+        key = unique("vt-count")
+        result = app.tasks["tasks.incr"].apply_async((key,), countdown=6)
+        time.sleep(3.5)  # held 1.75 visibility timeouts by now
+        # A Python worker restores everything in unacked older than its visibility timeout when it starts.
+        python = _start("python", redis_url, "vt-python", flags=["--visibility-timeout=2"])
+        time.sleep(1)
+        assert redis_client.llen(swift.queue) == 0, "the held message was put back on the queue"
+        assert result.get(timeout=T) == 1
+        time.sleep(2)
+        assert int(redis_client.get(key)) == 1
+    finally:
+        if python is not None:
+            stopped_cleanly(python)
+        stopped_cleanly(swift)
+
+
+def test_swift_worker_restores_what_a_killed_python_worker_prefetched(redis_url, redis_client):
+    """kill -9 a Python worker holding prefetched messages: a Swift worker on the same queue gives them back after
+    the visibility timeout and runs them."""
+    queue = unique("interop-dead")
+    python = WorkerProcess("python", redis_url, queue=queue, name=f"{unique('dead')}@localhost", concurrency=1).start()
+    app = make_app("dead-client", broker=redis_url, backend=redis_url, queue=queue)
+    blocker = app.tasks["tasks.sleep"].delay(30)
+    waiting = [app.tasks["tasks.add"].delay(i, 1) for i in range(3)]
+    deadline = time.time() + T
+    while redis_client.llen(queue) > 0 and time.time() < deadline:
+        time.sleep(0.05)
+    assert redis_client.llen(queue) == 0, "the Python worker did not prefetch"
+    python.kill()
+    swift = WorkerProcess("swift", redis_url, queue=queue, name=f"{unique('rescue')}@localhost",
+                          flags=["--visibility-timeout=2"]).start()
+    try:
+        assert [r.get(timeout=T) for r in waiting] == [1, 2, 3]
+        # The running task was acked early by Python (Celery's default), so it is gone, as in Celery.
+        assert blocker.state == "PENDING"
+    finally:
+        stopped_cleanly(swift)
