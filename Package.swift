@@ -80,6 +80,16 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                "Redis",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Tests/Support"
+        ),
         .testTarget(name: "JSONTests", dependencies: ["JSON"]),
         .testTarget(
             name: "RESPTests",
@@ -88,7 +98,7 @@ let package = Package(
         .testTarget(
             name: "RedisTests",
             dependencies: [
-                "Redis", "RESP",
+                "Redis", "RESP", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -97,7 +107,7 @@ let package = Package(
         .testTarget(
             name: "CeleryTests",
             dependencies: [
-                "Celery", "Tasks", "JSON", "Redis", "RESP",
+                "Celery", "Tasks", "JSON", "Redis", "RESP", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -25,7 +25,9 @@ public enum TaskCatalog {
             case .int(let i): value = Double(i)
             case .double(let d): value = d
             default:
-                throw PythonException.typeError("sleep() argument 'seconds' must be a number, not \(typeName(seconds))")
+                throw PythonException.typeError(
+                    "sleep() argument 'seconds' must be a number, not \(pythonTypeName(of: seconds))"
+                )
             }
             guard value >= 0, value.isFinite else {
                 throw PythonException.valueError("sleep length must be non-negative")
@@ -79,7 +81,9 @@ enum Arithmetic {
         case (.array(let a), .array(let b)): return .array(a + b)
         default:
             if let a = number(x), let b = number(y) { return .double(a + b) }
-            throw PythonException.typeError("unsupported operand type(s) for +: '\(typeName(x))' and '\(typeName(y))'")
+            throw PythonException.typeError(
+                "unsupported operand type(s) for +: '\(pythonTypeName(of: x))' and '\(pythonTypeName(of: y))'"
+            )
         }
     }
 
@@ -93,7 +97,9 @@ enum Arithmetic {
             return .int(product)
         default:
             if let a = number(x), let b = number(y) { return .double(a * b) }
-            throw PythonException.typeError("unsupported operand type(s) for *: '\(typeName(x))' and '\(typeName(y))'")
+            throw PythonException.typeError(
+                "unsupported operand type(s) for *: '\(pythonTypeName(of: x))' and '\(pythonTypeName(of: y))'"
+            )
         }
     }
 
@@ -103,17 +109,5 @@ enum Arithmetic {
         case .double(let d): d
         default: nil
         }
-    }
-}
-
-func typeName(_ value: JSONValue) -> String {
-    switch value {
-    case .null: "NoneType"
-    case .bool: "bool"
-    case .int: "int"
-    case .double: "float"
-    case .string: "str"
-    case .array: "list"
-    case .object: "dict"
     }
 }

@@ -89,7 +89,7 @@ extension Optional: TaskArgument where Wrapped: TaskArgument {
 }
 
 /// The Python type name of a JSON value, for "must be int, not str" messages.
-func pythonTypeName(of json: JSONValue) -> String {
+public func pythonTypeName(of json: JSONValue) -> String {
     switch json {
     case .null: "NoneType"
     case .bool: "bool"

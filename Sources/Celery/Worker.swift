@@ -62,7 +62,10 @@ public final class Worker: Service, Sendable {
         var logger = logger
         logger[metadataKey: "celery.hostname"] = "\(configuration.hostname)"
         self.logger = logger
-        let layout = KombuLayout()
+        var layout = KombuLayout()
+        layout.unackedKey = configuration.unackedKey
+        layout.unackedIndexKey = configuration.unackedIndexKey
+        layout.unackedMutexKey = configuration.unackedMutexKey
         self.broker = KombuBroker(client: broker, layout: layout, logger: logger)
         self.backend = ResultBackend(
             expires: configuration.resultExpires,

@@ -20,6 +20,11 @@ public struct WorkerConfiguration: Sendable {
     /// worker, is given back to its queue (a dead worker's messages). This worker refreshes what it holds well
     /// within it.
     public var visibilityTimeout: Duration
+    /// kombu's transport options `unacked_key`, `unacked_index_key` and `unacked_mutex_key`: where fetched
+    /// messages are recorded. Every worker (Python or Swift) sharing queues must use the same names.
+    public var unackedKey = "unacked"
+    public var unackedIndexKey = "unacked_index"
+    public var unackedMutexKey = "unacked_mutex"
     /// How long one idle BRPOP waits before the worker checks for shutdown again (kombu uses 1 s).
     public var idlePollTimeout: Duration
 

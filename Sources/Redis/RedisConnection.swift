@@ -233,15 +233,9 @@ public final class RedisConnection: Sendable {
         deadline: NIODeadline,
         configuration: RedisConfiguration
     ) async throws(RedisError) -> RESPToken {
-        let promise = channel.eventLoop.makePromise(of: RESPToken.self)
-        RedisConnection.write(
-            RedisRequest(commands: [command], promises: [promise], deadline: deadline),
-            to: channel,
-            handler: handler
-        )
         do {
-            return try await promise.futureResult.get()
-        } catch let error as RedisError {
+            return try await roundTrip(command, channel: channel, handler: handler, deadline: deadline)
+        } catch {
             if error.code == .commandTimeout {
                 throw RedisError(
                     .connectTimeout,
@@ -263,8 +257,6 @@ public final class RedisConnection: Sendable {
                 )
             }
             throw error
-        } catch {
-            throw RedisError(.connectionClosed, "\(error)", underlyingError: error)
         }
     }
 
@@ -456,12 +448,18 @@ public final class RedisConnection: Sendable {
     }
 
     func sendRaw(_ command: RESPCommand, deadline: NIODeadline) async throws(RedisError) -> RESPToken {
+        try await RedisConnection.roundTrip(command, channel: channel, handler: handler, deadline: deadline)
+    }
+
+    /// Writes one command and waits for its reply (error replies are returned, not thrown).
+    static func roundTrip(
+        _ command: RESPCommand,
+        channel: Channel,
+        handler: NIOLoopBound<RedisChannelHandler>,
+        deadline: NIODeadline
+    ) async throws(RedisError) -> RESPToken {
         let promise = channel.eventLoop.makePromise(of: RESPToken.self)
-        RedisConnection.write(
-            RedisRequest(commands: [command], promises: [promise], deadline: deadline),
-            to: channel,
-            handler: handler
-        )
+        write(RedisRequest(commands: [command], promises: [promise], deadline: deadline), to: channel, handler: handler)
         do {
             return try await promise.futureResult.get()
         } catch let error as RedisError {
@@ -475,7 +473,7 @@ public final class RedisConnection: Sendable {
     /// waiting forever.
     static func write(_ request: RedisRequest, to channel: Channel, handler: NIOLoopBound<RedisChannelHandler>) {
         let promises = request.promises
-        func submit() {
+        @Sendable func submit() {
             if let closed = handler.value.closedError {
                 // Keep the first cause (a TLS failure, a timeout), not "channel closed".
                 for promise in promises { promise.fail(closed) }

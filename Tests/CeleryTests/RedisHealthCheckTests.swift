@@ -3,6 +3,7 @@ import JSON
 import NIOCore
 import RESP
 import Redis
+import TestSupport
 import Testing
 
 @testable import Celery

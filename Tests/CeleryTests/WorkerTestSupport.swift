@@ -87,14 +87,14 @@ enum TestRedis {
         throw RedisError(.commandTimeout, "no result for \(id) within \(timeout)")
     }
 
-    static func inUnacked(_ client: RedisClient, _ tag: String) async throws -> Bool {
-        try await client.send(RESPCommand("HEXISTS", "unacked", tag)).int == 1
+    static func inUnacked(_ client: RedisClient, _ tag: String, key: String = "unacked") async throws -> Bool {
+        try await client.send(RESPCommand("HEXISTS", key, tag)).int == 1
     }
 
     /// True once `tag` has left `unacked` (acks are batched, so they land shortly after the result).
-    static func eventuallyAcked(_ client: RedisClient, _ tag: String) async throws -> Bool {
+    static func eventuallyAcked(_ client: RedisClient, _ tag: String, key: String = "unacked") async throws -> Bool {
         for _ in 0..<100 {
-            if try await !inUnacked(client, tag) { return true }
+            if try await !inUnacked(client, tag, key: key) { return true }
             try await Task.sleep(for: .milliseconds(20))
         }
         return false

@@ -8,11 +8,18 @@ import Testing
 @testable import Celery
 
 /// kombu's visibility timeout: a dead worker's messages come back; a live worker's held messages do not.
+///
+/// These workers use a short visibility timeout, so they record in `unacked` keys of their own: with the shared
+/// default keys they would restore messages that the other tests' workers (timeout 1 h) hold.
 @Suite(.enabled(if: TestRedis.available, "needs SWIFT_CELERY_TEST_REDIS_URL (run through scripts/test.sh)"))
 struct WorkerVisibilityTests {
     @Test func messagesOfADeadWorkerAreRestoredAndRun() async throws {
         let queue = TestRedis.uniqueQueue()
         let redis = try TestRedis.client()
+        var configuration = WorkerConfiguration(queues: [queue], visibilityTimeout: .seconds(2))
+        configuration.unackedKey = "\(queue):unacked"
+        configuration.unackedIndexKey = "\(queue):unacked_index"
+        configuration.unackedMutexKey = "\(queue):unacked_mutex"
         // What a worker killed with SIGKILL leaves behind: recorded in unacked long ago, on no list.
         let orphan = TestRedis.envelope(task: "tasks.add", args: [40, 2], queue: queue)
         var value = ByteBuffer(string: "[")
@@ -20,15 +27,13 @@ struct WorkerVisibilityTests {
         value.writeString(", \"\", \"\(queue)\"]")
         let longAgo = CeleryTimestamp.now().secondsSince1970 - 100
         _ = try await redis.transaction([
-            RESPCommand("HSET", "unacked", orphan.tag, value),
-            RESPCommand("ZADD", "unacked_index", longAgo, orphan.tag),
+            RESPCommand("HSET", configuration.unackedKey, orphan.tag, value),
+            RESPCommand("ZADD", configuration.unackedIndexKey, longAgo, orphan.tag),
         ])
-        try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], visibilityTimeout: .seconds(2))) {
-            _,
-            redis in
+        try await TestRedis.withWorker(configuration) { _, redis in
             let meta = try await TestRedis.result(redis, orphan.id)
             #expect(meta["result"] == 42)
-            #expect(try await TestRedis.eventuallyAcked(redis, orphan.tag))
+            #expect(try await TestRedis.eventuallyAcked(redis, orphan.tag, key: configuration.unackedKey))
         }
     }
 
@@ -39,7 +44,10 @@ struct WorkerVisibilityTests {
         registry.register("test.count", parameters: []) { (context: TaskContext) in
             try await context.redis.send(RESPCommand("INCR", counter)).int ?? 0
         }
-        let configuration = WorkerConfiguration(queues: [queue], concurrency: 4, visibilityTimeout: .seconds(1))
+        var configuration = WorkerConfiguration(queues: [queue], concurrency: 4, visibilityTimeout: .seconds(1))
+        configuration.unackedKey = "\(queue):unacked"
+        configuration.unackedIndexKey = "\(queue):unacked_index"
+        configuration.unackedMutexKey = "\(queue):unacked_mutex"
         try await TestRedis.withWorker(configuration, registry: registry) { _, redis in
             // Held for 3.5 visibility timeouts: an ETA message, and a long acks-late style task.
             let eta = CeleryTimestamp(secondsSince1970: CeleryTimestamp.now().secondsSince1970 + 3.5)
@@ -53,7 +61,7 @@ struct WorkerVisibilityTests {
             // Meanwhile the restore loop runs every second; the score stays fresh.
             for _ in 0..<6 {
                 try await Task.sleep(for: .milliseconds(500))
-                let score = try await redis.send(RESPCommand("ZSCORE", "unacked_index", later.tag)).double
+                let score = try await redis.send(RESPCommand("ZSCORE", configuration.unackedIndexKey, later.tag)).double
                 if let score {
                     #expect(CeleryTimestamp.now().secondsSince1970 - score < 1.0)
                 }

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import RESP
+import TestSupport
 import Testing
 
 @testable import Redis
@@ -323,35 +324,5 @@ struct RedisTLSTests {
         configuration.connectTimeout = .seconds(2)
         let client = RedisClient(configuration: configuration, logger: TestServers.logger)
         await #expect(throws: RedisError.self) { try await client.send(RESPCommand("PING")) }
-    }
-}
-
-/// A TCP server on loopback that answers every read with `reply(bytes)` and then closes.
-struct FakeServer {
-    let channel: Channel
-    var port: Int { channel.localAddress!.port! }
-
-    static func start(reply: @escaping @Sendable (ByteBuffer) -> ByteBuffer) async throws -> FakeServer {
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(Handler(reply: reply))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
-        return FakeServer(channel: channel)
-    }
-
-    func close() async throws { try await channel.close() }
-
-    final class Handler: ChannelInboundHandler, Sendable {
-        typealias InboundIn = ByteBuffer
-        typealias OutboundOut = ByteBuffer
-        let reply: @Sendable (ByteBuffer) -> ByteBuffer
-        init(reply: @escaping @Sendable (ByteBuffer) -> ByteBuffer) { self.reply = reply }
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            let bytes = reply(unwrapInboundIn(data))
-            context.writeAndFlush(wrapOutboundOut(bytes)).whenComplete { _ in context.close(promise: nil) }
-        }
     }
 }
