@@ -42,6 +42,13 @@ public enum TaskCatalog {
         registry.registerBlocking("tasks.cpu", parameters: ["n"]) { (_, n: Int) in
             primes(below: n)
         }
+        registry.register("tasks.flaky", parameters: ["failures"]) { (context, failures: Int) in
+            guard context.retries >= failures else {
+                let cause = PythonException(type: "RuntimeError", "failure \(context.retries + 1) of \(failures)")
+                throw TaskRetry(countdown: .milliseconds(100), maxRetries: nil, cause: cause)
+            }
+            return context.retries
+        }
         registry.register("tasks.incr", parameters: ["key"]) { (context, key: String) in
             let reply = try await context.redis.send(RESPCommand("INCR", key))
             guard let value = reply.int else { throw PythonException.typeError("INCR answered \(reply)") }

@@ -107,7 +107,7 @@ extension Worker {
     }
 
     /// LPUSHes the follow-ups in one MULTI/EXEC (all or none), retrying with backoff for about 3 s.
-    private func publish(_ tasks: [OutgoingTask], for message: TaskMessage) async throws(RedisError) {
+    func publish(_ tasks: [OutgoingTask], for message: TaskMessage) async throws(RedisError) {
         guard !tasks.isEmpty else { return }
         let commands = tasks.map { RESPCommand("LPUSH", $0.list, RESPBytes($0.envelope())) }
         var failures = 0

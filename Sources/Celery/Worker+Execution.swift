@@ -99,22 +99,27 @@ extension Worker {
                     )
                 )
             }
+        } catch let request as TaskRetry {
+            await retry(message, request, ignoreResult: ignoreResult)
         } catch {
             let stored = StoredException(error)
             logger.error("task raised \(stored.repr)")
             await publishErrbacks(of: message)
-            if !ignoreResult {
-                store(
-                    .failure,
-                    stored,
-                    message,
-                    traceback: stored.traceback(taskName: message.taskName, hostname: configuration.hostname)
-                )
-            }
+            if !ignoreResult { storeFailure(stored, message) }
         }
         if configuration.acksLate {
             acknowledge(message.deliveryTag)
         }
+    }
+
+    /// Stores FAILURE with the exception and its traceback text.
+    func storeFailure(_ error: StoredException, _ message: TaskMessage) {
+        store(
+            .failure,
+            error,
+            message,
+            traceback: error.traceback(taskName: message.taskName, hostname: configuration.hostname)
+        )
     }
 
     private func store(_ state: TaskState, _ error: StoredException, _ message: TaskMessage, traceback: String?) {

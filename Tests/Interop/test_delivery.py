@@ -55,3 +55,23 @@ def test_swift_worker_restores_what_a_killed_python_worker_prefetched(redis_url,
         assert blocker.state == "PENDING"
     finally:
         stopped_cleanly(swift)
+
+
+def test_retry_through_a_flaky_task(tasks):
+    """`tasks.flaky(3)` retries itself three times (new message, same id, retries + 1, eta) and then succeeds."""
+    result = tasks.flaky.delay(3)
+    assert result.get(timeout=T) == 3
+    assert result.state == "SUCCESS"
+
+
+def test_countdown_eta_and_priority_options(tasks, worker):
+    from datetime import datetime, timedelta, timezone
+
+    started = time.time()
+    assert tasks.add.apply_async((1, 1), countdown=1).get(timeout=T) == 2
+    assert time.time() - started >= 1.0
+    eta = datetime.now(timezone.utc) + timedelta(seconds=1)
+    assert tasks.add.apply_async((2, 2), eta=eta).get(timeout=T) == 4
+    assert datetime.now(timezone.utc) >= eta
+    assert tasks.add.apply_async((3, 3), priority=9).get(timeout=T) == 6
+    assert tasks.add.apply_async((4, 4), expires=60).get(timeout=T) == 8

@@ -93,3 +93,11 @@ def incr(key):
         return client.incr(key)
     finally:
         client.close()
+
+
+@app.task(name="tasks.flaky", bind=True, shared=False, max_retries=None)
+def flaky(self, failures):
+    """Retries itself with a countdown of 0.1 s until retries == failures; returns the number of retries."""
+    if self.request.retries < failures:
+        raise self.retry(exc=RuntimeError(f"failure {self.request.retries + 1} of {failures}"), countdown=0.1)
+    return self.request.retries

@@ -54,6 +54,7 @@ TASK_NAMES = (
     "tasks.fail",
     "tasks.cpu",
     "tasks.incr",
+    "tasks.flaky",
 )
 
 
@@ -166,6 +167,11 @@ def _define_stubs(app: Celery) -> None:
         """the number of primes below n"""
         _not_here("tasks.cpu")
 
+    @app.task(name="tasks.flaky", shared=False)
+    def flaky(failures):
+        """retries itself (countdown 0.1 s) until retries == failures, then returns the number of retries"""
+        _not_here("tasks.flaky")
+
     @app.task(name="tasks.incr", shared=False)
     def incr(key):
         """INCR key in Redis (REDIS_URL, else the broker); returns the new value"""
@@ -184,3 +190,4 @@ sleep = app.tasks["tasks.sleep"]
 fail = app.tasks["tasks.fail"]
 cpu = app.tasks["tasks.cpu"]
 incr = app.tasks["tasks.incr"]
+flaky = app.tasks["tasks.flaky"]
