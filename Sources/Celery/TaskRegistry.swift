@@ -8,10 +8,23 @@ public struct TaskOptions: Sendable {
     public var blocking: Bool
     /// Never store a result for this task (the message's `ignore_result` header can also ask for it).
     public var ignoreResult: Bool
+    /// Celery's `soft_time_limit` when the message sets none: the handler is cancelled and, if it then throws,
+    /// fails with `SoftTimeLimitExceeded`.
+    public var softTimeLimit: Duration?
+    /// Celery's `time_limit` when the message sets none: the task fails with `TimeLimitExceeded` and its slot is
+    /// freed.
+    public var timeLimit: Duration?
 
-    public init(blocking: Bool = false, ignoreResult: Bool = false) {
+    public init(
+        blocking: Bool = false,
+        ignoreResult: Bool = false,
+        softTimeLimit: Duration? = nil,
+        timeLimit: Duration? = nil
+    ) {
         self.blocking = blocking
         self.ignoreResult = ignoreResult
+        self.softTimeLimit = softTimeLimit
+        self.timeLimit = timeLimit
     }
 }
 

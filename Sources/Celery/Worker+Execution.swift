@@ -65,7 +65,14 @@ extension Worker {
         logger.debug("task started")
         let started = ContinuousClock.now
         do {
-            let result = try await task.run(context, TaskArguments(args: message.args, kwargs: message.kwargs))
+            let arguments = TaskArguments(args: message.args, kwargs: message.kwargs)
+            let limits = message.timeLimit
+            let result = try await TimeLimits.run(
+                soft: TimeLimits.duration(limits.soft, default: task.options.softTimeLimit),
+                hard: TimeLimits.duration(limits.hard, default: task.options.timeLimit)
+            ) {
+                try await task.run(context, arguments)
+            }
             logger.debug("task succeeded", metadata: ["celery.task.runtime": "\(ContinuousClock.now - started)"])
             // Follow-ups go out before the result is stored and before the ack (see Worker+Canvas.swift).
             let children: JSONValue

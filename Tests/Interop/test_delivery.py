@@ -75,3 +75,16 @@ def test_countdown_eta_and_priority_options(tasks, worker):
     assert datetime.now(timezone.utc) >= eta
     assert tasks.add.apply_async((3, 3), priority=9).get(timeout=T) == 6
     assert tasks.add.apply_async((4, 4), expires=60).get(timeout=T) == 8
+
+
+def test_time_limits_from_apply_async(tasks):
+    from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+
+    started = time.time()
+    with pytest.raises(SoftTimeLimitExceeded):
+        tasks.sleep.apply_async((30,), soft_time_limit=0.5).get(timeout=T)
+    with pytest.raises(TimeLimitExceeded):
+        tasks.sleep.apply_async((30,), time_limit=0.5).get(timeout=T)
+    assert time.time() - started < 10
+    # A limit the task stays inside changes nothing.
+    assert tasks.sleep.apply_async((0.1,), time_limit=5, soft_time_limit=4).get(timeout=T) == 0.1

@@ -1,0 +1,122 @@
+import JSON
+import Synchronization
+
+/// Celery's time-limit exceptions, in the module Python rebuilds them from.
+enum TimeLimitError: PythonMappedError, Sendable {
+    /// The soft limit passed: the handler was cancelled and did not finish on its own.
+    case soft(Double)
+    /// The hard limit passed: the worker stopped waiting and freed the slot.
+    case hard(Double)
+
+    var pythonExceptionType: String {
+        switch self {
+        case .soft: "SoftTimeLimitExceeded"
+        case .hard: "TimeLimitExceeded"
+        }
+    }
+    var pythonExceptionModule: String { "billiard.exceptions" }
+    var pythonExceptionArguments: [JSONValue] {
+        switch self {
+        case .soft: []  // Python raises SoftTimeLimitExceeded() without arguments
+        case .hard(let seconds): [.double(seconds)]
+        }
+    }
+}
+
+/// Runs a handler under a soft and a hard time limit.
+///
+/// Soft: the handler's task is cancelled (it sees `CancellationError` from `Task.sleep`, or checks
+/// `Task.isCancelled`), may catch that and still return; if it throws instead, the error is
+/// `SoftTimeLimitExceeded`. Hard: the worker stops waiting, fails the task with `TimeLimitExceeded` and frees the
+/// slot; the handler, already cancelled, is left to end on its own — Swift cannot kill it, and a blocking handler
+/// on the thread pool keeps its thread until it returns.
+enum TimeLimits {
+    private final class Outcome: Sendable {
+        private struct State {
+            var result: Result<JSONValue, any Error>?
+            var waiter: CheckedContinuation<Result<JSONValue, any Error>, Never>?
+        }
+        private let state = Mutex(State())
+        /// Set when the soft limit cancelled the handler.
+        let softFired = Atomic<Bool>(false)
+
+        func complete(_ result: Result<JSONValue, any Error>) {
+            let waiter = state.withLock { state -> CheckedContinuation<Result<JSONValue, any Error>, Never>? in
+                guard state.result == nil else { return nil }
+                state.result = result
+                defer { state.waiter = nil }
+                return state.waiter
+            }
+            waiter?.resume(returning: result)
+        }
+
+        var isComplete: Bool { state.withLock { $0.result != nil } }
+
+        func wait() async -> Result<JSONValue, any Error> {
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { state -> Result<JSONValue, any Error>? in
+                    if let result = state.result { return result }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        }
+    }
+
+    static func run(
+        soft: Duration?,
+        hard: Duration?,
+        _ body: @escaping @Sendable () async throws -> JSONValue
+    ) async throws -> JSONValue {
+        guard soft != nil || hard != nil else { return try await body() }
+        let outcome = Outcome()
+        // Unstructured on purpose: past the hard limit the worker must be able to stop waiting for a handler
+        // that ignores cancellation, which a child task would not allow.
+        let handler = Task {
+            do {
+                outcome.complete(.success(try await body()))
+            } catch {
+                outcome.complete(.failure(error))
+            }
+        }
+        let result = await withTaskGroup(of: Void.self) { timers in
+            if let soft {
+                timers.addTask {
+                    guard (try? await Task.sleep(for: soft)) != nil, !outcome.isComplete else { return }
+                    outcome.softFired.store(true, ordering: .relaxed)
+                    handler.cancel()
+                }
+            }
+            if let hard {
+                timers.addTask {
+                    guard (try? await Task.sleep(for: hard)) != nil else { return }
+                    handler.cancel()
+                    outcome.complete(.failure(TimeLimitError.hard(seconds(hard))))
+                }
+            }
+            let result = await outcome.wait()
+            timers.cancelAll()
+            return result
+        }
+        switch result {
+        case .success(let value):
+            return value
+        case .failure(let error as TimeLimitError):
+            throw error
+        case .failure(let error):
+            if outcome.softFired.load(ordering: .relaxed), let soft { throw TimeLimitError.soft(seconds(soft)) }
+            throw error
+        }
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    /// A limit from the message (`timelimit` is `[hard, soft]` in seconds) or the handler's default.
+    static func duration(_ seconds: Double?, default fallback: Duration?) -> Duration? {
+        guard let seconds, seconds > 0, seconds.isFinite else { return fallback }
+        return .nanoseconds(Int64(min(seconds, 1e9) * 1e9))
+    }
+}
