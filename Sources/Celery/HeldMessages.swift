@@ -1,16 +1,25 @@
+import HeapModule
 import JSON
 import Synchronization
 
 /// Messages with an ETA in the future, held in memory (and in `unacked`) until due, then handed to executors.
 final class HeldMessages: Sendable {
-    private struct Entry {
+    private struct Entry: Comparable {
+        static func < (lhs: Entry, rhs: Entry) -> Bool { lhs.due < rhs.due }
+        static func == (lhs: Entry, rhs: Entry) -> Bool { lhs.due == rhs.due }
+
         var due: CeleryTimestamp
         var delivery: Delivery
         var message: TaskMessage
+        /// Whether this message still holds a prefetch credit (held past the limit of credit-free holds).
+        var keepsCredit: Bool
     }
 
     private struct State {
-        var entries: [Entry] = []
+        /// Earliest due first.
+        var entries = Heap<Entry>()
+        /// Entries that gave their credit back.
+        var creditFree = 0
         var closed = false
     }
 
@@ -20,11 +29,17 @@ final class HeldMessages: Sendable {
 
     /// Holds a message; false once closed (the caller then restores it).
     @discardableResult
-    func hold(_ delivery: Delivery, _ message: TaskMessage, until due: CeleryTimestamp) -> Bool {
+    /// Holds a message until `due`. Up to `creditFree` held messages give their prefetch credit back, so the
+    /// worker keeps fetching past them (Celery raises its prefetch count for ETA tasks without limit); past that
+    /// a held message keeps its credit, so fetching stops and memory stays bounded.
+    /// Returns nil once closed (the caller restores the message), else whether the message keeps its credit.
+    func hold(_ delivery: Delivery, _ message: TaskMessage, until due: CeleryTimestamp, creditFree: Int) -> Bool? {
         state.withLock { state in
-            guard !state.closed else { return false }
-            state.entries.append(Entry(due: due, delivery: delivery, message: message))
-            return true
+            guard !state.closed else { return nil }
+            let keepsCredit = state.creditFree >= creditFree
+            if !keepsCredit { state.creditFree += 1 }
+            state.entries.insert(Entry(due: due, delivery: delivery, message: message, keepsCredit: keepsCredit))
+            return keepsCredit
         }
     }
 
@@ -34,12 +49,16 @@ final class HeldMessages: Sendable {
             let (due, closed) = state.withLock { state -> ([Entry], Bool) in
                 guard !state.closed else { return ([], true) }
                 let now = CeleryTimestamp.now()
-                let due = state.entries.filter { $0.due <= now }
-                if !due.isEmpty { state.entries.removeAll { $0.due <= now } }
+                var due: [Entry] = []
+                while let first = state.entries.min, first.due <= now {
+                    due.append(state.entries.removeMin())
+                    if !first.keepsCredit { state.creditFree -= 1 }
+                }
                 return (due, false)
             }
             if closed { return }
-            for entry in due where !worker.reserved.push(.due(entry.delivery, entry.message)) {
+            for entry in due
+            where !worker.reserved.push(.due(entry.delivery, entry.message, keepsCredit: entry.keepsCredit)) {
                 // The worker is stopping: the reserved queue closed after this list did, so restore here.
                 await worker.restore(entry.delivery)
             }
@@ -51,8 +70,8 @@ final class HeldMessages: Sendable {
     func close() -> [Delivery] {
         state.withLock { state in
             state.closed = true
-            defer { state.entries.removeAll() }
-            return state.entries.map(\.delivery)
+            defer { state.entries = Heap() }
+            return state.entries.unordered.map(\.delivery)
         }
     }
 }

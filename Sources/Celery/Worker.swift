@@ -37,8 +37,8 @@ public final class Worker: Service, Sendable {
     enum Work: Sendable {
         /// Freshly fetched; finishing it frees one prefetch credit.
         case fetched(Delivery)
-        /// An ETA message whose time has come; its credit was freed when it was put on hold.
-        case due(Delivery, TaskMessage)
+        /// An ETA message whose time has come; `keepsCredit` when it held its prefetch credit while waiting.
+        case due(Delivery, TaskMessage, keepsCredit: Bool)
     }
 
     /// - Parameters:
@@ -215,7 +215,7 @@ public final class Worker: Service, Sendable {
         var messages = held.close()
         for work in reserved.close() {
             switch work {
-            case .fetched(let delivery), .due(let delivery, _): messages.append(delivery)
+            case .fetched(let delivery), .due(let delivery, _, _): messages.append(delivery)
             }
         }
         return messages
@@ -267,7 +267,7 @@ public final class Worker: Service, Sendable {
             if isStopping {
                 // Shutdown began: nothing new starts; the message goes back with the rest.
                 switch work {
-                case .fetched(let delivery), .due(let delivery, _): unstarted.withLock { $0.append(delivery) }
+                case .fetched(let delivery), .due(let delivery, _, _): unstarted.withLock { $0.append(delivery) }
                 }
                 continue
             }
@@ -275,8 +275,9 @@ public final class Worker: Service, Sendable {
             case .fetched(let delivery):
                 let keepsCredit = await process(delivery)
                 if keepsCredit { gate.release(1) }
-            case .due(_, let message):
+            case .due(_, let message, let keepsCredit):
                 await execute(message)
+                if keepsCredit { gate.release(1) }
             }
         }
     }
@@ -291,12 +292,16 @@ public final class Worker: Service, Sendable {
             return true
         }
         if let eta = message.eta, eta > CeleryTimestamp.now(), !isStopping {
-            guard held.hold(delivery, message, until: eta) else {
+            switch held.hold(delivery, message, until: eta, creditFree: configuration.maximumHeld) {
+            case nil:
                 await restore(delivery)
                 return true
+            case true?:
+                return false  // the credit stays with the held message and is freed when it has run
+            case false?:
+                gate.release(1)
+                return false
             }
-            gate.release(1)
-            return false
         }
         await execute(message)
         return true

@@ -25,6 +25,10 @@ public struct WorkerConfiguration: Sendable {
     public var unackedKey = "unacked"
     public var unackedIndexKey = "unacked_index"
     public var unackedMutexKey = "unacked_mutex"
+    /// How many ETA/countdown messages may wait in memory beyond the prefetch count. Past it a held message keeps
+    /// its prefetch credit, so the worker stops fetching until held messages run: memory stays bounded, where
+    /// Celery keeps fetching ETA tasks without limit.
+    public var maximumHeld: Int = 10_000
     /// How long one idle BRPOP waits before the worker checks for shutdown again (kombu uses 1 s).
     public var idlePollTimeout: Duration
 

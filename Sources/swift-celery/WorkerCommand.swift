@@ -50,6 +50,12 @@ struct WorkerCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Ack after the result is stored instead of before the task runs.")
     var acksLate = false
 
+    @Option(
+        name: .long,
+        help: "ETA/countdown messages held in memory beyond the prefetch count before fetching pauses."
+    )
+    var maxHeld: Int = 10_000
+
     @Option(name: .long, help: "Seconds before a message a dead worker left in unacked goes back to its queue.")
     var visibilityTimeout: Double = 3600
 
@@ -58,6 +64,7 @@ struct WorkerCommand: AsyncParsableCommand {
         guard prefetchMultiplier >= 0 else {
             throw ValidationError("--prefetch-multiplier must be 0 or more, got \(prefetchMultiplier)")
         }
+        guard maxHeld >= 0 else { throw ValidationError("--max-held must be 0 or more, got \(maxHeld)") }
         guard visibilityTimeout > 0, visibilityTimeout.isFinite else {
             throw ValidationError("--visibility-timeout must be a positive number of seconds")
         }
@@ -110,18 +117,20 @@ struct WorkerCommand: AsyncParsableCommand {
         let redisClient =
             redisConfiguration == brokerConfiguration
             ? brokerClient : RedisClient(configuration: redisConfiguration, logger: logger)
+        var workerConfiguration = WorkerConfiguration(
+            queues: queueList,
+            concurrency: concurrency,
+            hostname: node,
+            prefetchMultiplier: prefetchMultiplier,
+            resultExpires: resultExpires == 0 ? nil : .seconds(resultExpires),
+            resultExtended: resultExtended,
+            trackStarted: trackStarted,
+            acksLate: acksLate,
+            visibilityTimeout: .milliseconds(Int64(visibilityTimeout * 1000))
+        )
+        workerConfiguration.maximumHeld = maxHeld
         let worker = Worker(
-            configuration: WorkerConfiguration(
-                queues: queueList,
-                concurrency: concurrency,
-                hostname: node,
-                prefetchMultiplier: prefetchMultiplier,
-                resultExpires: resultExpires == 0 ? nil : .seconds(resultExpires),
-                resultExtended: resultExtended,
-                trackStarted: trackStarted,
-                acksLate: acksLate,
-                visibilityTimeout: .milliseconds(Int64(visibilityTimeout * 1000))
-            ),
+            configuration: workerConfiguration,
             registry: registry,
             broker: brokerClient,
             backend: backendClient,

@@ -1,0 +1,75 @@
+import Foundation
+import JSON
+import RESP
+import Redis
+import TestSupport
+import Testing
+
+@testable import Celery
+
+/// Bounded memory for ETA messages, and a worker that carries on when Redis goes away and comes back.
+@Suite(.enabled(if: TestRedis.available, "needs SWIFT_CELERY_TEST_REDIS_URL (run through scripts/test.sh)"))
+struct WorkerResilienceTests {
+    @Test func heldMessagesAreBounded() async throws {
+        let queue = TestRedis.uniqueQueue()
+        var configuration = WorkerConfiguration(queues: [queue], concurrency: 1, prefetchMultiplier: 4)
+        configuration.maximumHeld = 5
+        try await TestRedis.withWorker(configuration) { worker, redis in
+            let eta = CeleryTimestamp(secondsSince1970: CeleryTimestamp.now().secondsSince1970 + 4)
+            let messages = (0..<20).map {
+                TestRedis.envelope(
+                    task: "tasks.add",
+                    args: [.int($0), 0],
+                    queue: queue,
+                    extraHeaders: ["eta": .string(eta.iso8601)]
+                )
+            }
+            for message in messages { try await TestRedis.push(redis, queue, message.bytes) }
+            // 5 held without credit, then 4 holding the whole prefetch credit: fetching stops there.
+            for _ in 0..<200 where worker.held.count < 9 { try await Task.sleep(for: .milliseconds(10)) }
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(CeleryTimestamp.now() < eta, "the machine is too slow for this check")
+            #expect(worker.held.count == 9)
+            #expect(try await redis.send(RESPCommand("LLEN", queue)).int == 11)
+            // Once due, they run, free their credit, and the rest are fetched and run.
+            for message in messages {
+                #expect(try await TestRedis.result(redis, message.id, timeout: .seconds(20))["status"] == "SUCCESS")
+            }
+        }
+    }
+
+    @Test func consumesAgainAfterRedisRestarts() async throws {
+        let server = try OwnRedisServer()
+        try await server.start()
+        let client = RedisClient(configuration: try RedisConfiguration(url: server.url), logger: TestRedis.logger)
+        let queue = "restart"
+        let first = (0..<200).map { TestRedis.envelope(task: "tasks.add", args: [.int($0), 1], queue: queue) }
+        for message in first { try await TestRedis.push(client, queue, message.bytes) }
+        let worker = Worker(
+            configuration: WorkerConfiguration(queues: [queue], concurrency: 8),
+            registry: TestRedis.defaultRegistry(),
+            broker: client,
+            backend: client,
+            logger: TestRedis.logger
+        )
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await worker.run() }
+            for message in first { _ = try await TestRedis.result(client, message.id) }
+            // Redis goes away (SHUTDOWN would save; a crash is harsher) and comes back empty.
+            server.kill()
+            try await Task.sleep(for: .milliseconds(500))
+            try await server.start()
+            let back = ContinuousClock.now
+            let second = (0..<200).map { TestRedis.envelope(task: "tasks.add", args: [.int($0), 2], queue: queue) }
+            for message in second { try await TestRedis.push(client, queue, message.bytes) }
+            for (index, message) in second.enumerated() {
+                let meta = try await TestRedis.result(client, message.id, timeout: .seconds(15))
+                #expect(meta["result"] == .int(index + 2))
+            }
+            #expect(ContinuousClock.now - back < .seconds(10))
+            worker.stop()
+            try await group.waitForAll()
+        }
+        await client.close()
+    }
+}
