@@ -157,6 +157,7 @@ public final class Worker: Service, Sendable {
         var queues = configuration.queues
         var blocking: RedisConnection?
         var failures = 0
+        var idleDelay = Duration.milliseconds(1)
         while !isStopping {
             let credit = await gate.acquireAll()
             guard credit > 0, !isStopping else {
@@ -168,6 +169,15 @@ public final class Worker: Service, Sendable {
             if queues.count > 1 { queues.append(queues.removeFirst()) }
             do {
                 var deliveries = try await broker.pop(lists: lists, limit: credit)
+                if deliveries.isEmpty, let maximum = configuration.idlePolling {
+                    // Every pop is the atomic script: nothing is ever popped without being recorded. Idle, poll
+                    // again after 1 ms, 2 ms, ... up to `maximum`.
+                    gate.release(credit)
+                    try? await Task.sleep(for: idleDelay)
+                    idleDelay = min(idleDelay * 2, maximum)
+                    continue
+                }
+                idleDelay = .milliseconds(1)
                 if deliveries.isEmpty {
                     if blocking == nil || blocking?.isActive == false {
                         blocking = try await brokerClient.makeConnection()

@@ -56,6 +56,12 @@ struct WorkerCommand: AsyncParsableCommand {
     )
     var maxHeld: Int = 10_000
 
+    @Option(
+        name: .long,
+        help: "Idle wait: 'poll' (atomic pop+record, nothing lost on kill -9) or 'brpop' (kombu's, lowest latency)."
+    )
+    var idleFetch: String = "poll"
+
     @Option(name: .long, help: "Seconds before a message a dead worker left in unacked goes back to its queue.")
     var visibilityTimeout: Double = 3600
 
@@ -63,6 +69,9 @@ struct WorkerCommand: AsyncParsableCommand {
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1, got \(concurrency)") }
         guard prefetchMultiplier >= 0 else {
             throw ValidationError("--prefetch-multiplier must be 0 or more, got \(prefetchMultiplier)")
+        }
+        guard ["poll", "brpop"].contains(idleFetch) else {
+            throw ValidationError("--idle-fetch must be poll or brpop, got \(idleFetch)")
         }
         guard maxHeld >= 0 else { throw ValidationError("--max-held must be 0 or more, got \(maxHeld)") }
         guard visibilityTimeout > 0, visibilityTimeout.isFinite else {
@@ -129,6 +138,7 @@ struct WorkerCommand: AsyncParsableCommand {
             visibilityTimeout: .milliseconds(Int64(visibilityTimeout * 1000))
         )
         workerConfiguration.maximumHeld = maxHeld
+        if idleFetch == "brpop" { workerConfiguration.idlePolling = nil }
         let worker = Worker(
             configuration: workerConfiguration,
             registry: registry,

@@ -33,6 +33,22 @@ struct WorkerIntegrationTests {
         }
     }
 
+    @Test func blockingIdleFetchAsKombuDoes() async throws {
+        let queue = TestRedis.uniqueQueue()
+        var configuration = WorkerConfiguration(queues: [queue], concurrency: 2)
+        configuration.idlePolling = nil
+        try await TestRedis.withWorker(configuration) { _, redis in
+            // Idle: the worker is in BRPOP when these arrive.
+            try await Task.sleep(for: .milliseconds(200))
+            for i in 0..<5 {
+                let message = TestRedis.envelope(task: "tasks.add", args: [.int(i), 1], queue: queue)
+                try await TestRedis.push(redis, queue, message.bytes)
+                #expect(try await TestRedis.result(redis, message.id)["result"] == .int(i + 1))
+                #expect(try await TestRedis.eventuallyAcked(redis, message.tag))
+            }
+        }
+    }
+
     @Test func resultsArePublishedForWaitingClients() async throws {
         let queue = TestRedis.uniqueQueue()
         try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in
