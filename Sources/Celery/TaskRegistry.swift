@@ -15,16 +15,69 @@ public struct TaskOptions: Sendable {
     /// freed.
     public var timeLimit: Duration?
 
+    /// Celery's `autoretry_for`: errors the worker retries by itself (nil: none).
+    public var autoretry: AutoRetry?
+
     public init(
         blocking: Bool = false,
         ignoreResult: Bool = false,
         softTimeLimit: Duration? = nil,
-        timeLimit: Duration? = nil
+        timeLimit: Duration? = nil,
+        autoretry: AutoRetry? = nil
     ) {
         self.blocking = blocking
         self.ignoreResult = ignoreResult
         self.softTimeLimit = softTimeLimit
         self.timeLimit = timeLimit
+        self.autoretry = autoretry
+    }
+}
+
+/// Celery's `autoretry_for` with `retry_backoff`, `retry_backoff_max`, `retry_jitter` and `max_retries`.
+public struct AutoRetry: Sendable {
+    /// Which thrown errors are retried.
+    public var matches: @Sendable (any Error) -> Bool
+    /// Retries allowed in all (nil: forever); past it the task fails with the error. Celery's default is 3.
+    public var maxRetries: Int?
+    /// The first delay; each retry doubles it (Celery's `retry_backoff`), up to `maximumDelay`.
+    public var backoff: Duration
+    /// The largest delay (Celery's `retry_backoff_max`, 600 s).
+    public var maximumDelay: Duration
+    /// A random delay between 0 and the computed one (Celery's `retry_jitter`, on by default).
+    public var jitter: Bool
+
+    public init(
+        maxRetries: Int? = 3,
+        backoff: Duration = .seconds(1),
+        maximumDelay: Duration = .seconds(600),
+        jitter: Bool = true,
+        matching matches: @escaping @Sendable (any Error) -> Bool
+    ) {
+        self.matches = matches
+        self.maxRetries = maxRetries
+        self.backoff = backoff
+        self.maximumDelay = maximumDelay
+        self.jitter = jitter
+    }
+
+    /// Retries errors of one type.
+    public static func on<E: Error>(
+        _ type: E.Type,
+        maxRetries: Int? = 3,
+        backoff: Duration = .seconds(1),
+        maximumDelay: Duration = .seconds(600),
+        jitter: Bool = true
+    ) -> AutoRetry {
+        AutoRetry(maxRetries: maxRetries, backoff: backoff, maximumDelay: maximumDelay, jitter: jitter) { $0 is E }
+    }
+
+    /// The delay before retry number `retries + 1`.
+    func delay(afterRetries retries: Int) -> Duration {
+        let doubled = backoff * (1 << min(retries, 30))
+        let capped = min(doubled, maximumDelay)
+        guard jitter else { return capped }
+        let nanoseconds = Double(capped.components.seconds) * 1e9 + Double(capped.components.attoseconds) / 1e9
+        return .nanoseconds(Int64(Double.random(in: 0...nanoseconds)))
     }
 }
 

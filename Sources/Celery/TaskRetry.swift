@@ -29,3 +29,17 @@ public struct TaskRetry: Error, Sendable {
         self.cause = cause
     }
 }
+
+/// Carries a thrown error as a retry's cause, keeping the Python name it maps to.
+struct ErrorCause: PythonMappedError, Sendable {
+    let pythonExceptionType: String
+    let pythonExceptionModule: String
+    let pythonExceptionArguments: [JSONValue]
+
+    init(_ error: any Error) {
+        let stored = StoredException(error)
+        pythonExceptionType = stored.type
+        pythonExceptionModule = stored.module
+        pythonExceptionArguments = stored.arguments
+    }
+}

@@ -108,6 +108,14 @@ extension Worker {
             }
         } catch let request as TaskRetry {
             await retry(message, request, ignoreResult: ignoreResult)
+        } catch let error where task.options.autoretry?.matches(error) == true {
+            let policy = task.options.autoretry!
+            let request = TaskRetry(
+                countdown: policy.delay(afterRetries: message.retries),
+                maxRetries: policy.maxRetries,
+                cause: ErrorCause(error)
+            )
+            await retry(message, request, ignoreResult: ignoreResult)
         } catch {
             let stored = StoredException(error)
             logger.error("task raised \(stored.repr)")

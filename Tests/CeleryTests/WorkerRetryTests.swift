@@ -67,4 +67,34 @@ struct WorkerRetryTests {
             #expect(try await redis.send(RESPCommand("GET", counter)).int == 3)
         }
     }
+
+    @Test func autoretryRetriesMatchingErrorsWithBackoff() async throws {
+        let queue = TestRedis.uniqueQueue()
+        let counter = "test:auto:\(queue)"
+        struct Flaky: Error {}
+        var registry = TestRedis.defaultRegistry()
+        let policy = AutoRetry(maxRetries: 2, backoff: .milliseconds(20), jitter: false) { $0 is Flaky }
+        registry.register("test.auto", parameters: ["succeedOn"], options: TaskOptions(autoretry: policy)) {
+            (context, succeedOn: Int) in
+            let attempt = try await context.redis.send(RESPCommand("INCR", "\(counter):\(succeedOn)")).int ?? 0
+            guard attempt >= succeedOn else { throw Flaky() }
+            return attempt
+        }
+        registry.register("test.other", parameters: [], options: TaskOptions(autoretry: policy)) {
+            (_: TaskContext) -> NoResult in
+            throw PythonException.valueError("not retried")
+        }
+        try await TestRedis.withWorker(WorkerConfiguration(queues: [queue]), registry: registry) { _, redis in
+            let second = TestRedis.envelope(task: "test.auto", args: [2], queue: queue)
+            let never = TestRedis.envelope(task: "test.auto", args: [10], queue: queue)
+            let other = TestRedis.envelope(task: "test.other", queue: queue)
+            for message in [second, never, other] { try await TestRedis.push(redis, queue, message.bytes) }
+            #expect(try await TestRedis.result(redis, second.id)["result"] == 2)
+            let failed = try await TestRedis.result(redis, never.id)
+            #expect(failed["result"]?["exc_type"] == "Flaky")
+            #expect(try await redis.send(RESPCommand("GET", "\(counter):10")).int == 3)  // first run + 2 retries
+            let notRetried = try await TestRedis.result(redis, other.id)
+            #expect(notRetried["result"]?["exc_type"] == "ValueError")
+        }
+    }
 }
