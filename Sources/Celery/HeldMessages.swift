@@ -56,7 +56,8 @@ final class HeldMessages: Sendable {
                 }
                 return (due, false)
             }
-            if closed { return }
+            // Closed, or a cold shutdown: whatever is still held is given back by the worker.
+            if closed || Task.isCancelled { return }
             for entry in due
             where !worker.reserved.push(.due(entry.delivery, entry.message, keepsCredit: entry.keepsCredit)) {
                 // The worker is stopping: the reserved queue closed after this list did, so restore here.

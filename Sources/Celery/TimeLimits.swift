@@ -95,7 +95,12 @@ enum TimeLimits {
                     outcome.complete(.failure(TimeLimitError.hard(seconds(hard))))
                 }
             }
-            let result = await outcome.wait()
+            // A cold shutdown cancels the executor: pass it on to the handler.
+            let result = await withTaskCancellationHandler {
+                await outcome.wait()
+            } onCancel: {
+                handler.cancel()
+            }
             timers.cancelAll()
             return result
         }

@@ -1,5 +1,6 @@
 import JSON
 import Logging
+import RESP
 
 extension Worker {
     /// Runs one decoded task: expiry check, lookup, ack (early or late), STARTED, the handler, the result.
@@ -106,6 +107,11 @@ extension Worker {
                     )
                 )
             }
+        } catch  where Task.isCancelled {
+            // Cold shutdown: the handler was interrupted. Give the message back instead of storing a failure.
+            logger.warning("cold shutdown: task interrupted, giving its message back")
+            await giveBackInterrupted(message)
+            return
         } catch let request as TaskRetry {
             await retry(message, request, ignoreResult: ignoreResult)
         } catch let error where task.options.autoretry?.matches(error) == true {
@@ -124,6 +130,31 @@ extension Worker {
         }
         if configuration.acksLate {
             acknowledge(message.deliveryTag)
+        }
+    }
+
+    /// Puts an interrupted task's message back at the front of its list. Under acks_late it is still in `unacked`
+    /// and the restore script moves it; under early ack it was acked already, so the envelope is pushed again
+    /// (where kombu would lose it).
+    func giveBackInterrupted(_ message: TaskMessage) async {
+        let delivery = Delivery(
+            list: KombuLayout.list(
+                queue: message.routingKey.isEmpty ? configuration.queues.first ?? "celery" : message.routingKey,
+                priority: message.priority
+            ),
+            envelope: message.rawEnvelope,
+            tag: message.deliveryTag
+        )
+        if configuration.acksLate {
+            await restore(delivery)
+            return
+        }
+        do {
+            try await brokerClient.send(
+                RESPCommand("RPUSH", delivery.list, RESPBytes(KombuBroker.markedRedelivered(delivery.envelope)))
+            )
+        } catch {
+            logger.error("cannot give an interrupted task back; it is lost", metadata: ["error": "\(error)"])
         }
     }
 

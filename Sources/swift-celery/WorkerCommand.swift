@@ -5,6 +5,7 @@ import Logging
 import Redis
 import ServiceLifecycle
 import Tasks
+import UnixSignals
 
 struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -58,6 +59,12 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @Option(
         name: .long,
+        help: "Seconds a warm shutdown waits for running tasks before it turns cold (default: no limit)."
+    )
+    var shutdownTimeout: Double?
+
+    @Option(
+        name: .long,
         help: "Idle wait: 'poll' (atomic pop+record, nothing lost on kill -9) or 'brpop' (kombu's, lowest latency)."
     )
     var idleFetch: String = "poll"
@@ -72,6 +79,9 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         guard ["poll", "brpop"].contains(idleFetch) else {
             throw ValidationError("--idle-fetch must be poll or brpop, got \(idleFetch)")
+        }
+        if let shutdownTimeout, !(shutdownTimeout > 0 && shutdownTimeout.isFinite) {
+            throw ValidationError("--shutdown-timeout must be a positive number of seconds")
         }
         guard maxHeld >= 0 else { throw ValidationError("--max-held must be 0 or more, got \(maxHeld)") }
         guard visibilityTimeout > 0, visibilityTimeout.isFinite else {
@@ -147,14 +157,38 @@ struct WorkerCommand: AsyncParsableCommand {
             redis: redisClient,
             logger: logger
         )
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: worker)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
+        // The first SIGTERM/SIGINT is a warm shutdown. A second one, SIGQUIT (as Celery), or --shutdown-timeout
+        // is a cold shutdown: running handlers are cancelled and every unfinished message is given back.
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [.init(service: worker)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            cancellationSignals: [.sigquit],
+            logger: logger
         )
-        try await group.run()
+        if let shutdownTimeout {
+            groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(shutdownTimeout * 1000))
+        }
+        let group = ServiceGroup(configuration: groupConfiguration)
+        try await withThrowingTaskGroup(of: Bool.self) { tasks in
+            tasks.addTask {
+                try await group.run()
+                return true
+            }
+            tasks.addTask {
+                var signals = 0
+                for await _ in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                    signals += 1
+                    if signals == 2 { return false }
+                }
+                return false
+            }
+            // The group ends (normally after the warm shutdown), or the second signal comes first.
+            if try await tasks.next() == false {
+                logger.warning("second signal: cold shutdown")
+            }
+            tasks.cancelAll()
+            try await tasks.waitForAll()
+        }
         await brokerClient.close()
         await backendClient.close()
         await redisClient.close()

@@ -13,18 +13,30 @@ struct RedisRateLimiterTests {
         let key = TestRedis.uniqueQueue()
         var remaining: [Int] = []
         for _ in 0..<3 {
-            let decision = try await limiter.attempt(key, limit: 3, window: .seconds(1))
+            let decision = try await limiter.attempt(key, limit: 3, window: .seconds(30))
             #expect(decision.allowed)
             remaining.append(decision.remaining)
         }
         #expect(remaining == [2, 1, 0])
-        let denied = try await limiter.attempt(key, limit: 3, window: .seconds(1))
+        let denied = try await limiter.attempt(key, limit: 3, window: .seconds(30))
         #expect(!denied.allowed)
         #expect(denied.remaining == 0)
-        #expect(denied.retryAfter > .zero && denied.retryAfter <= .seconds(1))
+        #expect(denied.retryAfter > .zero && denied.retryAfter <= .seconds(30))
         #expect(denied.resetAfter >= denied.retryAfter)
+    }
+
+    @Test func aSlotComesBackWhenTheOldestCallLeavesTheWindow() async throws {
+        let limiter = RedisRateLimiter(client: try TestRedis.client())
+        let key = TestRedis.uniqueQueue()
+        let first = ContinuousClock.now
+        #expect(try await limiter.attempt(key, limit: 1, window: .milliseconds(400)).allowed)
+        let denied = try await limiter.attempt(key, limit: 1, window: .milliseconds(400))
+        if ContinuousClock.now - first < .milliseconds(350) {
+            #expect(!denied.allowed)
+            #expect(denied.retryAfter > .zero)
+        }
         try await Task.sleep(for: denied.retryAfter + .milliseconds(50))
-        #expect(try await limiter.attempt(key, limit: 3, window: .seconds(1)).allowed)
+        #expect(try await limiter.attempt(key, limit: 1, window: .milliseconds(400)).allowed)
     }
 
     @Test func holdsAcrossConcurrentCallersAndKeys() async throws {
