@@ -72,4 +72,51 @@ struct WorkerResilienceTests {
         }
         await client.close()
     }
+
+    @Test func fiveThousandTasksThroughARedisCrashAndAClientKill() async throws {
+        let server = try OwnRedisServer(persistent: true)
+        try await server.start()
+        let client = RedisClient(configuration: try RedisConfiguration(url: server.url), logger: TestRedis.logger)
+        let queue = "through-crash"
+        let messages = (0..<5000).map { TestRedis.envelope(task: "tasks.add", args: [.int($0), 1], queue: queue) }
+        for chunk in stride(from: 0, to: messages.count, by: 500) {
+            let commands = messages[chunk..<min(chunk + 500, messages.count)].map {
+                RESPCommand("LPUSH", queue, RESPBytes($0.bytes))
+            }
+            for reply in try await client.pipeline(commands) { _ = try reply.get() }
+        }
+        let worker = Worker(
+            configuration: WorkerConfiguration(queues: [queue], concurrency: 8, visibilityTimeout: .seconds(2)),
+            registry: TestRedis.defaultRegistry(),
+            broker: client,
+            backend: client,
+            logger: TestRedis.logger
+        )
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await worker.run() }
+            // Mid-way, the server dies (kill -9, AOF always on) and comes back with its data.
+            _ = try await TestRedis.result(client, messages[1000].id, timeout: .seconds(30))
+            server.kill()
+            try await Task.sleep(for: .milliseconds(300))
+            try await server.start()
+            // Then every client connection is dropped.
+            _ = try await TestRedis.result(client, messages[3000].id, timeout: .seconds(30))
+            try await client.send(RESPCommand("CLIENT", "KILL", "TYPE", "normal"))
+            var missing = messages.map(\.id)
+            let deadline = ContinuousClock.now + .seconds(60)
+            while !missing.isEmpty, ContinuousClock.now < deadline {
+                let replies = try? await client.pipeline(
+                    missing.map { RESPCommand("EXISTS", "celery-task-meta-\($0)") }
+                )
+                if let replies {
+                    missing = zip(missing, replies).filter { (try? $0.1.get().int) != 1 }.map(\.0)
+                }
+                if !missing.isEmpty { try await Task.sleep(for: .milliseconds(200)) }
+            }
+            #expect(missing.isEmpty, "\(missing.count) of 5000 tasks have no result")
+            worker.stop()
+            try await group.waitForAll()
+        }
+        await client.close()
+    }
 }

@@ -75,6 +75,19 @@ def test_countdown_eta_and_priority_options(tasks, worker):
     assert datetime.now(timezone.utc) >= eta
     assert tasks.add.apply_async((3, 3), priority=9).get(timeout=T) == 6
     assert tasks.add.apply_async((4, 4), expires=60).get(timeout=T) == 8
+    assert tasks.add.apply_async((5, 5), queue=worker.queue).get(timeout=T) == 10
+
+
+def test_expired_before_it_ran_is_revoked(tasks):
+    from datetime import datetime, timedelta, timezone
+
+    from celery.exceptions import TaskRevokedError
+
+    with pytest.raises(TaskRevokedError):
+        tasks.add.apply_async((1, 1), expires=datetime.now(timezone.utc) - timedelta(seconds=5)).get(timeout=T)
+    # Expires while it waits for its ETA: checked again before running.
+    with pytest.raises(TaskRevokedError):
+        tasks.add.apply_async((1, 1), countdown=2, expires=1).get(timeout=T)
 
 
 def test_time_limits_from_apply_async(tasks):

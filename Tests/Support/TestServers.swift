@@ -63,9 +63,12 @@ public final class OwnRedisServer: @unchecked Sendable {
     // Only touched from the test that owns it, never concurrently.
     public let port: Int
     let directory: URL
+    /// With AOF on (`appendfsync always`), data survives a kill -9 of the server.
+    let persistent: Bool
     private var process: Process?
 
-    public init() throws {
+    public init(persistent: Bool = false) throws {
+        self.persistent = persistent
         port = TestServers.freePort()
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("swift-celery-redis-\(port)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -77,8 +80,9 @@ public final class OwnRedisServer: @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: TestServers.redisServer)
         process.arguments = [
-            "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory.path,
+            "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--dir", directory.path,
         ]
+        process.arguments! += persistent ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
