@@ -110,23 +110,18 @@ extension Worker {
     func publish(_ tasks: [OutgoingTask], for message: TaskMessage) async throws(RedisError) {
         guard !tasks.isEmpty else { return }
         let commands = tasks.map { RESPCommand("LPUSH", $0.list, RESPBytes($0.envelope())) }
-        var failures = 0
-        while true {
-            do {
-                for reply in try await brokerClient.transaction(commands) { _ = try reply.get() }
-                return
-            } catch {
-                failures += 1
-                guard failures < 6 else { throw error }
-                let delay = RedisBackoff(initial: .milliseconds(100), maximum: .seconds(1)).delay(
-                    afterFailures: failures
-                )
+        let backoff = RedisBackoff(initial: .milliseconds(100), maximum: .seconds(1))
+        try await backoff.retry(
+            maximumAttempts: 6,
+            onFailure: { error, _, delay in
                 logger.warning(
                     "cannot publish follow-up tasks, retrying",
                     metadata: ["celery.task.id": "\(message.id)", "error": "\(error)", "retry.in": "\(delay)"]
                 )
-                try? await Task.sleep(for: delay)
+            },
+            operation: { () throws(RedisError) in
+                for reply in try await brokerClient.transaction(commands) { _ = try reply.get() }
             }
-        }
+        )
     }
 }

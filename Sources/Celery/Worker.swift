@@ -131,24 +131,22 @@ public final class Worker: Service, Sendable {
 
     /// Declares the queues, retrying while Redis is unreachable; false if shutdown came first.
     private func declareQueues() async throws -> Bool {
-        var failures = 0
-        while !isStopping {
-            do {
-                try await broker.declare(queues: configuration.queues)
-                return true
-            } catch {
-                failures += 1
-                let delay = RedisBackoff(initial: .milliseconds(200), maximum: .seconds(5)).delay(
-                    afterFailures: failures
-                )
-                logger.error(
-                    "Redis unavailable, retrying",
-                    metadata: ["error": "\(error)", "retry.in": "\(delay)"]
-                )
-                try? await Task.sleep(for: delay)
-            }
+        do {
+            let backoff = RedisBackoff(initial: .milliseconds(200), maximum: .seconds(5))
+            try await backoff.retry(
+                shouldStop: { isStopping },
+                onFailure: { error, _, delay in
+                    logger.error(
+                        "Redis unavailable, retrying",
+                        metadata: ["error": "\(error)", "retry.in": "\(delay)"]
+                    )
+                },
+                operation: { () throws(RedisError) in try await broker.declare(queues: configuration.queues) }
+            )
+            return true
+        } catch {
+            return false
         }
-        return false
     }
 
     // MARK: - Fetching
@@ -250,24 +248,27 @@ public final class Worker: Service, Sendable {
     /// Puts a fetched message back on its list (kombu's restore), retrying while Redis is unreachable.
     @discardableResult
     func restore(_ delivery: Delivery) async -> Bool {
-        guard let tag = try? TaskMessage.deliveryTag(in: delivery.envelope) else { return true }
-        for attempt in 1...20 {
-            do {
-                try await broker.restore(delivery, deliveryTag: tag)
-                return true
-            } catch {
-                logger.warning(
-                    "cannot restore a message yet",
-                    metadata: ["error": "\(error)", "attempt": "\(attempt)"]
-                )
-                try? await Task.sleep(for: .milliseconds(250))
-            }
+        guard let tag = delivery.tag ?? (try? TaskMessage.deliveryTag(in: delivery.envelope)) else { return true }
+        do {
+            let backoff = RedisBackoff(initial: .milliseconds(100), maximum: .seconds(1))
+            try await backoff.retry(
+                maximumAttempts: 20,
+                onFailure: { error, attempt, _ in
+                    logger.warning(
+                        "cannot restore a message yet",
+                        metadata: ["error": "\(error)", "attempt": "\(attempt)"]
+                    )
+                },
+                operation: { () throws(RedisError) in try await broker.restore(delivery, deliveryTag: tag) }
+            )
+            return true
+        } catch {
+            logger.error(
+                "message left in unacked for the visibility-timeout restore",
+                metadata: ["celery.delivery_tag": "\(tag)"]
+            )
+            return false
         }
-        logger.error(
-            "message left in unacked for the visibility-timeout restore",
-            metadata: ["celery.delivery_tag": "\(tag)"]
-        )
-        return false
     }
 
     // MARK: - Executing

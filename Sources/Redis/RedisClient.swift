@@ -155,6 +155,31 @@ public struct RedisBackoff: Sendable {
     }
 
     private func pow2(_ n: Int) -> Double { Double(1 << n) }
+
+    /// Runs `operation` until it succeeds, sleeping this backoff after each failure. Gives up, rethrowing the
+    /// last error, after `maximumAttempts` failures (nil: no limit) or once `shouldStop` says so.
+    /// `onFailure` sees each error, the failures so far and the coming delay (for logging).
+    @discardableResult
+    public func retry<R>(
+        maximumAttempts: Int? = nil,
+        shouldStop: () -> Bool = { false },
+        onFailure: (RedisError, Int, Duration) -> Void,
+        operation: () async throws(RedisError) -> R
+    ) async throws(RedisError) -> R {
+        var failures = 0
+        while true {
+            do {
+                return try await operation()
+            } catch {
+                failures += 1
+                if let maximumAttempts, failures >= maximumAttempts { throw error }
+                if shouldStop() { throw error }
+                let delay = delay(afterFailures: failures)
+                onFailure(error, failures, delay)
+                try? await Task.sleep(for: delay)
+            }
+        }
+    }
 }
 
 /// Keeps the shared connection: at most one connect in progress, others wait for it.

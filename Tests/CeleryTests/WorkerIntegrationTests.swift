@@ -143,7 +143,7 @@ struct WorkerIntegrationTests {
     @Test func etaIsHeldAndExpiredTasksAreRevoked() async throws {
         let queue = TestRedis.uniqueQueue()
         try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in
-            let eta = CeleryTimestamp(secondsSince1970: CeleryTimestamp.now().secondsSince1970 + 3.0)
+            let eta = CeleryTimestamp(secondsSince1970: CeleryTimestamp.now().secondsSince1970 + 6.0)
             let later = TestRedis.envelope(
                 task: "tasks.add",
                 args: [1, 2],

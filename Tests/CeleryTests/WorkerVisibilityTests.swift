@@ -44,13 +44,13 @@ struct WorkerVisibilityTests {
         registry.register("test.count", parameters: []) { (context: TaskContext) in
             try await context.redis.send(RESPCommand("INCR", counter)).int ?? 0
         }
-        var configuration = WorkerConfiguration(queues: [queue], concurrency: 4, visibilityTimeout: .seconds(1))
+        var configuration = WorkerConfiguration(queues: [queue], concurrency: 4, visibilityTimeout: .seconds(2))
         configuration.unackedKey = "\(queue):unacked"
         configuration.unackedIndexKey = "\(queue):unacked_index"
         configuration.unackedMutexKey = "\(queue):unacked_mutex"
         try await TestRedis.withWorker(configuration, registry: registry) { _, redis in
-            // Held for 3.5 visibility timeouts: an ETA message, and a long acks-late style task.
-            let eta = CeleryTimestamp(secondsSince1970: CeleryTimestamp.now().secondsSince1970 + 3.5)
+            // Held for 3 visibility timeouts.
+            let eta = CeleryTimestamp(secondsSince1970: CeleryTimestamp.now().secondsSince1970 + 6)
             let later = TestRedis.envelope(
                 task: "test.count",
                 queue: queue,
@@ -58,12 +58,12 @@ struct WorkerVisibilityTests {
             )
             try await TestRedis.push(redis, queue, later.bytes)
             try await TestRedis.waitUntilEmpty(redis, queue)
-            // Meanwhile the restore loop runs every second; the score stays fresh.
-            for _ in 0..<6 {
+            // Meanwhile the restore loop runs every second; the score never gets as old as the timeout.
+            for _ in 0..<8 {
                 try await Task.sleep(for: .milliseconds(500))
                 let score = try await redis.send(RESPCommand("ZSCORE", configuration.unackedIndexKey, later.tag)).double
                 if let score {
-                    #expect(CeleryTimestamp.now().secondsSince1970 - score < 1.0)
+                    #expect(CeleryTimestamp.now().secondsSince1970 - score < 2.0)
                 }
                 #expect(try await redis.send(RESPCommand("LLEN", queue)).int == 0)
             }
