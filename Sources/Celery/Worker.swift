@@ -167,6 +167,10 @@ public final class Worker: Service, Sendable {
             if queues.count > 1 { queues.append(queues.removeFirst()) }
             do {
                 var deliveries = try await broker.pop(lists: lists, limit: credit)
+                if failures > 0 {
+                    logger.info("consuming again", metadata: ["redis.url": "\(brokerClient.configuration.redactedURL)"])
+                    failures = 0
+                }
                 if deliveries.isEmpty, let maximum = configuration.idlePolling {
                     // Every pop is the atomic script: nothing is ever popped without being recorded. Idle, poll
                     // again after 1 ms, 2 ms, ... up to `maximum`.
@@ -187,10 +191,6 @@ public final class Worker: Service, Sendable {
                     ) {
                         deliveries = [delivery]
                     }
-                }
-                if failures > 0 {
-                    logger.info("consuming again", metadata: ["redis.url": "\(brokerClient.configuration.redactedURL)"])
-                    failures = 0
                 }
                 gate.release(credit - deliveries.count)
                 holding.withLock { held in
