@@ -157,38 +157,32 @@ final class WriteBatcher: Sendable {
 
     /// Writes batches until closed and drained.
     func run() async {
-        var failures = 0
+        let backoff = RedisBackoff(initial: .milliseconds(50), maximum: .seconds(2))
         while true {
             let (results, acks, closed) = await nextBatch()
             if results.isEmpty && acks.isEmpty {
                 if closed { return }
                 continue
             }
-            while true {
-                do {
-                    try await flush(results: results, acks: acks)
-                    failures = 0
-                    break
-                } catch {
-                    failures += 1
-                    if isClosed && failures >= Self.attemptsAfterClose {
-                        // Shutting down and Redis stays away: the messages are still in unacked and come back
-                        // through the visibility-timeout restore (at-least-once), so stop instead of hanging.
-                        logger.error(
-                            "giving up writing results/acks at shutdown; their messages stay in unacked",
+            do {
+                try await backoff.retry(
+                    // Shutting down and Redis stays away: the messages are still in unacked and come back through
+                    // the visibility-timeout restore (at-least-once), so stop instead of hanging.
+                    shouldStop: { failures in isClosed && failures >= Self.attemptsAfterClose },
+                    onFailure: { error, _, _ in
+                        logger.warning(
+                            "cannot write results/acks to Redis, retrying",
                             metadata: ["error": "\(error)", "pending": "\(results.count + acks.count)"]
                         )
-                        return
-                    }
-                    let delay = RedisBackoff(initial: .milliseconds(50), maximum: .seconds(2)).delay(
-                        afterFailures: failures
-                    )
-                    logger.warning(
-                        "cannot write results/acks to Redis, retrying",
-                        metadata: ["error": "\(error)", "pending": "\(results.count + acks.count)"]
-                    )
-                    try? await Task.sleep(for: delay)
-                }
+                    },
+                    operation: { () throws(RedisError) in try await flush(results: results, acks: acks) }
+                )
+            } catch {
+                logger.error(
+                    "giving up writing results/acks at shutdown; their messages stay in unacked",
+                    metadata: ["error": "\(error)", "pending": "\(results.count + acks.count)"]
+                )
+                return
             }
         }
     }

@@ -134,7 +134,7 @@ public final class Worker: Service, Sendable {
         do {
             let backoff = RedisBackoff(initial: .milliseconds(200), maximum: .seconds(5))
             try await backoff.retry(
-                shouldStop: { isStopping },
+                shouldStop: { _ in isStopping },
                 onFailure: { error, _, delay in
                     logger.error(
                         "Redis unavailable, retrying",

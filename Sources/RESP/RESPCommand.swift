@@ -38,15 +38,7 @@ public struct RESPCommand: Sendable, Hashable {
 
     /// Appends one bulk string from raw bytes.
     public mutating func appendBulk(_ bytes: some Collection<UInt8>) {
-        let length = bytes.count
-        prepareAppend(payloadLength: length)
-        buffer.writeInteger(UInt8(ascii: "$"))
-        buffer.writeDecimal(length)
-        buffer.writeStaticString("\r\n")
-        buffer.writeBytes(bytes)
-        buffer.writeStaticString("\r\n")
-        count += 1
-        writeHeader()
+        appendBulk(length: bytes.count) { $0.writeBytes(bytes) }
     }
 
     /// Appends one bulk string from a string's UTF-8.
@@ -57,12 +49,17 @@ public struct RESPCommand: Sendable, Hashable {
 
     /// Appends one bulk string from a buffer's readable bytes.
     public mutating func appendBulk(_ bytes: ByteBuffer) {
-        let length = bytes.readableBytes
+        appendBulk(length: bytes.readableBytes) { $0.writeImmutableBuffer(bytes) }
+    }
+
+    /// `$<length>\r\n<payload>\r\n`, then the array header is rewritten for the new count.
+    @inline(__always)
+    private mutating func appendBulk(length: Int, _ writePayload: (inout ByteBuffer) -> Void) {
         prepareAppend(payloadLength: length)
         buffer.writeInteger(UInt8(ascii: "$"))
         buffer.writeDecimal(length)
         buffer.writeStaticString("\r\n")
-        buffer.writeImmutableBuffer(bytes)
+        writePayload(&buffer)
         buffer.writeStaticString("\r\n")
         count += 1
         writeHeader()

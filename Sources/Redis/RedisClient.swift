@@ -157,12 +157,12 @@ public struct RedisBackoff: Sendable {
     private func pow2(_ n: Int) -> Double { Double(1 << n) }
 
     /// Runs `operation` until it succeeds, sleeping this backoff after each failure. Gives up, rethrowing the
-    /// last error, after `maximumAttempts` failures (nil: no limit) or once `shouldStop` says so.
-    /// `onFailure` sees each error, the failures so far and the coming delay (for logging).
+    /// last error, after `maximumAttempts` failures (nil: no limit) or once `shouldStop` (given the failures so far)
+    /// says so. `onFailure` sees each error, the failures so far and the coming delay (for logging).
     @discardableResult
     public func retry<R>(
         maximumAttempts: Int? = nil,
-        shouldStop: () -> Bool = { false },
+        shouldStop: (Int) -> Bool = { _ in false },
         onFailure: (RedisError, Int, Duration) -> Void,
         operation: () async throws(RedisError) -> R
     ) async throws(RedisError) -> R {
@@ -173,7 +173,7 @@ public struct RedisBackoff: Sendable {
             } catch {
                 failures += 1
                 if let maximumAttempts, failures >= maximumAttempts { throw error }
-                if shouldStop() { throw error }
+                if shouldStop(failures) { throw error }
                 let delay = delay(afterFailures: failures)
                 onFailure(error, failures, delay)
                 try? await Task.sleep(for: delay)
