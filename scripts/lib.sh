@@ -42,6 +42,8 @@ ensure_system_packages() {
     command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    # Validates compose/docker-compose.yml in the tests (`docker-compose config` needs no engine).
+    command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
     if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists jansson; then
         missing+=(libjansson-dev)
     fi
