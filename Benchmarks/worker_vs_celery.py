@@ -34,7 +34,7 @@ QUEUE = "bench"
 SEP = "\x06\x16"
 
 
-def envelope(task_id: str, args: list) -> bytes:
+def envelope(task_id: str, args: list, eta: str | None = None) -> bytes:
     """The element kombu 5.7 LPUSHes for app.send_task('tasks.add', args, queue=QUEUE) (PROTOCOL.md §1.1;
     Tests/Interop/test_worker.py::test_envelope_helper_matches_kombu checks the same layout against kombu)."""
     body = json.dumps([args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
@@ -43,7 +43,7 @@ def envelope(task_id: str, args: list) -> bytes:
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": {
-            "lang": "py", "task": "tasks.add", "id": task_id, "shadow": None, "eta": None, "expires": None,
+            "lang": "py", "task": "tasks.add", "id": task_id, "shadow": None, "eta": eta, "expires": None,
             "group": None, "group_index": None, "retries": 0, "timelimit": [None, None], "root_id": task_id,
             "parent_id": None, "argsrepr": repr(args), "kwargsrepr": "{}", "origin": f"bench@{socket.gethostname()}",
             "ignore_result": None, "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
@@ -56,12 +56,12 @@ def envelope(task_id: str, args: list) -> bytes:
     }).encode()
 
 
-def enqueue(r: redis.Redis, n: int) -> list[tuple[str, int, int]]:
+def enqueue(r: redis.Redis, n: int, eta: str | None = None) -> list[tuple[str, int, int]]:
     jobs = [(str(uuid.uuid4()), random.randrange(1 << 30), random.randrange(1 << 30)) for _ in range(n)]
     r.sadd("_kombu.binding.celery", f"{QUEUE}{SEP}{SEP}{QUEUE}")
     pipe = r.pipeline(transaction=False)
     for i, (tid, x, y) in enumerate(jobs, 1):
-        pipe.lpush(QUEUE, envelope(tid, [x, y]))
+        pipe.lpush(QUEUE, envelope(tid, [x, y], eta))
         if i % 2000 == 0:
             pipe.execute()
     pipe.execute()
@@ -95,20 +95,25 @@ def rss_kib(pid: int) -> int:
 
 
 class Worker:
-    def __init__(self, kind: str, url: str, concurrency: int, swift_bin: Path | None):
+    def __init__(self, kind: str, url: str, concurrency: int, swift_bin: Path | None, flags=(), pool="prefork"):
         self.kind, self.url, self.concurrency = kind, url, concurrency
         self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{kind}-", suffix=".log", delete=False)
         if kind == "python":
             env = dict(os.environ, CELERY_BROKER_URL=url, CELERY_RESULT_BACKEND=url, REDIS_URL=url,
                        SWIFT_CELERY_QUEUE=QUEUE,
                        PYTHONPATH=os.pathsep.join(filter(None, [str(PY_TASKS), os.environ.get("PYTHONPATH")])))
-            self.cmd = [sys.executable, "-m", "celery", "-A", "reference_worker", "worker", "-P", "prefork",
+            for flag in flags:
+                if flag == "--acks-late":
+                    env["REFERENCE_ACKS_LATE"] = "1"
+                else:
+                    raise ValueError(f"no Python equivalent for {flag}")
+            self.cmd = [sys.executable, "-m", "celery", "-A", "reference_worker", "worker", "-P", pool,
                         "-c", str(concurrency), "-Q", QUEUE, "-n", "bench-python@localhost", "-l", "info",
                         "--without-gossip", "--without-mingle", "--without-heartbeat"]
             self.cwd, self.env, self.ready_text = str(PY_TASKS), env, " ready."
         else:
             self.cmd = [str(swift_bin), "worker", "--broker", url, "--result-backend", url, "-Q", QUEUE,
-                        "-c", str(concurrency), "-n", "bench-swift@localhost", "-l", "info"]
+                        "-c", str(concurrency), "-n", "bench-swift@localhost", "-l", "info", *flags]
             self.cwd, self.env, self.ready_text = str(ROOT), dict(os.environ), "worker ready"
 
     def start(self, timeout: float = 60.0) -> float:

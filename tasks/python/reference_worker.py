@@ -6,7 +6,8 @@ This is the reference the interop tests are validated against and the Python sid
 
 Configuration is the same as swift_tasks (CELERY_BROKER_URL / REDIS_URL, CELERY_RESULT_BACKEND, REDIS_PASSWORD).
 The options the Swift worker takes as flags come from the environment here, since `celery worker` has no flags
-for them: REFERENCE_RESULT_EXTENDED=1, REFERENCE_TRACK_STARTED=1, REFERENCE_RESULT_EXPIRES=<seconds>.
+for them: REFERENCE_RESULT_EXTENDED=1, REFERENCE_TRACK_STARTED=1, REFERENCE_ACKS_LATE=1,
+REFERENCE_RESULT_EXPIRES=<seconds>.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ app = make_app("reference_worker", stubs=False)
 app.conf.update(
     result_extended=_flag("REFERENCE_RESULT_EXTENDED"),
     task_track_started=_flag("REFERENCE_TRACK_STARTED"),
+    task_acks_late=_flag("REFERENCE_ACKS_LATE"),
 )
 if os.environ.get("REFERENCE_VISIBILITY_TIMEOUT"):
     app.conf.broker_transport_options = {"visibility_timeout": float(os.environ["REFERENCE_VISIBILITY_TIMEOUT"])}

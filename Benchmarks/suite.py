@@ -1,0 +1,426 @@
+"""The benchmark suite: swift-celery against Python Celery 5.7 and against the Redis ceiling, in one run on one Redis.
+
+    python Benchmarks/suite.py --redis-url redis://127.0.0.1:PORT/0 [--quick] [--only SECTION ...]
+
+Benchmarks/suite.sh starts a throw-away redis-server (no persistence), builds the release binary and runs this.
+Sections (all by default, in this order):
+
+    drain     N pre-enqueued `tasks.add` with results stored and published, early ack and acks late:
+              swift-celery vs Python Celery prefork -c 2 and threads -c 8 (tasks/s and ratios)
+    latency   enqueue → result published (the PUBLISH on celery-task-meta-<id>): p50/p99/max, one task at a time
+              (--idle-fetch poll, the default, and --idle-fetch brpop), and under an open-loop load at half of
+              the drain rate
+    memory    idle RSS; peak RSS while 1,000,000 queued tasks drain; RSS holding 100,000 ETA tasks
+    startup   process start → `worker ready`, and → the first result of a task waiting in the queue
+    ceiling   redis-benchmark pipelined ops/s on this machine, Redis commands and Redis CPU per task (INFO
+              commandstats over a drain), and the tasks/s that Redis CPU allows
+
+Prints markdown tables; nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from worker_vs_celery import (  # noqa: E402
+    QUEUE, Worker, check_sample, default_swift_bin, enqueue, envelope, rss_kib, wait_all,
+)
+
+
+def mib(kib: int) -> str:
+    return f"{kib / 1024:.1f}"
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, int(round(p / 100 * (len(ordered) - 1)))))
+    return ordered[k]
+
+
+# ---- drain ---------------------------------------------------------------------------------------------------
+
+def drain(url: str, kind: str, n: int, concurrency: int, swift_bin, flags=(), pool="prefork") -> dict:
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    jobs = enqueue(r, n)
+    w = Worker(kind, url, concurrency, swift_bin, flags=flags, pool=pool)
+    ready = w.start()
+    done = wait_all(r, [tid for tid, _, _ in jobs], timeout=max(600, n / 200))
+    w.stop()
+    if done is None:
+        raise RuntimeError(f"{kind}: not all results within the timeout\n{w.tail()}")
+    check_sample(r, jobs)
+    r.flushdb()
+    return {"rate": n / (done - ready), "seconds": done - ready}
+
+
+def section_drain(a) -> dict:
+    rows = []
+    results = {}
+    configurations = [
+        ("python", "prefork", a.python_concurrency, ()),
+        ("python", "threads", 8, ()),
+        ("swift", None, a.swift_concurrency, ()),
+        ("python", "prefork", a.python_concurrency, ("--acks-late",)),
+        ("swift", None, a.swift_concurrency, ("--acks-late",)),
+    ]
+    for kind, pool, c, flags in configurations:
+        n = a.python_n if kind == "python" else a.n
+        res = drain(a.redis_url, kind, n, c, a.swift_bin, flags=flags, pool=pool or "prefork")
+        label = f"Python Celery 5.7 ({pool} -c {c})" if kind == "python" else f"swift-celery (-c {c})"
+        ack = "late" if flags else "early"
+        results[(kind, pool, ack)] = res["rate"]
+        rows.append((label, ack, n, res["rate"]))
+        print(f"  drain {label} acks {ack}: {res['rate']:,.0f} tasks/s", file=sys.stderr)
+    print("\n### Drain throughput\n")
+    print(f"`tasks.add` messages pre-enqueued, results stored and published; ready line → last result.\n")
+    print("| worker | ack | tasks | tasks/s | swift-celery × |")
+    print("|---|---|---:|---:|---:|")
+    for label, ack, n, rate in rows:
+        swift = results.get(("swift", None, ack))
+        ratio = f"{swift / rate:.1f}×" if swift and not label.startswith("swift") else ""
+        print(f"| {label} | {ack} | {n:,} | {rate:,.0f} | {ratio} |")
+    return results
+
+
+# ---- latency -------------------------------------------------------------------------------------------------
+
+class ResultListener:
+    """PSUBSCRIBE celery-task-meta-* and note when each result's PUBLISH arrives."""
+
+    def __init__(self, url: str):
+        self.client = redis.Redis.from_url(url)
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.psubscribe("celery-task-meta-*")
+        self.arrived: dict[str, float] = {}
+        self.events: dict[str, threading.Event] = {}
+        self.lock = threading.Lock()
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        time.sleep(0.2)
+
+    def expect(self, task_id: str) -> threading.Event:
+        event = threading.Event()
+        with self.lock:
+            self.events[task_id] = event
+        return event
+
+    def _run(self):
+        while self.running:
+            message = self.pubsub.get_message(timeout=0.1)
+            if message is None:
+                continue
+            now = time.perf_counter()
+            task_id = message["channel"].decode()[len("celery-task-meta-"):]
+            with self.lock:
+                self.arrived[task_id] = now
+                event = self.events.pop(task_id, None)
+            if event is not None:
+                event.set()
+
+    def close(self):
+        self.running = False
+        self.thread.join(2)
+        self.pubsub.close()
+        self.client.close()
+
+
+def one_at_a_time(url: str, swift_bin, flags, count: int) -> list[float]:
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    w = Worker("swift", url, 16, swift_bin, flags=flags)
+    w.start()
+    listener = ResultListener(url)
+    latencies = []
+    try:
+        for i in range(count):
+            task_id = str(uuid.uuid4())
+            event = listener.expect(task_id)
+            message = envelope(task_id, [i, i])
+            # An idle gap as a real trickle has it, so polling backs off as it would.
+            time.sleep(random.uniform(0.005, 0.03))
+            sent = time.perf_counter()
+            r.lpush(QUEUE, message)
+            if not event.wait(10):
+                raise RuntimeError(f"no result for {task_id}\n{w.tail()}")
+            latencies.append((listener.arrived[task_id] - sent) * 1000)
+    finally:
+        listener.close()
+        w.stop()
+        r.flushdb()
+    return latencies
+
+
+def under_load(url: str, swift_bin, rate: float, seconds: float) -> tuple[list[float], float]:
+    """Open loop: batches every millisecond at `rate` tasks/s; latency of every task."""
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    w = Worker("swift", url, 64, swift_bin)
+    w.start()
+    listener = ResultListener(url)
+    sent_at: dict[str, float] = {}
+    try:
+        start = time.perf_counter()
+        sent = 0
+        while True:
+            now = time.perf_counter()
+            if now - start >= seconds:
+                break
+            due = int((now - start) * rate) - sent
+            if due > 0:
+                pipe = r.pipeline(transaction=False)
+                stamp = time.perf_counter()
+                for _ in range(due):
+                    task_id = str(uuid.uuid4())
+                    sent_at[task_id] = stamp
+                    pipe.lpush(QUEUE, envelope(task_id, [1, 2]))
+                pipe.execute()
+                sent += due
+            time.sleep(0.001)
+        achieved = sent / (time.perf_counter() - start)
+        deadline = time.monotonic() + 30
+        while len(listener.arrived) < len(sent_at) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        listener.close()
+        w.stop()
+        r.flushdb()
+    latencies = [(listener.arrived[t] - s) * 1000 for t, s in sent_at.items() if t in listener.arrived]
+    if len(latencies) < len(sent_at):
+        print(f"  under load: {len(sent_at) - len(latencies)} results missing", file=sys.stderr)
+    return latencies, achieved
+
+
+def section_latency(a, peak: float | None) -> None:
+    rows = []
+    for flags, label in (((), "one at a time, --idle-fetch poll (default)"),
+                         (("--idle-fetch", "brpop"), "one at a time, --idle-fetch brpop")):
+        values = one_at_a_time(a.redis_url, a.swift_bin, flags, a.latency_count)
+        rows.append((label, len(values), values))
+    if peak:
+        rate = peak / 2
+        values, achieved = under_load(a.redis_url, a.swift_bin, rate, a.load_seconds)
+        rows.append((f"open loop at half the drain rate ({achieved:,.0f} tasks/s offered)", len(values), values))
+    print("\n### Latency: enqueue → result published\n")
+    print("LPUSH of one message → the worker's PUBLISH on `celery-task-meta-<id>` arriving at a subscriber "
+          "(a Python client on the same machine; its own overhead is included).\n")
+    print("| load | tasks | p50 (ms) | p99 (ms) | max (ms) |")
+    print("|---|---:|---:|---:|---:|")
+    for label, n, values in rows:
+        print(f"| {label} | {n:,} | {percentile(values, 50):.2f} | {percentile(values, 99):.2f} | "
+              f"{max(values):.2f} |")
+
+
+# ---- memory --------------------------------------------------------------------------------------------------
+
+def sample_peak(pid: int, stop: threading.Event, out: list[int]):
+    peak = 0
+    while not stop.is_set():
+        peak = max(peak, rss_kib(pid))
+        time.sleep(0.1)
+    out.append(peak)
+
+
+def section_memory(a) -> None:
+    r = redis.Redis.from_url(a.redis_url)
+    rows = []
+    for kind, c in (("python", a.python_concurrency), ("swift", a.swift_concurrency)):
+        r.flushdb()
+        w = Worker(kind, a.redis_url, c, a.swift_bin if kind == "swift" else None)
+        w.start()
+        time.sleep(2)
+        rows.append((f"idle, {'Python Celery prefork -c 2 (all processes)' if kind == 'python' else 'swift-celery'}",
+                     rss_kib(w.proc.pid)))
+        w.stop()
+
+    # Peak while a large backlog drains.
+    r.flushdb()
+    t0 = time.monotonic()
+    jobs = enqueue(r, a.backlog)
+    print(f"  enqueued {a.backlog:,} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    w = Worker("swift", a.redis_url, a.swift_concurrency, a.swift_bin)
+    stop, peak = threading.Event(), []
+    w.start()
+    sampler = threading.Thread(target=sample_peak, args=(w.proc.pid, stop, peak))
+    sampler.start()
+    done = wait_all(r, [tid for tid, _, _ in jobs], timeout=3600)
+    stop.set()
+    sampler.join()
+    w.stop()
+    if done is None:
+        raise RuntimeError("backlog did not drain")
+    rows.append((f"peak while {a.backlog:,} queued tasks drain, swift-celery", peak[0]))
+
+    # Holding ETA tasks.
+    r.flushdb()
+    eta = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 3600))
+    enqueue(r, a.held, eta=eta)
+    w = Worker("swift", a.redis_url, a.swift_concurrency, a.swift_bin, flags=("--max-held", str(a.held + 1000)))
+    w.start()
+    deadline = time.monotonic() + 600
+    while r.llen(QUEUE) > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    rows.append((f"holding {a.held:,} ETA tasks, swift-celery", rss_kib(w.proc.pid)))
+    w.stop()
+    r.flushdb()
+
+    print("\n### Memory (RSS)\n")
+    print("| state | RSS (MiB) |")
+    print("|---|---:|")
+    for label, kib in rows:
+        print(f"| {label} | {mib(kib)} |")
+
+
+# ---- start-up ------------------------------------------------------------------------------------------------
+
+def section_startup(a) -> None:
+    r = redis.Redis.from_url(a.redis_url)
+    ready_ms, first_ms = [], []
+    for _ in range(a.startup_runs):
+        r.flushdb()
+        task_id = str(uuid.uuid4())
+        r.sadd("_kombu.binding.celery", f"{QUEUE}\x06\x16\x06\x16{QUEUE}")
+        r.lpush(QUEUE, envelope(task_id, [1, 1]))
+        w = Worker("swift", a.redis_url, 16, a.swift_bin)
+        ready = w.start()
+        done = wait_all(r, [task_id], timeout=30)
+        w.stop()
+        if done is None:
+            raise RuntimeError("no result")
+        ready_ms.append((ready - w.spawned) * 1000)
+        first_ms.append((done - w.spawned) * 1000)
+    r.flushdb()
+    print("\n### Start-up\n")
+    print(f"{a.startup_runs} starts; one task waiting in the queue. Times from spawning the process (the "
+          "`worker ready` line is read from its log, polled every 20 ms; the result key every 10 ms).\n")
+    print("| to | median (ms) | min (ms) | max (ms) |")
+    print("|---|---:|---:|---:|")
+    for label, values in (("`worker ready`", ready_ms), ("first result stored", first_ms)):
+        print(f"| {label} | {statistics.median(values):.0f} | {min(values):.0f} | {max(values):.0f} |")
+
+
+# ---- ceiling -------------------------------------------------------------------------------------------------
+
+def commandstats(r: redis.Redis) -> dict[str, tuple[int, float]]:
+    stats = {}
+    for name, value in r.info("commandstats").items():
+        stats[name.removeprefix("cmdstat_")] = (int(value["calls"]), float(value["usec"]))
+    return stats
+
+
+def redis_cpu(r: redis.Redis) -> float:
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def section_ceiling(a, swift_rate: float | None) -> None:
+    r = redis.Redis.from_url(a.redis_url)
+    port = r.connection_pool.connection_kwargs.get("port", 6379)
+    bench = shutil.which("redis-benchmark")
+    ops = {}
+    if bench:
+        out = subprocess.run([bench, "-p", str(port), "-t", "lpush,rpop,set,publish", "-n", "1000000", "-P", "16",
+                              "-q", "--csv"], capture_output=True, text=True).stdout
+        for line in out.splitlines()[1:]:
+            cells = [c.strip('"') for c in line.split(",")]
+            if len(cells) >= 2:
+                ops[cells[0]] = float(cells[1])
+    r.flushdb()
+    r.config_resetstat()
+    jobs = enqueue(r, a.n)
+    before, cpu_before = commandstats(r), redis_cpu(r)
+    w = Worker("swift", a.redis_url, a.swift_concurrency, a.swift_bin)
+    w.start()
+    done = wait_all(r, [tid for tid, _, _ in jobs], timeout=600)
+    cpu_after, after = redis_cpu(r), commandstats(r)
+    w.stop()
+    r.flushdb()
+    if done is None:
+        raise RuntimeError("drain did not finish")
+    # What the measuring itself cost (EXISTS/DBSIZE polls) is not the worker's.
+    ignore = {"exists", "dbsize", "flushdb", "config|resetstat", "info", "sadd", "config"}
+    calls = {k: after[k][0] - before.get(k, (0, 0))[0] for k in after if k not in ignore}
+    usec = {k: after[k][1] - before.get(k, (0, 0))[1] for k in after if k not in ignore}
+    per_task_usec = (cpu_after - cpu_before) * 1e6 / a.n
+    print("\n### The Redis ceiling\n")
+    if ops:
+        print("`redis-benchmark -t lpush,rpop,set,publish -n 1000000 -P 16` on this machine:\n")
+        print("| command | ops/s |")
+        print("|---|---:|")
+        for name, value in ops.items():
+            print(f"| {name} | {value:,.0f} |")
+        print()
+    print(f"One drain of {a.n:,} tasks by swift-celery: Redis spent {per_task_usec:.1f} µs of CPU per task "
+          f"(INFO cpu, user + sys, over the drain), so one Redis core allows about "
+          f"**{1e6 / per_task_usec:,.0f} tasks/s** with this worker's command mix"
+          + (f"; the drain above reached {swift_rate:,.0f} tasks/s." if swift_rate else "."))
+    print("\nCommands per task (INFO commandstats; commands run inside a Lua script are counted in their own rows, "
+          "and their time is also inside the script's):\n")
+    print("| command | calls per task | µs per task |")
+    print("|---|---:|---:|")
+    for name in sorted(calls, key=lambda k: -usec[k]):
+        if calls[name] > 0:
+            print(f"| {name} | {calls[name] / a.n:.4f} | {usec[name] / a.n:.2f} |")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--redis-url", required=True)
+    p.add_argument("--swift-bin", type=Path, default=default_swift_bin())
+    p.add_argument("--only", nargs="+", choices=["drain", "latency", "memory", "startup", "ceiling"])
+    p.add_argument("--quick", action="store_true", help="small counts, to check the suite itself runs")
+    p.add_argument("-n", type=int, default=50_000, help="tasks per Swift drain")
+    p.add_argument("--python-n", type=int, default=10_000, help="tasks per Python drain")
+    p.add_argument("--python-concurrency", type=int, default=2)
+    p.add_argument("--swift-concurrency", type=int, default=64)
+    p.add_argument("--latency-count", type=int, default=1000)
+    p.add_argument("--load-seconds", type=float, default=10)
+    p.add_argument("--backlog", type=int, default=1_000_000)
+    p.add_argument("--held", type=int, default=100_000)
+    p.add_argument("--startup-runs", type=int, default=10)
+    a = p.parse_args()
+    if a.quick:
+        a.n, a.python_n, a.latency_count, a.load_seconds = 5000, 1000, 100, 3
+        a.backlog, a.held, a.startup_runs = 20_000, 5000, 3
+    if not a.swift_bin.exists():
+        print(f"swift-celery binary not found at {a.swift_bin}", file=sys.stderr)
+        return 2
+    sections = a.only or ["drain", "latency", "memory", "startup", "ceiling"]
+    cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True,
+                         text=True).stdout.strip()
+    print(f"## swift-celery benchmark suite\n\nMachine: {os.cpu_count()} cores ({cpu}), Redis "
+          f"{redis.Redis.from_url(a.redis_url).info('server')['redis_version']} on loopback, no persistence; "
+          f"binary {a.swift_bin}.")
+    drained = None
+    if "drain" in sections:
+        drained = section_drain(a)
+    swift_rate = drained.get(("swift", None, "early")) if drained else None
+    if "latency" in sections:
+        section_latency(a, swift_rate)
+    if "memory" in sections:
+        section_memory(a)
+    if "startup" in sections:
+        section_startup(a)
+    if "ceiling" in sections:
+        section_ceiling(a, swift_rate)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
