@@ -14,6 +14,9 @@ Sections (all by default, in this order):
     startup   process start → `worker ready`, and → the first result of a task waiting in the queue
     ceiling   redis-benchmark pipelined ops/s on this machine, Redis commands and Redis CPU per task (INFO
               commandstats over a drain), and the tasks/s that Redis CPU allows
+    netlag    the drain again with 1 ms of added round-trip latency between worker and Redis (the condition
+              Sidekiq publishes its figures under): Benchmarks/delay_proxy.py, 0.5 ms each way, since this
+              kernel has no netem
 
 Prints markdown tables; nothing here asserts a time.
 """
@@ -379,11 +382,56 @@ def section_ceiling(a, swift_rate: float | None) -> None:
             print(f"| {name} | {calls[name] / a.n:.4f} | {usec[name] / a.n:.2f} |")
 
 
+def section_netlag(a, direct: dict | None) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    target = redis.Redis.from_url(a.redis_url).connection_pool.connection_kwargs
+    proxy = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent / "delay_proxy.py"), "--listen",
+                              str(port), "--target", f"{target.get('host', '127.0.0.1')}:{target.get('port', 6379)}",
+                              "--delay-ms", "0.5"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proxy.stdout is not None and "delay proxy" in proxy.stdout.readline()
+        lagged = a.redis_url.replace(f":{target.get('port', 6379)}/", f":{port}/")
+        rows = []
+        for kind, c, n in (("python", a.python_concurrency, a.python_n), ("swift", a.swift_concurrency, a.n)):
+            # The benchmark's own enqueue and polling go straight to Redis; only the worker sees the latency.
+            r = redis.Redis.from_url(a.redis_url)
+            r.flushdb()
+            jobs = enqueue(r, n)
+            w = Worker(kind, lagged, c, a.swift_bin if kind == "swift" else None)
+            ready = w.start()
+            done = wait_all(r, [tid for tid, _, _ in jobs], timeout=max(600, n / 100))
+            w.stop()
+            if done is None:
+                raise RuntimeError(f"{kind}: drain through the proxy did not finish\n{w.tail()}")
+            check_sample(r, jobs)
+            r.flushdb()
+            rate = n / (done - ready)
+            before = (direct or {}).get((kind, "prefork" if kind == "python" else None, "early"))
+            rows.append((kind, c, n, rate, before))
+            print(f"  netlag {kind}: {rate:,.0f} tasks/s", file=sys.stderr)
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+    print("\n### Drain with 1 ms of added round-trip latency\n")
+    print("The worker reaches Redis through Benchmarks/delay_proxy.py (0.5 ms each way); early ack.\n")
+    print("| worker | tasks | tasks/s | tasks/s without the delay |")
+    print("|---|---:|---:|---:|")
+    for kind, c, n, rate, before in rows:
+        label = f"Python Celery 5.7 (prefork -c {c})" if kind == "python" else f"swift-celery (-c {c})"
+        print(f"| {label} | {n:,} | {rate:,.0f} | {f'{before:,.0f}' if before else ''} |")
+    if len(rows) == 2:
+        print(f"\nswift-celery / Python Celery with the delay: **{rows[1][3] / rows[0][3]:.1f}×**.")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--redis-url", required=True)
     p.add_argument("--swift-bin", type=Path, default=default_swift_bin())
-    p.add_argument("--only", nargs="+", choices=["drain", "latency", "memory", "startup", "ceiling"])
+    p.add_argument("--only", nargs="+", choices=["drain", "latency", "memory", "startup", "ceiling", "netlag"])
     p.add_argument("--quick", action="store_true", help="small counts, to check the suite itself runs")
     p.add_argument("-n", type=int, default=50_000, help="tasks per Swift drain")
     p.add_argument("--python-n", type=int, default=10_000, help="tasks per Python drain")
@@ -401,7 +449,7 @@ def main() -> int:
     if not a.swift_bin.exists():
         print(f"swift-celery binary not found at {a.swift_bin}", file=sys.stderr)
         return 2
-    sections = a.only or ["drain", "latency", "memory", "startup", "ceiling"]
+    sections = a.only or ["drain", "latency", "memory", "startup", "ceiling", "netlag"]
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True,
                          text=True).stdout.strip()
     print(f"## swift-celery benchmark suite\n\nMachine: {os.cpu_count()} cores ({cpu}), Redis "
@@ -419,6 +467,8 @@ def main() -> int:
         section_startup(a)
     if "ceiling" in sections:
         section_ceiling(a, swift_rate)
+    if "netlag" in sections:
+        section_netlag(a, drained)
     return 0
 
 
