@@ -87,7 +87,12 @@ public struct Crontab: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         "crontab(minute='\(minute)', hour='\(hour)', day_of_week='\(dayOfWeek)', day_of_month='\(dayOfMonth)', "
-            + "month_of_year='\(monthOfYear)', tz=\(timeZone.identifier))"
+            + "month_of_year='\(monthOfYear)', tz=\(zoneName))"
+    }
+
+    /// The zone's name; Foundation on Linux calls UTC "GMT", which reads as a different zone to most people.
+    public var zoneName: String {
+        timeZone.identifier == "GMT" ? "UTC" : timeZone.identifier
     }
 
     public static func == (lhs: Crontab, rhs: Crontab) -> Bool {

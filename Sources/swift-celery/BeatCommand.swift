@@ -147,14 +147,14 @@ struct BeatCommand: AsyncParsableCommand {
                 }
                 let instant = CeleryTimestamp(secondsSince1970: Double(time) / 1000)
                 var line = "  \(instant.iso8601)"
-                if case .crontab(let crontab) = entry.schedule, crontab.timeZone.identifier != "UTC" {
+                if case .crontab(let crontab) = entry.schedule, crontab.zoneName != "UTC" {
                     let formatter = DateFormatter()
                     formatter.timeZone = crontab.timeZone
                     formatter.dateFormat = "yyyy-MM-dd'T'HH:mm:ssxxxxx"
                     formatter.locale = Locale(identifier: "en_US_POSIX")
                     line +=
                         "  (\(formatter.string(from: Date(timeIntervalSince1970: Double(time) / 1000))) "
-                        + "\(crontab.timeZone.identifier))"
+                        + "\(crontab.zoneName))"
                 }
                 out += line + "\n"
                 next = entry.schedule.next(after: time, anchor: anchor)

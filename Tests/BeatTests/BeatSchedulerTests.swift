@@ -254,4 +254,26 @@ struct BeatSchedulerTests {
         await failing.step()
         #expect(failing.schedule.entries.map(\.name) == ["kept"])
     }
+
+    @Test func unreachableRedisIsLoggedAndRetriedNotACrash() async throws {
+        var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(TestServers.freePort())/0")
+        configuration.connectTimeout = .seconds(1)
+        let offline = RedisClient(configuration: configuration, logger: TestServers.logger)
+        let clock = VirtualClock(start: start2030, end: .max)
+        let beat = BeatScheduler(
+            configuration: BeatConfiguration(origin: "beat@test", token: "t"),
+            schedule: BeatScheduleFile(entries: [entry("e", every: 1_000)]),
+            state: BeatRedisState(client: offline, prefix: prefix),
+            clock: clock,
+            logger: TestServers.logger,
+            reload: { () throws(BeatError) in BeatScheduleFile(entries: []) }
+        )
+        for _ in 0..<3 {
+            let report = await beat.step()
+            #expect(!report.leader)
+            #expect(report.sent.isEmpty)
+            #expect(report.wake > clock.now())  // it waits (with backoff) before trying again
+        }
+        #expect(!beat.isLeader)
+    }
 }

@@ -221,3 +221,13 @@ def test_a_bad_entry_stops_start_up_naming_entry_and_field(tmp_path, text, words
     for word in words:
         assert word in result.stderr, result.stderr
     assert str(schedule) in result.stderr
+
+
+@pytest.mark.parametrize("flag, value", [("--lock-timeout", "0"), ("--starting-deadline", "-1"),
+                                         ("--history-limit", "-5"), ("--count", "0")])
+def test_bad_flags_are_refused(tmp_path, flag, value):
+    schedule = tmp_path / "beat.yaml"
+    schedule.write_text("entries: []\n")
+    result = run_cli("beat", "--schedule", str(schedule), flag, value, "--broker", "redis://127.0.0.1:1/0")
+    assert result.returncode == 64, result.stdout + result.stderr
+    assert flag in result.stderr
