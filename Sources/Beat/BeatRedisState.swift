@@ -33,14 +33,31 @@ public struct BeatRedisState: Sendable {
 
     // MARK: - Lock
 
-    /// Takes the lock if free, or extends it if `token` already holds it; true when `token` holds it after.
-    public func acquire(token: String, timeout: Int64) async throws(RedisError) -> Bool {
+    /// What `acquire` found.
+    public enum LockOutcome: Sendable, Equatable {
+        /// `token` already held the lock; it is extended.
+        case extended
+        /// The lock was free and `token` now holds it (a new leader, or Redis lost the key: sync again).
+        case taken
+        /// Another token holds it.
+        case heldByAnother
+
+        /// Whether `token` holds the lock now.
+        public var held: Bool { self != .heldByAnother }
+    }
+
+    /// Takes the lock if free, or extends it if `token` already holds it.
+    public func acquire(token: String, timeout: Int64) async throws(RedisError) -> LockOutcome {
         let reply = try await client.evaluate(
             Self.acquireScript,
             keys: [lockKey],
             arguments: [token, String(timeout)]
         )
-        return reply.int == 1
+        switch reply.int {
+        case 1: return .extended
+        case 2: return .taken
+        default: return .heldByAnother
+        }
     }
 
     /// Gives the lock up if `token` holds it.
@@ -267,7 +284,7 @@ public struct BeatRedisState: Sendable {
         end
         if holder then return 0 end
         redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-        return 1
+        return 2
         """
     )
 

@@ -105,9 +105,15 @@ public final class BeatScheduler: Service, Sendable {
         do {
             var (leader, lastRenew, synced) = loop.withLock { ($0.leader, $0.lastRenew, $0.synced) }
             if !leader || now - lastRenew >= configuration.renewInterval {
-                let held = try await state.acquire(token: configuration.token, timeout: configuration.lockTimeout)
+                let outcome = try await state.acquire(token: configuration.token, timeout: configuration.lockTimeout)
+                let held = outcome.held
                 if held && !leader {
                     logger.info("beat is the leader", metadata: ["beat.token": "\(configuration.token)"])
+                    synced = false
+                } else if outcome == .taken {
+                    // The lock vanished while this process led (Redis restarted or was flushed): its schedule may
+                    // have gone with it, so write the entries again (kept due times stay as they are).
+                    logger.warning("beat's leader lock had vanished from Redis; syncing the schedule again")
                     synced = false
                 } else if !held && leader {
                     logger.warning("beat lost the leader lock; standing by")

@@ -160,6 +160,15 @@ import Testing
         }
     }
 
+    @Test func theDocumentedExampleParses() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../docs/beat.example.yaml").standardized.path
+        let file = try BeatScheduleFile.load(path: path)
+        #expect(file.entries.count == 5)
+        #expect(file.entries.filter(\.enabled).count == 4)
+        #expect(file.entries[4].task == "reports.nightly")
+    }
+
     @Test func aMissingFileIsAClearError() {
         #expect {
             try BeatScheduleFile.load(path: "/nonexistent/beat.yaml")

@@ -172,6 +172,11 @@ struct BeatSchedulerTests {
             #expect([a?.leader ?? false, b.leader].filter { $0 }.count <= 1)
         }
         #expect(!first.isLeader)
+        // Redis loses everything (restart without persistence): the leader notices its lock gone and syncs again.
+        try await client.send(RESPCommand("DEL", prefix + "lock", prefix + "schedule", prefix + "entry:every1"))
+        clock.advance(to: start2030 + 40_000)  // past the renewal interval
+        await second.step()
+        #expect(try await BeatRedisState(client: client, prefix: prefix).dueTime(of: "every1") == start2030 + 41_000)
         #expect(second.isLeader)
         let records = try await history("every1")
         let dues = records.compactMap { $0["due_ms"]?.intValue }
@@ -183,8 +188,9 @@ struct BeatSchedulerTests {
 
     @Test func theFireStepIsAtomicAndRefusesStaleOrForeignCalls() async throws {
         let state = BeatRedisState(client: client, prefix: prefix)
-        #expect(try await state.acquire(token: "me", timeout: 30_000))
-        #expect(try await !state.acquire(token: "other", timeout: 30_000))
+        #expect(try await state.acquire(token: "me", timeout: 30_000) == .taken)
+        #expect(try await state.acquire(token: "me", timeout: 30_000) == .extended)
+        #expect(try await state.acquire(token: "other", timeout: 30_000) == .heldByAnother)
         let entries = [entry("e", every: 5_000)]
         let outcomes = try await state.sync(entries, now: 1_000, token: "me")
         #expect(outcomes["e"] == .scheduled(6_000))
