@@ -9,7 +9,7 @@ public struct BeatConfiguration: Sendable {
     /// The longest a leader sleeps between looks at the schedule. Default 1 s.
     public var maximumSleep: Int64 = 1000
     /// How many due entries one step fetches and fires (pipelined).
-    public var batchSize = 1000
+    public var batchSize = 250
     /// How many history records Redis keeps (0 keeps none). Default 1000.
     public var historyLimit = 1000
     /// The node name in messages' `origin` header.

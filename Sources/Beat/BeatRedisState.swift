@@ -79,12 +79,19 @@ public struct BeatRedisState: Sendable {
 
     /// Makes Redis match the entries: definitions written, new or changed schedules due anew from `now`, unchanged
     /// ones kept (so a restart neither skips nor doubles a slot), disabled ones unscheduled, and entries no longer
-    /// listed removed. Throws `notLeader` if `token` does not hold the lock.
+    /// listed removed. Throws `notLeader` if `token` does not hold the lock. `betweenChunks` runs before each
+    /// pipelined chunk of 500 (the scheduler renews its lock there).
     @discardableResult
-    public func sync(_ entries: [BeatEntry], now: Int64, token: String) async throws -> [String: SyncOutcome] {
+    public func sync(
+        _ entries: [BeatEntry],
+        now: Int64,
+        token: String,
+        betweenChunks: () async throws -> Void = {}
+    ) async throws -> [String: SyncOutcome] {
         let connection = try await client.connection()
         var outcomes: [String: SyncOutcome] = [:]
         for chunk in stride(from: 0, to: entries.count, by: 500).map({ entries[$0..<min($0 + 500, entries.count)] }) {
+            try await betweenChunks()
             var commands: [RESPCommand] = []
             for entry in chunk {
                 let first = entry.enabled ? entry.schedule.firstDue(now: now) : nil

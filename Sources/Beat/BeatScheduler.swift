@@ -132,12 +132,15 @@ public final class BeatScheduler: Service, Sendable {
             }
             let file = schedule
             if !synced {
-                try await state.sync(file.entries, now: now, token: configuration.token)
+                try await state.sync(file.entries, now: now, token: configuration.token) {
+                    try await self.renewIfDue()
+                }
                 loop.withLock { $0.synced = true }
             }
             try await fireDue(now: now, file: file, report: &report)
             let earliest = try await state.earliestDue() ?? .max
-            report.wake = min(earliest, lastRenew + configuration.renewInterval, now + configuration.maximumSleep)
+            let renewedAt = loop.withLock { $0.lastRenew }
+            report.wake = min(earliest, renewedAt + configuration.renewInterval, now + configuration.maximumSleep)
             report.wake = max(report.wake, now + 1)
             loop.withLock { $0.failures = 0 }
         } catch let error as BeatError where error.code == .notLeader {
@@ -157,10 +160,21 @@ public final class BeatScheduler: Service, Sendable {
         return report
     }
 
+    /// Renews the lock when a renewal is due in the middle of a long step (a big sync or many due entries), so a
+    /// busy leader does not lose it. Throws `notLeader` when the lock has gone to another process.
+    private func renewIfDue() async throws {
+        let now = clock.now()
+        guard now - loop.withLock({ $0.lastRenew }) >= configuration.renewInterval else { return }
+        let outcome = try await state.acquire(token: configuration.token, timeout: configuration.lockTimeout)
+        guard outcome.held else { throw BeatError(.notLeader, "the beat lock is held by another") }
+        loop.withLock { $0.lastRenew = now }
+    }
+
     private func fireDue(now: Int64, file: BeatScheduleFile, report: inout StepReport) async throws {
         let entries = Dictionary(file.entries.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         let deadline = configuration.startingDeadline ?? file.startingDeadline
         while true {
+            try await renewIfDue()
             // Each batch takes the time afresh, so sent times (and lag) are true for the last batch of a big tick.
             let batchNow = max(now, clock.now())
             let due = try await state.due(now: batchNow, limit: configuration.batchSize)
