@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/swift-extras/swift-extras-base64.git", from: "1.0.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
         .systemLibrary(
@@ -69,9 +70,22 @@ let package = Package(
             path: "tasks",
             exclude: ["python"]
         ),
+        .target(
+            name: "Beat",
+            dependencies: [
+                "Celery",
+                "JSON",
+                "Redis",
+                "RESP",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "swift-celery",
             dependencies: [
+                "Beat",
                 "Celery",
                 "Tasks",
                 "Redis",
@@ -114,6 +128,10 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             exclude: ["Fixtures"]
+        ),
+        .testTarget(
+            name: "BeatTests",
+            dependencies: ["Beat", "Celery", "JSON", "Redis", "RESP", "TestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -110,6 +110,12 @@ public struct OutgoingTask: Sendable {
 
     /// The kombu envelope to `LPUSH` onto `list`, with a fresh delivery tag as kombu makes on every publish.
     public func envelope(deliveryTag: String = OutgoingTask.newID(), now: CeleryTimestamp = .now()) -> [UInt8] {
+        envelope(headers: messageHeaders, deliveryTag: deliveryTag, now: now)
+    }
+
+    /// The kombu envelope with the given protocol v2 headers (for senders whose headers differ from
+    /// `apply_async`'s, such as beat's `send_task`-style messages).
+    func envelope(headers: JSONObject, deliveryTag: String, now: CeleryTimestamp) -> [UInt8] {
         var properties: JSONObject = [
             "correlation_id": .string(id),
             "reply_to": .string(replyTo),
@@ -128,7 +134,7 @@ public struct OutgoingTask: Sendable {
             "body": .string(Base64.encodeToString(bytes: body.serialized())),
             "content-encoding": "utf-8",
             "content-type": "application/json",
-            "headers": .object(messageHeaders),
+            "headers": .object(headers),
             "properties": .object(properties),
         ]
         return envelope.serialized()
