@@ -6,8 +6,8 @@ Environment:
     INTEROP_WORKER               "swift" (default) or "python": run the Python reference worker
                                  (tasks/python/reference_worker.py) instead, to validate the tests themselves;
                                  tests marked swift_only are skipped then
-    SWIFT_CELERY_BIN             the swift-celery binary (default .build/release/swift-celery if present, else
-                                 .build/debug/swift-celery)
+    SWIFT_CELERY_BIN             the swift-celery binary (default: the newer of .build/debug/swift-celery and
+                                 .build/release/swift-celery)
 """
 
 from __future__ import annotations
@@ -61,10 +61,13 @@ def pytest_collection_modifyitems(config, items):
 def swift_binary() -> Path:
     if os.environ.get("SWIFT_CELERY_BIN"):
         return Path(os.environ["SWIFT_CELERY_BIN"])
-    release = ROOT / ".build" / "release" / "swift-celery"
-    if release.exists():
-        return release
-    return ROOT / ".build" / "debug" / "swift-celery"
+    # The newer of the two builds: a release binary left from an earlier `scripts/run.sh` must not shadow the debug
+    # build that scripts/test.sh has just made.
+    builds = [ROOT / ".build" / kind / "swift-celery" for kind in ("debug", "release")]
+    existing = [path for path in builds if path.exists()]
+    if not existing:
+        return builds[0]
+    return max(existing, key=lambda path: path.stat().st_mtime)
 
 
 def unique(prefix: str) -> str:

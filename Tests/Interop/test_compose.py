@@ -330,3 +330,22 @@ def test_build_release_script_makes_a_binary_that_runs(tmp_path, redis_url):
     assert "libswiftCore" not in libraries, libraries
     assert "libjansson" in libraries
     print(f"build-release.sh took {time.monotonic() - started:.0f} s")
+
+
+def test_beat_service_command_reads_the_schedule_compose_mounts(tmp_path):
+    values = write_env(tmp_path / ".env", "generated")
+    config = resolved_config(tmp_path / ".env")
+    beat = config["services"]["beat"]
+    command = [engine(part) for part in beat["command"]]
+    mounts = [v if isinstance(v, str) else f"{v['source']}:{v['target']}" for v in beat["volumes"]]
+    source = next(m.split(":")[0] for m in mounts if ":/etc/swift-celery/beat.yaml" in m)
+    assert Path(source) == COMPOSE_DIR / "beat.yaml"
+    schedule_index = command.index("--schedule") + 1
+    assert command[schedule_index] == "/etc/swift-celery/beat.yaml"
+    command[schedule_index] = source
+    env = {"PATH": os.environ.get("PATH", ""), **beat["environment"]}
+    done = subprocess.run([str(swift_binary()), *command, "--dry-run"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "add-every-minute" in done.stdout and "cache-counter-hourly" in done.stdout
+    assert values["REDIS_PASSWORD"] not in done.stdout + done.stderr
