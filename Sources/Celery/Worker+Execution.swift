@@ -89,20 +89,18 @@ extension Worker {
                 return
             }
             // A chord header's result is stored together with its chord part (Worker+Chord.swift).
-            await storeOutcome(
-                .success,
-                result: result,
-                meta: ignoreResult
-                    ? nil
-                    : backend.meta(
-                        state: .success,
-                        result: result,
-                        message: message,
-                        taskID: message.id,
-                        children: children
-                    ),
-                of: message
-            )
+            // (JSONValue is ExpressibleByNilLiteral: spell out the optional, or `nil` would store `null`.)
+            var meta: JSONValue? = .none
+            if !ignoreResult {
+                meta = backend.meta(
+                    state: .success,
+                    result: result,
+                    message: message,
+                    taskID: message.id,
+                    children: children
+                )
+            }
+            await storeOutcome(.success, result: result, meta: meta, of: message)
         } catch  where Task.isCancelled {
             // Cold shutdown: the handler was interrupted. Give the message back instead of storing a failure.
             logger.warning("cold shutdown: task interrupted, giving its message back")
@@ -176,7 +174,7 @@ extension Worker {
             message: message,
             taskID: message.id
         )
-        await storeOutcome(state, result: error.resultJSON, meta: ignoreResult ? nil : meta, of: message)
+        await storeOutcome(state, result: error.resultJSON, meta: ignoreResult ? JSONValue?.none : meta, of: message)
     }
 
     /// A message that cannot become a task: say why, keep a copy in the dead-letter list, store a FAILURE when a
