@@ -88,6 +88,9 @@ def test_timeout_exits_1(redis_url, redis_client):
 
 
 @pytest.mark.parametrize("args, message", [
+    (["send"], "Missing expected argument"),
+    (["send", "tasks.add", "--no-such-flag"], "Unknown option"),
+    (["result"], "Missing expected argument"),
     (["send", "tasks.add", "--kwargs", "[1]"], "--kwargs must be a JSON object"),
     (["send", "tasks.add", "--countdown=-3"], "--countdown"),
     (["send", "tasks.add", "--eta", "tomorrow"], "--eta"),
