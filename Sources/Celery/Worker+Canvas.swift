@@ -34,25 +34,36 @@ extension Worker {
         let origin = origin(of: message)
         var followUps: [OutgoingTask] = []
         var children: [JSONValue] = []
-        let callbacks = (message.embed["callbacks"]?.arrayValue ?? []).compactMap {
-            followUp($0, prepending: result, from: origin)
+        var chordSizes: [ChordSize] = []
+        // Plain callbacks: one is one child; several go out as one group. Group and chord callbacks go out as
+        // themselves (Celery's _dispatch_callbacks_and_chain).
+        var plain: [OutgoingTask] = []
+        for signature in message.embed["callbacks"]?.arrayValue ?? [] {
+            guard let expansion = expand(signature, prepending: result, from: origin) else { continue }
+            if (signature["subtask_type"]?.stringValue ?? "").isEmpty {
+                plain += expansion.tasks
+            } else {
+                followUps += expansion.tasks
+                children.append(expansion.child)
+                chordSizes += expansion.chordSizes
+            }
         }
-        if callbacks.count == 1 {
-            followUps.append(callbacks[0])
-            children.append([[.string(callbacks[0].id), .null], .null])
-        } else if callbacks.count > 1 {
-            let group = Self.asGroup(callbacks)
+        if plain.count == 1 {
+            followUps.append(plain[0])
+            children.append([[.string(plain[0].id), .null], .null])
+        } else if plain.count > 1 {
+            let group = Self.asGroup(plain)
             followUps += group.tasks
             children.append(group.child)
         }
-        if var chain = message.embed["chain"]?.arrayValue, let next = chain.popLast() {
-            if var task = followUp(next, prepending: result, from: origin) {
-                task.chain = chain.isEmpty ? nil : chain
-                followUps.append(task)
-                children.append([[.string(task.id), .null], .null])
-            }
+        if var chain = message.embed["chain"]?.arrayValue, let next = chain.popLast(),
+            let expansion = expand(next, prepending: result, from: origin, rest: chain)
+        {
+            followUps += expansion.tasks
+            children.append(expansion.child)
+            chordSizes += expansion.chordSizes
         }
-        try await publish(followUps, for: message)
+        try await publish(followUps, taskID: message.id, chordSizes: chordSizes)
         return .array(children)
     }
 
@@ -166,6 +177,8 @@ extension Worker {
         task.errbacks = signatures(options["link_error"])
         // A chain inside a chord header: its last task carries the chord callback.
         if let chord = options["chord"], case .object = chord { task.chord = chord }
+        // A chord body that a chain continues after.
+        if let chain = options["chain"]?.arrayValue, !chain.isEmpty { task.chain = chain }
         return task
     }
 
@@ -174,7 +187,7 @@ extension Worker {
         try await publish(tasks, taskID: message.id)
     }
 
-    func publish(_ tasks: [OutgoingTask], taskID: String) async throws(RedisError) {
+    func publish(_ tasks: [OutgoingTask], taskID: String, chordSizes: [ChordSize] = []) async throws(RedisError) {
         guard !tasks.isEmpty else { return }
         let commands = tasks.map { RESPCommand("LPUSH", $0.list, RESPBytes($0.envelope())) }
         let backoff = RedisBackoff(initial: .milliseconds(100), maximum: .seconds(1))
@@ -187,6 +200,7 @@ extension Worker {
                 )
             },
             operation: { () throws(RedisError) in
+                try await storeChordSizes(chordSizes)
                 for reply in try await brokerClient.transaction(commands) { _ = try reply.get() }
             }
         )

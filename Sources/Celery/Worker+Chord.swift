@@ -140,14 +140,16 @@ extension Worker {
             logger.warning("chord callback not sent: the claim was lost to another worker")
             return
         }
-        guard var task = followUp(callback, prepending: .array(results), from: membership.origin) else {
-            let error = ChordJoin.chordError("Callback error: the chord callback is not a task signature")
+        guard var expansion = expand(callback, prepending: .array(results), from: membership.origin),
+            !expansion.tasks.isEmpty
+        else {
+            let error = ChordJoin.chordError("Callback error: the chord callback cannot be published")
             await failChord(chord, membership, callbackID: callbackID, error: error, logger: logger)
             return
         }
-        task.id = callbackID
+        if (callback["subtask_type"]?.stringValue ?? "").isEmpty { expansion.tasks[0].id = callbackID }
         do {
-            try await publish([task], taskID: membership.taskID)
+            try await publish(expansion.tasks, taskID: membership.taskID, chordSizes: expansion.chordSizes)
             logger.debug("chord callback sent", metadata: ["celery.chord.callback": "\(callbackID)"])
         } catch {
             let failure = ChordJoin.chordError("Callback error: \(error)")

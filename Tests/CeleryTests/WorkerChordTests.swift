@@ -242,6 +242,59 @@ struct WorkerChordTests {
         try await redis.send(RESPCommand("DEL", queue))
     }
 
+    /// `chain(add.s(1, 2), group(add.s(1), mul.s(2)), xsum.s())` as Celery 5.7 sends it: the next step is a chord.
+    @Test func chainStepThatIsAChordPublishesItsHeaderAndSize() async throws {
+        let queue = TestRedis.uniqueQueue()
+        let redis = try TestRedis.client()
+        let worker = Worker(
+            configuration: WorkerConfiguration(queues: [queue], hostname: "swift@nested"),
+            registry: TestRedis.defaultRegistry(),
+            broker: redis,
+            backend: redis,
+            logger: TestRedis.logger
+        )
+        let groupID = OutgoingTask.newID()
+        let bodyID = OutgoingTask.newID()
+        func member(_ name: String, _ index: Int) -> JSONValue {
+            [
+                "task": .string(name), "args": [.int(index + 1)], "kwargs": [:],
+                "options": ["task_id": .string(OutgoingTask.newID()), "group_index": .int(index)],
+                "subtask_type": nil, "immutable": false,
+            ]
+        }
+        let step: JSONValue = [
+            "task": "celery.chord", "args": [],
+            "kwargs": [
+                "kwargs": [:],
+                "header": [
+                    "task": "celery.group", "args": [],
+                    "kwargs": ["tasks": [member("tasks.add", 0), member("tasks.mul", 1)]],
+                    "options": ["task_id": .string(groupID)], "subtask_type": "group", "immutable": false,
+                ],
+                "body": WorkerCanvasTests.signature("tasks.xsum", id: bodyID),
+            ],
+            "options": ["task_id": .string(groupID)], "subtask_type": "chord", "immutable": false,
+        ]
+        var first = OutgoingTask(name: "tasks.add", args: [1, 2], queue: queue)
+        first.chain = [step]
+        let message = try TaskMessage(envelope: first.envelope())
+        let children = try await worker.publishSuccessors(of: message, result: 3)
+        #expect(children == WorkerCanvasTests.children(bodyID))
+        let size = try await redis.send(RESPCommand("GET", "celery-taskset-meta-\(groupID).s"))
+        #expect(size.string == "2")
+        let pushed = try await redis.send(RESPCommand("LRANGE", queue, 0, -1)).array ?? []
+        let headers = try pushed.reversed().map {
+            try TaskMessage(envelope: Array(#require($0.bytes).readableBytesView))
+        }
+        #expect(headers.map(\.taskName) == ["tasks.add", "tasks.mul"])
+        #expect(headers.map(\.args) == [[3, 1], [3, 2]])
+        #expect(headers.map(\.groupID) == [groupID, groupID])
+        #expect(headers.map { $0.headers["group_index"] } == [0, 1])
+        #expect(headers.map { $0.embed["chord"]?["options"]?["task_id"] } == [.string(bodyID), .string(bodyID)])
+        #expect(headers.map { $0.embed["chord"]?["options"]?["group_id"] } == [.string(groupID), .string(groupID)])
+        try await redis.send(RESPCommand("DEL", queue, "celery-taskset-meta-\(groupID).s"))
+    }
+
     @Test func failureFailsTheRestOfTheChain() async throws {
         let queue = TestRedis.uniqueQueue()
         try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in

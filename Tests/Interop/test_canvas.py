@@ -113,3 +113,37 @@ def test_chord_part_keys_follow_celery_layout(app, tasks, redis_client):
     body_meta = json.loads(redis_client.get(f"celery-task-meta-{result.id}"))
     assert body_meta["group_id"] == gid
     assert body_meta["parent_id"] in {r.id for r in result.parent.results}
+
+
+# --- nested canvas: groups and chords as chain steps, callbacks and chord bodies ---------------------------------
+
+
+def test_chain_through_a_group_into_a_task(tasks):
+    # the group followed by a task becomes a chord inside the chain
+    result = chain(tasks.add.s(1, 2), group(tasks.add.s(1), tasks.mul.s(2)), tasks.xsum.s()).apply_async()
+    assert result.get(timeout=T) == (3 + 1) + (3 * 2)
+
+
+def test_chain_ending_in_a_group(tasks):
+    result = chain(tasks.add.s(1, 2), group(tasks.add.s(1), tasks.mul.s(2))).apply_async()
+    assert result.get(timeout=T) == [4, 6]
+
+
+def test_chain_through_a_chord_and_on(tasks):
+    result = chain(tasks.add.s(1, 2), chord([tasks.add.s(1), tasks.add.s(2)], tasks.xsum.s()),
+                   tasks.mul.s(10)).apply_async()
+    assert result.get(timeout=T) == ((3 + 1) + (3 + 2)) * 10
+
+
+def test_chord_body_is_a_chain(tasks):
+    result = chord([tasks.add.s(1, 1), tasks.add.s(2, 2)], chain(tasks.xsum.s(), tasks.mul.s(3))).apply_async()
+    assert result.get(timeout=T) == (2 + 4) * 3
+
+
+def test_link_to_a_group(tasks):
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    callback = group(tasks.identity.s().set(task_id=first), tasks.add.s(10).set(task_id=second))
+    result = tasks.add.apply_async((1, 2), link=callback)
+    assert result.get(timeout=T) == 3
+    assert tasks.identity.AsyncResult(first).get(timeout=T) == 3
+    assert tasks.add.AsyncResult(second).get(timeout=T) == 13
