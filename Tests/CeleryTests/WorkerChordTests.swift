@@ -242,6 +242,38 @@ struct WorkerChordTests {
         try await redis.send(RESPCommand("DEL", queue))
     }
 
+    @Test func malformedChordsAreAnsweredNotFatal() async throws {
+        let queue = TestRedis.uniqueQueue()
+        try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in
+            // `embed.chord` that is not a signature: the task runs and stores its result as a plain task.
+            var odd = OutgoingTask(name: "tasks.add", args: [1, 1], queue: queue)
+            odd.groupID = OutgoingTask.newID()
+            odd.chord = "not a signature"
+            try await TestRedis.push(redis, odd.list, odd.envelope())
+            #expect(try await TestRedis.result(redis, odd.id)["result"] == 2)
+            // A callback without a task name: the chord completes with a ChordError stored for the callback id.
+            let groupID = OutgoingTask.newID()
+            let callbackID = OutgoingTask.newID()
+            let nameless: JSONValue = [
+                "args": [], "kwargs": [:], "options": ["task_id": .string(callbackID), "group_id": .string(groupID)],
+            ]
+            try await Self.sendChord(
+                [OutgoingTask(name: "tasks.add", args: [1, 1], queue: queue)],
+                callback: nameless,
+                groupID: groupID,
+                redis: redis
+            )
+            let meta = try await TestRedis.result(redis, callbackID)
+            #expect(meta["status"] == "FAILURE")
+            #expect(meta["result"]?["exc_type"] == "ChordError")
+            #expect(meta["result"]?["exc_message"]?[0]?.stringValue?.hasPrefix("Callback error") == true)
+            // The worker carries on.
+            let after = OutgoingTask(name: "tasks.add", args: [2, 2], queue: queue)
+            try await TestRedis.push(redis, after.list, after.envelope())
+            #expect(try await TestRedis.result(redis, after.id)["result"] == 4)
+        }
+    }
+
     /// `chain(add.s(1, 2), group(add.s(1), mul.s(2)), xsum.s())` as Celery 5.7 sends it: the next step is a chord.
     @Test func chainStepThatIsAChordPublishesItsHeaderAndSize() async throws {
         let queue = TestRedis.uniqueQueue()
