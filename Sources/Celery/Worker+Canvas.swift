@@ -114,12 +114,13 @@ extension Worker {
         followUp(signature, prepending: argument, from: origin(of: parent))
     }
 
-    /// The message for a signature published by `origin`, with `argument` prepended (unless immutable).
+    /// The message for a task signature published by `origin`, with `argument` prepended (unless immutable).
+    /// Group, chord and chain signatures go through `expand` (Worker+NestedCanvas.swift).
     func followUp(_ signature: JSONValue, prepending argument: JSONValue, from origin: FollowUpOrigin) -> OutgoingTask?
     {
         if let kind = signature["subtask_type"]?.stringValue, !kind.isEmpty {
             logger.error(
-                "cannot publish a nested \(kind) signature as a follow-up; only task signatures are supported",
+                "cannot publish a nested \(kind) signature here; only task signatures are supported as errbacks",
                 metadata: ["celery.task.id": "\(origin.parentID)", "signature": "\(signature)"]
             )
             return nil
