@@ -116,11 +116,15 @@ final class WriteBatcher: Sendable {
     }
 
     func storeResult(taskID: String, meta: JSONValue) {
-        let payload: String
+        let payload = payload(taskID: taskID, meta: meta)
+        enqueue { $0.results.append((ResultBackend.keyPrefix + taskID, payload)) }
+    }
+
+    /// The meta as stored; a result too deep to serialize becomes the FAILURE it is.
+    func payload(taskID: String, meta: JSONValue) -> String {
         do {
-            payload = String(decoding: try meta.serialize(), as: UTF8.self)
+            return String(decoding: try meta.serialize(), as: UTF8.self)
         } catch {
-            // Only a handler's result can be too deep; store that as the failure it is.
             let failure: JSONValue = .object([
                 "status": "FAILURE",
                 "result": .object([
@@ -130,9 +134,8 @@ final class WriteBatcher: Sendable {
                 "traceback": .null, "children": .array([]),
                 "date_done": .string(CeleryTimestamp.now().iso8601), "task_id": .string(taskID),
             ])
-            payload = failure.serializedString()
+            return failure.serializedString()
         }
-        enqueue { $0.results.append((ResultBackend.keyPrefix + taskID, payload)) }
     }
 
     func ack(deliveryTag: String) {

@@ -190,11 +190,13 @@ enum PythonRepr {
         }
     }
 
+    /// Python's choice: single quotes, unless the text has a single quote and no double quote.
     private static func quote(_ text: String) -> String {
-        var out = "'"
+        let mark: Unicode.Scalar = text.contains("'") && !text.contains("\"") ? "\"" : "'"
+        var out = String(mark)
         for character in text.unicodeScalars {
             switch character {
-            case "'": out += "\\'"
+            case mark: out += "\\" + String(mark)
             case "\\": out += "\\\\"
             case "\n": out += "\\n"
             case "\r": out += "\\r"
@@ -202,6 +204,6 @@ enum PythonRepr {
             default: out.unicodeScalars.append(character)
             }
         }
-        return out + "'"
+        return out + String(mark)
     }
 }

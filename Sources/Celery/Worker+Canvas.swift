@@ -3,47 +3,107 @@ import Logging
 import RESP
 import Redis
 
-/// Canvas follow-ups (PROTOCOL §2.6): link callbacks and the next chain hop after a success, errbacks after a
-/// failure. Chords (`embed.chord`) are not handled yet (TODO: the chord issue, PROTOCOL §3.5); a chord header
-/// task runs and stores its result, and the chord callback is not triggered.
+/// Canvas follow-ups (PROTOCOL §2.6): link callbacks and the next chain hop after a success, errbacks and the
+/// failure of the rest of the chain after a failure. Chord part-returns are in Worker+Chord.swift.
 extension Worker {
+    /// Where follow-up tasks come from: the task that publishes them and the queue they fall back to.
+    struct FollowUpOrigin: Sendable {
+        var parentID: String
+        var rootID: String
+        var queue: String
+    }
+
+    func origin(of message: TaskMessage) -> FollowUpOrigin {
+        FollowUpOrigin(
+            parentID: message.id,
+            rootID: message.rootID ?? message.id,
+            queue: message.routingKey.isEmpty ? configuration.queues.first ?? "celery" : message.routingKey
+        )
+    }
+
     /// Publishes the link callbacks and the next chain hop of a task that succeeded with `result`, and returns
-    /// the `children` for its result meta (`[[[child_id, null], null], ...]`). Several callbacks are published as
-    /// separate tasks, each its own child (Python sends them as one group, recorded as a single GroupResult child).
+    /// the `children` for its result meta. One callback is one child `[[id, null], null]`; several are sent as
+    /// one group (new group id, `group_index` 0...n-1), recorded as a single GroupResult child
+    /// `[[gid, null], [[[id, null], null], ...]]`, as Celery does. The chain hop comes after them.
     ///
     /// Called before the result is stored and before the ack (Celery's order: callbacks are applied before
     /// `mark_as_done`, so `result.children` is populated). Throws when Redis refused the publish even after
     /// retries; the caller stores the task as failed then (Python only logs such an error and leaves the task
     /// PENDING forever; a FAILURE at least wakes a waiting client).
     func publishSuccessors(of message: TaskMessage, result: JSONValue) async throws(RedisError) -> JSONValue {
+        let origin = origin(of: message)
         var followUps: [OutgoingTask] = []
+        var children: [JSONValue] = []
+        var chordSizes: [ChordSize] = []
+        // Plain callbacks: one is one child; several go out as one group. Group and chord callbacks go out as
+        // themselves (Celery's _dispatch_callbacks_and_chain).
+        var plain: [OutgoingTask] = []
         for signature in message.embed["callbacks"]?.arrayValue ?? [] {
-            if let task = followUp(signature, prepending: result, after: message) { followUps.append(task) }
-        }
-        if var chain = message.embed["chain"]?.arrayValue, let next = chain.popLast() {
-            if var task = followUp(next, prepending: result, after: message) {
-                task.chain = chain.isEmpty ? nil : chain
-                followUps.append(task)
+            guard let expansion = expand(signature, prepending: result, from: origin) else { continue }
+            if (signature["subtask_type"]?.stringValue ?? "").isEmpty {
+                plain += expansion.tasks
+            } else {
+                followUps += expansion.tasks
+                children.append(expansion.child)
+                chordSizes += expansion.chordSizes
             }
         }
-        try await publish(followUps, for: message)
-        return .array(followUps.map { [[.string($0.id), .null], .null] })
+        if plain.count == 1 {
+            followUps.append(plain[0])
+            children.append([[.string(plain[0].id), .null], .null])
+        } else if plain.count > 1 {
+            let group = Self.asGroup(plain)
+            followUps += group.tasks
+            children.append(group.child)
+        }
+        if var chain = message.embed["chain"]?.arrayValue, let next = chain.popLast(),
+            let expansion = expand(next, prepending: result, from: origin, rest: chain)
+        {
+            followUps += expansion.tasks
+            children.append(expansion.child)
+            chordSizes += expansion.chordSizes
+        }
+        try await publish(followUps, taskID: message.id, chordSizes: chordSizes)
+        return .array(children)
     }
 
-    /// Publishes the errbacks of a failed task with its id prepended (unless immutable). Python runs errbacks
-    /// taking more than one argument inline; a Swift worker cannot, so every errback is published as a task.
-    /// Chain hops after a failure are not run. A publish that fails even after retries is logged and dropped:
-    /// the task's FAILURE is still stored.
-    func publishErrbacks(of message: TaskMessage) async {
-        let errbacks = (message.embed["errbacks"]?.arrayValue ?? []).compactMap {
-            followUp($0, prepending: .string(message.id), after: message)
+    /// The tasks as one group: a fresh group id and `group_index` 0...n-1, and the GroupResult tuple for `children`.
+    static func asGroup(_ tasks: [OutgoingTask]) -> (tasks: [OutgoingTask], child: JSONValue) {
+        let groupID = OutgoingTask.newID()
+        var members = tasks
+        for index in members.indices {
+            members[index].groupID = groupID
+            members[index].groupIndex = index
         }
+        let child: JSONValue = [
+            [.string(groupID), .null], .array(members.map { [[.string($0.id), .null], .null] }),
+        ]
+        return (members, child)
+    }
+
+    /// Publishes the errbacks of a failed task with its id prepended (unless immutable), as one group with
+    /// `parent_id` = the failed task, as Celery does. Python runs errbacks taking more than one argument inline;
+    /// a Swift worker cannot, so every errback is published as a task. A publish that fails even after retries is
+    /// logged and dropped: the task's FAILURE is still stored.
+    func publishErrbacks(of message: TaskMessage) async {
+        await publishErrbacks(
+            message.embed["errbacks"]?.arrayValue ?? [],
+            failedTaskID: message.id,
+            from: origin(of: message)
+        )
+    }
+
+    func publishErrbacks(_ signatures: [JSONValue], failedTaskID: String, from origin: FollowUpOrigin) async {
+        var origin = origin
+        origin.parentID = failedTaskID
+        let errbacks = signatures.compactMap { followUp($0, prepending: .string(failedTaskID), from: origin) }
+        guard !errbacks.isEmpty else { return }
         do {
-            try await publish(errbacks, for: message)
+            try await publish(Self.asGroup(errbacks).tasks, taskID: failedTaskID)
         } catch {
             logger.error(
                 "cannot publish the errbacks of a failed task",
-                metadata: ["celery.task.id": "\(message.id)", "error": "\(error)"]
+                metadata: ["celery.task.id": "\(failedTaskID)", "error": "\(error)"]
             )
         }
     }
@@ -51,6 +111,20 @@ extension Worker {
     /// The message for signature `{"task", "args", "kwargs", "options", "subtask_type", "immutable"}` called
     /// after `parent` with `argument` prepended (unless immutable); nil for a signature without a task name.
     func followUp(_ signature: JSONValue, prepending argument: JSONValue, after parent: TaskMessage) -> OutgoingTask? {
+        followUp(signature, prepending: argument, from: origin(of: parent))
+    }
+
+    /// The message for a task signature published by `origin`, with `argument` prepended (unless immutable).
+    /// Group, chord and chain signatures go through `expand` (Worker+NestedCanvas.swift).
+    func followUp(_ signature: JSONValue, prepending argument: JSONValue, from origin: FollowUpOrigin) -> OutgoingTask?
+    {
+        if let kind = signature["subtask_type"]?.stringValue, !kind.isEmpty {
+            logger.error(
+                "cannot publish a nested \(kind) signature here; only task signatures are supported as errbacks",
+                metadata: ["celery.task.id": "\(origin.parentID)", "signature": "\(signature)"]
+            )
+            return nil
+        }
         guard let name = signature["task"]?.stringValue, !name.isEmpty else {
             logger.warning("ignoring a canvas signature without a task name", metadata: ["signature": "\(signature)"])
             return nil
@@ -63,7 +137,7 @@ extension Worker {
         let queue =
             options["queue"]?.stringValue ?? options["queue"]?["name"]?.stringValue
             ?? options["routing_key"]?.stringValue
-            ?? (parent.routingKey.isEmpty ? configuration.queues.first ?? "celery" : parent.routingKey)
+            ?? origin.queue
         var task = OutgoingTask(
             name: name,
             id: options["task_id"]?.stringValue ?? OutgoingTask.newID(),
@@ -73,8 +147,8 @@ extension Worker {
             priority: options["priority"]?.intValue ?? 0,
             origin: configuration.hostname
         )
-        task.parentID = parent.id
-        task.rootID = parent.rootID ?? parent.id
+        task.parentID = origin.parentID
+        task.rootID = origin.rootID
         task.replyTo = options["reply_to"]?.stringValue ?? ""
         task.shadow = options["shadow"]?.stringValue
         task.groupID = options["group_id"]?.stringValue
@@ -102,12 +176,19 @@ extension Worker {
         }
         task.callbacks = signatures(options["link"])
         task.errbacks = signatures(options["link_error"])
-        // TODO(chord issue): pass `options.chord` on when chords are supported.
+        // A chain inside a chord header: its last task carries the chord callback.
+        if let chord = options["chord"], case .object = chord { task.chord = chord }
+        // A chord body that a chain continues after.
+        if let chain = options["chain"]?.arrayValue, !chain.isEmpty { task.chain = chain }
         return task
     }
 
     /// LPUSHes the follow-ups in one MULTI/EXEC (all or none), retrying with backoff for about 3 s.
     func publish(_ tasks: [OutgoingTask], for message: TaskMessage) async throws(RedisError) {
+        try await publish(tasks, taskID: message.id)
+    }
+
+    func publish(_ tasks: [OutgoingTask], taskID: String, chordSizes: [ChordSize] = []) async throws(RedisError) {
         guard !tasks.isEmpty else { return }
         let commands = tasks.map { RESPCommand("LPUSH", $0.list, RESPBytes($0.envelope())) }
         let backoff = RedisBackoff(initial: .milliseconds(100), maximum: .seconds(1))
@@ -116,10 +197,11 @@ extension Worker {
             onFailure: { error, _, delay in
                 logger.warning(
                     "cannot publish follow-up tasks, retrying",
-                    metadata: ["celery.task.id": "\(message.id)", "error": "\(error)", "retry.in": "\(delay)"]
+                    metadata: ["celery.task.id": "\(taskID)", "error": "\(error)", "retry.in": "\(delay)"]
                 )
             },
             operation: { () throws(RedisError) in
+                try await storeChordSizes(chordSizes)
                 for reply in try await brokerClient.transaction(commands) { _ = try reply.get() }
             }
         )

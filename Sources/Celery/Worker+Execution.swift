@@ -11,7 +11,7 @@ extension Worker {
 
         if let expires = message.expires, expires < CeleryTimestamp.now() {
             logger.info("task expired, discarding")
-            store(
+            await store(
                 .revoked,
                 StoredException(type: "TaskRevokedError", module: "celery.exceptions", arguments: ["expired"]),
                 message,
@@ -28,12 +28,7 @@ extension Worker {
                 module: "celery.exceptions",
                 arguments: [.string(message.taskName)]
             )
-            store(
-                .failure,
-                error,
-                message,
-                traceback: error.traceback(taskName: message.taskName, hostname: configuration.hostname)
-            )
+            await storeFailure(error, message)
             acknowledge(message.deliveryTag)
             return
         }
@@ -89,24 +84,23 @@ extension Worker {
                     module: "kombu.exceptions",
                     arguments: [.string("cannot publish callbacks or the next chain task: \(error)")]
                 )
-                if !ignoreResult {
-                    store(.failure, failure, message, traceback: nil)
-                }
+                await storeFailure(failure, message, ignoreResult: ignoreResult)
                 if configuration.acksLate { acknowledge(message.deliveryTag) }
                 return
             }
+            // A chord header's result is stored together with its chord part (Worker+Chord.swift).
+            // (JSONValue is ExpressibleByNilLiteral: spell out the optional, or `nil` would store `null`.)
+            var meta: JSONValue? = .none
             if !ignoreResult {
-                batcher.storeResult(
+                meta = backend.meta(
+                    state: .success,
+                    result: result,
+                    message: message,
                     taskID: message.id,
-                    meta: backend.meta(
-                        state: .success,
-                        result: result,
-                        message: message,
-                        taskID: message.id,
-                        children: children
-                    )
+                    children: children
                 )
             }
+            await storeOutcome(.success, result: result, meta: meta, of: message)
         } catch  where Task.isCancelled {
             // Cold shutdown: the handler was interrupted. Give the message back instead of storing a failure.
             logger.warning("cold shutdown: task interrupted, giving its message back")
@@ -126,7 +120,7 @@ extension Worker {
             let stored = StoredException(error)
             logger.error("task raised \(stored.repr)")
             await publishErrbacks(of: message)
-            if !ignoreResult { storeFailure(stored, message) }
+            await storeFailure(stored, message, ignoreResult: ignoreResult)
         }
         if configuration.acksLate {
             acknowledge(message.deliveryTag)
@@ -158,27 +152,29 @@ extension Worker {
         }
     }
 
-    /// Stores FAILURE with the exception and its traceback text.
-    func storeFailure(_ error: StoredException, _ message: TaskMessage) {
-        store(
-            .failure,
-            error,
-            message,
-            traceback: error.traceback(taskName: message.taskName, hostname: configuration.hostname)
-        )
+    /// Stores FAILURE with the exception and its traceback text (unless results are ignored), returns the chord
+    /// part of a chord header, and fails the rest of the task's chain (Celery's `mark_as_failure`).
+    func storeFailure(_ error: StoredException, _ message: TaskMessage, ignoreResult: Bool = false) async {
+        let traceback = error.traceback(taskName: message.taskName, hostname: configuration.hostname)
+        await store(.failure, error, message, traceback: traceback, ignoreResult: ignoreResult)
+        await failChain(of: message, error: error, traceback: traceback)
     }
 
-    private func store(_ state: TaskState, _ error: StoredException, _ message: TaskMessage, traceback: String?) {
-        batcher.storeResult(
-            taskID: message.id,
-            meta: backend.meta(
-                state: state,
-                result: error.resultJSON,
-                traceback: traceback,
-                message: message,
-                taskID: message.id
-            )
+    private func store(
+        _ state: TaskState,
+        _ error: StoredException,
+        _ message: TaskMessage,
+        traceback: String?,
+        ignoreResult: Bool = false
+    ) async {
+        let meta = backend.meta(
+            state: state,
+            result: error.resultJSON,
+            traceback: traceback,
+            message: message,
+            taskID: message.id
         )
+        await storeOutcome(state, result: error.resultJSON, meta: ignoreResult ? JSONValue?.none : meta, of: message)
     }
 
     /// A message that cannot become a task: say why, keep a copy in the dead-letter list, store a FAILURE when a

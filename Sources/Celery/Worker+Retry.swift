@@ -20,9 +20,7 @@ extension Worker {
                 metadata: ["celery.task.id": "\(message.id)", "celery.task.name": "\(message.taskName)"]
             )
             await publishErrbacks(of: message)
-            if !ignoreResult {
-                storeFailure(failure, message)
-            }
+            await storeFailure(failure, message, ignoreResult: ignoreResult)
             return
         }
         let now = CeleryTimestamp.now()
@@ -63,7 +61,7 @@ extension Worker {
                 "cannot publish the retry; storing FAILURE",
                 metadata: ["celery.task.id": "\(message.id)", "error": "\(error)"]
             )
-            if !ignoreResult { storeFailure(cause ?? StoredException(error), message) }
+            await storeFailure(cause ?? StoredException(error), message, ignoreResult: ignoreResult)
             return
         }
         logger.info(

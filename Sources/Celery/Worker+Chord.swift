@@ -1,0 +1,226 @@
+import JSON
+import Logging
+import Redis
+
+/// Chords on the Redis result backend with Celery 5.7's semantics (PROTOCOL §3.5): every terminal outcome of a
+/// header task (SUCCESS, FAILURE, REVOKED) returns its part; the worker whose part completes the chord claims it
+/// atomically and alone sends the callback with the results in header order, or stores a ChordError for the
+/// callback when a header part failed.
+extension Worker {
+    /// A header task's place in its chord: what `embed.chord` (or a chain element's `options.chord`) says.
+    struct ChordMembership: Sendable {
+        var taskID: String
+        var groupID: String
+        var groupIndex: Int?
+        /// The callback signature.
+        var callback: JSONValue
+        /// The header task, as publisher of the callback.
+        var origin: FollowUpOrigin
+
+        init?(_ message: TaskMessage, origin: FollowUpOrigin) {
+            guard let groupID = message.groupID, !groupID.isEmpty, let callback = message.embed["chord"],
+                case .object = callback
+            else { return nil }
+            self.taskID = message.id
+            self.groupID = groupID
+            self.groupIndex = message.headers["group_index"]?.intValue
+            self.callback = callback
+            self.origin = origin
+        }
+
+        init?(chainElement signature: JSONValue, origin: FollowUpOrigin) {
+            let options = signature["options"]
+            guard let taskID = options?["task_id"]?.stringValue, let groupID = options?["group_id"]?.stringValue,
+                let callback = options?["chord"], case .object = callback
+            else { return nil }
+            self.taskID = taskID
+            self.groupID = groupID
+            self.groupIndex = options?["group_index"]?.intValue
+            self.callback = callback
+            self.origin = FollowUpOrigin(parentID: taskID, rootID: origin.rootID, queue: origin.queue)
+        }
+    }
+
+    /// Stores a task's outcome: `meta` (nil when results are ignored) through the batcher, or, for a chord header,
+    /// together with its chord part in one atomic step, followed by the callback when this part completes the chord.
+    func storeOutcome(_ state: TaskState, result: JSONValue, meta: JSONValue?, of message: TaskMessage) async {
+        guard let membership = ChordMembership(message, origin: origin(of: message)) else {
+            if let meta { batcher.storeResult(taskID: message.id, meta: meta) }
+            return
+        }
+        await returnChordPart(membership, state: state, result: result, meta: meta)
+    }
+
+    /// The part-return step, then the callback (or the chord's error) if this worker claimed the chord.
+    func returnChordPart(_ membership: ChordMembership, state: TaskState, result: JSONValue, meta: JSONValue?) async {
+        var logger = self.logger
+        logger[metadataKey: "celery.task.id"] = "\(membership.taskID)"
+        logger[metadataKey: "celery.group.id"] = "\(membership.groupID)"
+        let chord = RedisChord(groupID: membership.groupID)
+        let token = OutgoingTask.newID().filter { $0 != "-" }
+        let stored = meta.map {
+            (
+                key: ResultBackend.keyPrefix + membership.taskID,
+                payload: batcher.payload(taskID: membership.taskID, meta: $0)
+            )
+        }
+        let answer: RedisChord.PartReturn
+        do {
+            answer = try await RedisBackoff(initial: .milliseconds(100), maximum: .seconds(1)).retry(
+                maximumAttempts: 10,
+                onFailure: { error, _, delay in
+                    logger.warning(
+                        "cannot return a chord part yet, retrying",
+                        metadata: ["error": "\(error)", "retry.in": "\(delay)"]
+                    )
+                },
+                operation: { () throws(RedisError) -> RedisChord.PartReturn in
+                    try await chord.returnPart(
+                        on: backendClient,
+                        taskID: membership.taskID,
+                        groupIndex: membership.groupIndex,
+                        part: RedisChord.part(taskID: membership.taskID, state: state, result: result),
+                        fallbackSize: membership.callback["chord_size"]?.intValue,
+                        meta: stored,
+                        metaTTL: batcher.resultTTL,
+                        chordTTL: batcher.resultTTL,
+                        token: token
+                    )
+                }
+            )
+        } catch {
+            logger.error(
+                "cannot return the chord part; the chord's callback will not be sent",
+                metadata: ["error": "\(error)"]
+            )
+            if let meta { batcher.storeResult(taskID: membership.taskID, meta: meta) }
+            return
+        }
+        logger.debug(
+            "chord part returned",
+            metadata: [
+                "celery.chord.ready": "\(answer.ready)",
+                "celery.chord.size": "\(answer.expected.map(String.init) ?? "?")",
+                "celery.chord.claimed": "\(answer.claimed)",
+            ]
+        )
+        guard answer.claimed else { return }
+        do {
+            try await completeChord(chord, membership, token: token, logger: logger)
+        } catch {
+            logger.error("cannot complete the chord", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Run by the one worker that claimed the chord: join the parts, then publish the callback or fail it.
+    private func completeChord(
+        _ chord: RedisChord,
+        _ membership: ChordMembership,
+        token: String,
+        logger: Logger
+    ) async throws(RedisError) {
+        let callback = membership.callback
+        let callbackID = callback["options"]?["task_id"]?.stringValue ?? OutgoingTask.newID()
+        if let saved = try await chord.savedGroup(on: backendClient), ChordJoin.hasNestedGroups(saved) {
+            let error = ChordJoin.chordError(
+                "Join error: chord headers with nested groups are not supported by swift-celery"
+            )
+            await failChord(chord, membership, callbackID: callbackID, error: error, logger: logger)
+            return
+        }
+        let results: [JSONValue]
+        switch ChordJoin.results(try await chord.parts(on: backendClient)) {
+        case .failure(let error):
+            await failChord(chord, membership, callbackID: callbackID, error: error, logger: logger)
+            return
+        case .success(let joined):
+            results = joined
+        }
+        guard try await chord.extendClaim(on: backendClient, token: token) else {
+            logger.warning("chord callback not sent: the claim was lost to another worker")
+            return
+        }
+        guard var expansion = expand(callback, prepending: .array(results), from: membership.origin),
+            !expansion.tasks.isEmpty
+        else {
+            let error = ChordJoin.chordError("Callback error: the chord callback cannot be published")
+            await failChord(chord, membership, callbackID: callbackID, error: error, logger: logger)
+            return
+        }
+        if (callback["subtask_type"]?.stringValue ?? "").isEmpty { expansion.tasks[0].id = callbackID }
+        do {
+            try await publish(expansion.tasks, taskID: membership.taskID, chordSizes: expansion.chordSizes)
+            logger.debug("chord callback sent", metadata: ["celery.chord.callback": "\(callbackID)"])
+        } catch {
+            let failure = ChordJoin.chordError("Callback error: \(error)")
+            await failChord(chord, membership, callbackID: callbackID, error: failure, logger: logger)
+        }
+        if try await !chord.cleanUp(on: backendClient, token: token) {
+            logger.warning("the chord claim lapsed before cleanup; its keys are left to expire")
+        }
+    }
+
+    /// Stores the chord's error as the callback's FAILURE, sends the callback's errbacks, and drops the size so a
+    /// late copy of a header task does not fail the chord again.
+    private func failChord(
+        _ chord: RedisChord,
+        _ membership: ChordMembership,
+        callbackID: String,
+        error: StoredException,
+        logger: Logger
+    ) async {
+        logger.error("chord failed: \(error.repr)", metadata: ["celery.chord.callback": "\(callbackID)"])
+        let callbackName = membership.callback["task"]?.stringValue ?? "?"
+        batcher.storeResult(
+            taskID: callbackID,
+            meta: backend.meta(
+                state: .failure,
+                result: error.resultJSON,
+                traceback: error.traceback(taskName: callbackName, hostname: configuration.hostname),
+                message: nil,
+                taskID: callbackID
+            )
+        )
+        let errbacks: [JSONValue]
+        switch membership.callback["options"]?["link_error"] {
+        case .array(let items)?: errbacks = items
+        case .object(let one)?: errbacks = [.object(one)]
+        default: errbacks = []
+        }
+        await publishErrbacks(errbacks, failedTaskID: callbackID, from: membership.origin)
+        do {
+            try await chord.dropSize(on: backendClient)
+        } catch {
+            logger.warning("cannot drop the failed chord's size", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Celery's `_fail_chain`: every task still to come in a failed task's chain is stored with the same failure
+    /// (so waiting on the chain's last result raises instead of hanging), and an element that belongs to a chord
+    /// returns its part so the chord does not wait forever.
+    func failChain(of message: TaskMessage, error: StoredException, traceback: String?) async {
+        let origin = origin(of: message)
+        for element in message.embed["chain"]?.arrayValue ?? [] {
+            let options = element["options"]
+            guard let taskID = options?["task_id"]?.stringValue else { continue }
+            var meta = backend.meta(
+                state: .failure,
+                result: error.resultJSON,
+                traceback: traceback,
+                message: nil,
+                taskID: taskID
+            )
+            if let groupID = options?["group_id"]?.stringValue, case .object(var object) = meta {
+                object.removeValue(forKey: "task_id")
+                object["group_id"] = .string(groupID)
+                object["task_id"] = .string(taskID)
+                meta = .object(object)
+            }
+            if let membership = ChordMembership(chainElement: element, origin: origin) {
+                await returnChordPart(membership, state: .failure, result: error.resultJSON, meta: meta)
+            } else {
+                batcher.storeResult(taskID: taskID, meta: meta)
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+import JSON
+import RESP
+import Redis
+
+/// Group, chord and chain signatures inside a canvas (`celery.group`, `celery.chord`, `celery.chain`, marked by
+/// `subtask_type`), as chain steps, link callbacks or chord bodies: `chain(add.s(1, 2), group(add.s(1),
+/// mul.s(2)), xsum.s())` reaches the worker as a chain whose next step is a chord.
+extension Worker {
+    /// What publishing one signature takes: its messages, its entry in the parent's `children`, and the chords
+    /// whose size must be stored before the messages go out.
+    struct Expansion: Sendable {
+        var tasks: [OutgoingTask] = []
+        var child: JSONValue = .null
+        var chordSizes: [ChordSize] = []
+    }
+
+    struct ChordSize: Sendable {
+        var groupID: String
+        var size: Int
+    }
+
+    /// The messages for `signature` published by `origin` with `argument` prepended (unless immutable); `rest` is
+    /// what remains of the enclosing chain (reversed, next step last), run after this signature. Nil when the
+    /// signature cannot be published (logged).
+    func expand(
+        _ signature: JSONValue,
+        prepending argument: JSONValue,
+        from origin: FollowUpOrigin,
+        rest: [JSONValue] = []
+    ) -> Expansion? {
+        switch signature["subtask_type"]?.stringValue ?? "" {
+        case "":
+            guard var task = followUp(signature, prepending: argument, from: origin) else { return nil }
+            if !rest.isEmpty { task.chain = rest }
+            return Expansion(tasks: [task], child: [[.string(task.id), .null], .null])
+        case "chain":
+            let steps = Self.signatures(signature["kwargs"]?["tasks"])
+            guard let first = steps.first else { return nil }
+            return expand(first, prepending: argument, from: origin, rest: rest + steps.dropFirst().reversed())
+        case "group":
+            if !rest.isEmpty {
+                // Celery turns a group followed by more steps into a chord; a bare one cannot pass a result on.
+                logger.error(
+                    "a group followed by more chain steps cannot run; the rest of the chain is dropped",
+                    metadata: ["celery.task.id": "\(origin.parentID)"]
+                )
+            }
+            let groupID =
+                signature["options"]?["task_id"]?.stringValue ?? signature["options"]?["group_id"]?.stringValue
+                ?? OutgoingTask.newID()
+            let members = members(of: signature, prepending: argument, from: origin, groupID: groupID)
+            return Expansion(
+                tasks: members,
+                child: [[.string(groupID), .null], .array(members.map { [[.string($0.id), .null], .null] })]
+            )
+        case "chord":
+            let header = signature["kwargs"]?["header"] ?? .null
+            guard case .object(var body)? = signature["kwargs"]?["body"] else {
+                logger.error("a chord signature without a body", metadata: ["celery.task.id": "\(origin.parentID)"])
+                return nil
+            }
+            let groupID =
+                header["options"]?["task_id"]?.stringValue ?? signature["options"]?["task_id"]?.stringValue
+                ?? OutgoingTask.newID()
+            var options = body["options"]?.objectValue ?? [:]
+            let bodyID = options["task_id"]?.stringValue ?? OutgoingTask.newID()
+            options["task_id"] = .string(bodyID)
+            options["group_id"] = .string(groupID)
+            if !rest.isEmpty { options["chain"] = .array(rest) }
+            body["options"] = .object(options)
+            var members = members(of: header, prepending: argument, from: origin, groupID: groupID)
+            guard !members.isEmpty else {
+                // An empty header: Celery calls the body at once with an empty list.
+                return expand(.object(body), prepending: [], from: origin)
+            }
+            for index in members.indices { members[index].chord = .object(body) }
+            return Expansion(
+                tasks: members,
+                child: [[.string(bodyID), .null], .null],
+                chordSizes: [ChordSize(groupID: groupID, size: members.count)]
+            )
+        case let other:
+            logger.error(
+                "cannot publish a \(other) signature as a follow-up",
+                metadata: ["celery.task.id": "\(origin.parentID)"]
+            )
+            return nil
+        }
+    }
+
+    /// The members of a group signature (or a plain list of signatures), each with `argument` prepended.
+    private func members(
+        of group: JSONValue,
+        prepending argument: JSONValue,
+        from origin: FollowUpOrigin,
+        groupID: String
+    ) -> [OutgoingTask] {
+        let signatures = group.arrayValue ?? Self.signatures(group["kwargs"]?["tasks"])
+        let immutable = group["immutable"]?.boolValue == true
+        var tasks: [OutgoingTask] = []
+        for (index, member) in signatures.enumerated() {
+            var member = member
+            if immutable, case .object(var object) = member {
+                object["immutable"] = true
+                member = .object(object)
+            }
+            guard var task = expand(member, prepending: argument, from: origin)?.tasks.first,
+                (member["subtask_type"]?.stringValue ?? "").isEmpty
+            else {
+                logger.error(
+                    "only task signatures are supported inside a nested group; skipping a member",
+                    metadata: ["celery.task.id": "\(origin.parentID)"]
+                )
+                continue
+            }
+            task.groupID = groupID
+            task.groupIndex = member["options"]?["group_index"]?.intValue ?? index
+            tasks.append(task)
+        }
+        return tasks
+    }
+
+    /// `kwargs.tasks` of a group or chain signature: a list, or (from some clients) a single signature.
+    static func signatures(_ value: JSONValue?) -> [JSONValue] {
+        switch value {
+        case .array(let items)?: return items
+        case .object(let one)?: return [.object(one)]
+        default: return []
+        }
+    }
+
+    /// Stores the size of chords about to be published (and clears a stale claim), as a client does before the
+    /// last header task goes out.
+    func storeChordSizes(_ sizes: [ChordSize]) async throws(RedisError) {
+        guard !sizes.isEmpty else { return }
+        var commands: [RESPCommand] = []
+        for size in sizes {
+            let chord = RedisChord(groupID: size.groupID)
+            commands.append(RESPCommand("DEL", chord.claimKey))
+            if batcher.resultTTL > 0 {
+                commands.append(RESPCommand("SET", chord.sizeKey, String(size.size), "EX", String(batcher.resultTTL)))
+            } else {
+                commands.append(RESPCommand("SET", chord.sizeKey, String(size.size)))
+            }
+        }
+        for reply in try await backendClient.pipeline(commands) { _ = try reply.get() }
+    }
+}

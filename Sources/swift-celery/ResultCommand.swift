@@ -1,0 +1,79 @@
+import ArgumentParser
+import Celery
+import Foundation
+import JSON
+import Logging
+import Redis
+
+/// `swift-celery result ID`: prints a task's result (or waits for it).
+struct ResultCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "result",
+        abstract: "Print the result of a Celery task.",
+        discussion: """
+            Prints the result as JSON when the task succeeded (exit 0). A failed or revoked task prints its error \
+            (exit 1); a task not finished yet prints its state (PENDING, STARTED, RETRY) and exits 1, unless --wait \
+            waits for it. --state prints only the state (exit 0). --forget deletes the stored result.
+            """
+    )
+
+    @Argument(help: "The task id.")
+    var id: String
+
+    @Flag(help: "Wait for the task to finish.")
+    var wait = false
+
+    @Option(help: "Seconds --wait waits.")
+    var timeout: Double = 30
+
+    @Flag(help: "Print only the state.")
+    var state = false
+
+    @Flag(help: "Delete the stored result.")
+    var forget = false
+
+    @Option(name: [.short, .long], help: "Broker URL (the result backend falls back to it).")
+    var broker: String?
+
+    @Option(name: .long, help: "Result backend URL.")
+    var resultBackend: String?
+
+    func run() async throws {
+        guard !id.isEmpty else {
+            CommandOutput.error("the task id is empty")
+            throw ExitCode(2)
+        }
+        guard timeout.isFinite, timeout > 0 else {
+            CommandOutput.error("--timeout must be a positive number")
+            throw ExitCode(2)
+        }
+        try await CommandOutput.withClient(broker: broker, resultBackend: resultBackend, queue: "celery") { client in
+            let result = client.result(id)
+            do {
+                if forget {
+                    try await result.forget()
+                    return
+                }
+                if state {
+                    print(try await result.state())
+                    return
+                }
+                if !wait {
+                    guard let meta = try await result.meta() else {
+                        CommandOutput.error("task \(id) is PENDING")
+                        throw ExitCode.failure
+                    }
+                    let status = meta["status"]?.stringValue ?? "?"
+                    guard TaskState(rawValue: status)?.isReady == true else {
+                        CommandOutput.error("task \(id) is \(status)")
+                        throw ExitCode.failure
+                    }
+                }
+            } catch let error as CeleryClientError {
+                CommandOutput.error(error.message)
+                throw ExitCode.failure
+            }
+            try await CommandOutput.printResult(of: result, timeout: wait ? timeout : 1)
+        }
+    }
+}

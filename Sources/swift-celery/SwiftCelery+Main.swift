@@ -1,0 +1,24 @@
+import ArgumentParser
+import Foundation
+
+extension SwiftCelery {
+    /// ArgumentParser's `main()`, except that the client commands (`send`, `result`, `canvas`) exit with 2 on bad
+    /// usage, as their help says, where ArgumentParser uses 64.
+    static func main() async {
+        let clientCommand = ["send", "result", "canvas"].contains(CommandLine.arguments.dropFirst().first ?? "")
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            if clientCommand && exitCode(for: error) == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
+}
