@@ -6,6 +6,8 @@
 #   build      swift build --build-tests
 #   test       swift test [arguments...], with throw-away Redis servers (scripts/test-redis.sh)
 #   interop    pytest over Tests/Interop in .venv-interop (celery[redis] 5.7.0), when it has test files
+#   fuzz       scripts/fuzz.sh 60: each libFuzzer target in Fuzz/ for 60 s (fails on a crash)
+#   soak       Benchmarks/soak.sh 60: mixed load through Redis restarts (fails if a task is lost)
 # A failed lint does not stop the build and tests; the exit status is non-zero if any step failed.
 set -uo pipefail
 
@@ -58,6 +60,12 @@ if [[ -d Tests/Interop ]] && [[ -n $(find Tests/Interop -name 'test_*.py' -o -na
 else
     echo "no test files in Tests/Interop; skipped"
 fi
+
+section "fuzz: scripts/fuzz.sh 60"
+scripts/fuzz.sh 60 || failed+=(fuzz)
+
+section "soak: Benchmarks/soak.sh 60"
+Benchmarks/soak.sh 60 || failed+=(soak)
 
 if ((${#failed[@]} > 0)); then
     section "failed: ${failed[*]}"

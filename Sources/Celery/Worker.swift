@@ -66,6 +66,7 @@ public final class Worker: Service, Sendable {
         layout.unackedKey = configuration.unackedKey
         layout.unackedIndexKey = configuration.unackedIndexKey
         layout.unackedMutexKey = configuration.unackedMutexKey
+        layout.maximumMessageSize = max(0, configuration.maximumMessageSize)
         self.broker = KombuBroker(client: broker, layout: layout, logger: logger)
         self.backend = ResultBackend(
             expires: configuration.resultExpires,
@@ -193,6 +194,7 @@ public final class Worker: Service, Sendable {
                     }
                 }
                 gate.release(credit - deliveries.count)
+                deliveries = await rejectOversized(deliveries)
                 holding.withLock { held in
                     for delivery in deliveries { if let tag = delivery.tag { held.insert(tag) } }
                 }
@@ -295,13 +297,16 @@ public final class Worker: Service, Sendable {
 
     /// Decodes and runs one fetched message; false when it went on hold (its credit is then already free).
     private func process(_ delivery: Delivery) async -> Bool {
-        let message: TaskMessage
+        var message: TaskMessage
         do {
             message = try TaskMessage(envelope: delivery.envelope)
         } catch {
             await reject(delivery, error)
             return true
         }
+        // The pop recorded the message in `unacked` under the tag its text search found; ack that one, even if a
+        // hostile envelope names another tag elsewhere.
+        if let recorded = delivery.tag, recorded != message.deliveryTag { message.deliveryTag = recorded }
         if let eta = message.eta, eta > CeleryTimestamp.now(), !isStopping {
             switch held.hold(delivery, message, until: eta, creditFree: configuration.maximumHeld) {
             case nil:

@@ -1,0 +1,54 @@
+import Foundation
+import JSON
+import RESP
+import Redis
+import Testing
+
+@testable import Celery
+
+/// A hostile message the pop script recorded in `unacked` must leave it again, or the visibility-timeout restore
+/// would put it back on the queue every hour (found by Tests/Interop/test_poison.py).
+@Suite(.enabled(if: TestRedis.available, "needs SWIFT_CELERY_TEST_REDIS_URL (run through scripts/test.sh)"))
+struct WorkerUnackedCleanupTests {
+    func configuration(_ queue: String) -> WorkerConfiguration {
+        var configuration = WorkerConfiguration(queues: [queue])
+        configuration.unackedKey = "unacked-cleanup"
+        configuration.unackedIndexKey = "unacked-cleanup_index"
+        configuration.unackedMutexKey = "unacked-cleanup_mutex"
+        return configuration
+    }
+
+    @Test func unparsableEnvelopeWithADeliveryTagIsAckedAndDeadLettered() async throws {
+        let queue = TestRedis.uniqueQueue()
+        try await TestRedis.withWorker(configuration(queue)) { _, redis in
+            let message = TestRedis.envelope(task: "tasks.add", args: [1, 2], queue: queue)
+            // Cut after the delivery tag: the pop's text search finds the tag, the JSON parser refuses the text.
+            let truncated = Array(message.bytes.dropLast())
+            try await TestRedis.push(redis, queue, truncated)
+            let good = TestRedis.envelope(task: "tasks.add", args: [2, 2], queue: queue)
+            try await TestRedis.push(redis, queue, good.bytes)
+            #expect(try await TestRedis.result(redis, good.id)["result"] == 4)
+            #expect(try await TestRedis.eventuallyAcked(redis, message.tag, key: "unacked-cleanup"))
+            let letters = try await redis.send(RESPCommand("LRANGE", "swift-celery:dead-letter", 0, 100)).array ?? []
+            #expect(letters.contains { $0.bytes.map { Array($0.readableBytesView) } == truncated })
+        }
+    }
+
+    @Test func decoyDeliveryTagBeforeTheRealOne() async throws {
+        let queue = TestRedis.uniqueQueue()
+        try await TestRedis.withWorker(configuration(queue)) { _, redis in
+            let decoy = "decoy-\(UUID().uuidString)"
+            // headers come before properties: the pop records the message under the decoy.
+            let message = TestRedis.envelope(
+                task: "tasks.add",
+                args: [3, 4],
+                queue: queue,
+                extraHeaders: ["delivery_tag": .string(decoy)]
+            )
+            try await TestRedis.push(redis, queue, message.bytes)
+            #expect(try await TestRedis.result(redis, message.id)["result"] == 7)
+            #expect(try await TestRedis.eventuallyAcked(redis, decoy, key: "unacked-cleanup"))
+            #expect(try await TestRedis.eventuallyAcked(redis, message.tag, key: "unacked-cleanup"))
+        }
+    }
+}
