@@ -105,8 +105,12 @@ def main() -> int:
     parser.add_argument("--restart-every", type=float, default=None,
                         help="seconds between Redis restarts (default 300, or 15 for runs under 5 minutes)")
     parser.add_argument("--rate", type=float, default=100, help="tasks pushed per second")
+    parser.add_argument("--visibility-timeout", type=float, default=30,
+                        help="the worker's --visibility-timeout (seconds)")
     parser.add_argument("--binary", default=os.environ.get("SWIFT_CELERY_BIN", ""))
     args = parser.parse_args()
+    # SIGTERM ends the run like Ctrl-C, so the worker and redis-server are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     restart_every = args.restart_every or (300 if args.seconds >= 300 else 15)
     binary = args.binary or next(str(p) for p in (ROOT / ".build/release/swift-celery",
                                                    ROOT / ".build/debug/swift-celery") if p.exists())
@@ -119,7 +123,10 @@ def main() -> int:
     queue = "soak"
     log_path = Path(directory) / "worker.log"
     log = open(log_path, "w")
-    worker = subprocess.Popen([binary, "worker", "--broker", url, "-Q", queue, "-c", "16", "-n", "soak@localhost"],
+    # A pop whose reply is lost with the connection (Redis killed mid-reply) leaves its message recorded in
+    # `unacked`: it comes back after the visibility timeout, so the run uses a short one to see it come back.
+    worker = subprocess.Popen([binary, "worker", "--broker", url, "-Q", queue, "-c", "16", "-n", "soak@localhost",
+                               "--visibility-timeout", str(args.visibility_timeout)],
                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     client = redis.Redis(port=port, socket_timeout=5, socket_connect_timeout=1)
     rng = random.Random(7)
@@ -191,7 +198,7 @@ def main() -> int:
 
         # Every sent task must end with a stored state.
         missing = list(sent)
-        drain_deadline = time.monotonic() + 120
+        drain_deadline = time.monotonic() + 120 + 2 * args.visibility_timeout
         while missing and time.monotonic() < drain_deadline:
             try:
                 pipe = client.pipeline(transaction=False)

@@ -42,13 +42,13 @@ run() {
     local target=$1 name log status
     name=$(product "$target")
     mkdir -p ".work/corpus/$target" "artifacts/$target"
-    log=".work/$target.log"
+    log=".work/$target-$mode.log"
     ASAN_OPTIONS=detect_leaks=0 "$bin/$name" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
         -max_len=65536 -print_final_stats=1 -artifact_prefix="artifacts/$target/" \
         ".work/corpus/$target" "corpus/$target" >"$log" 2>&1
     status=$?
     local runs
-    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$')
+    runs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$')
     if ((status != 0)); then
         echo "fuzz: $target CRASHED after ${runs:-?} runs (exit $status); log $PWD/$log:" >&2
         grep -A 30 -E '==ERROR|Fatal error|Precondition failed|deadly signal|SUMMARY' "$log" | head -60 >&2
