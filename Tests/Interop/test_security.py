@@ -297,3 +297,20 @@ def test_bad_certificates_get_a_clear_error(tls, change, expected):
     output, _ = run_until(cmd, environment(), lambda out: "retrying" in out or "Error" in out, timeout=20)
     assert "worker ready" not in output, output
     assert re.search(expected, output, re.I), output
+
+
+# -- message content is data ------------------------------------------------------------------------------------
+
+
+def test_no_code_path_loads_or_runs_code_named_by_a_message():
+    """The worker's sources (and the shipped tasks) contain no dynamic loading, process spawning or reflection by
+    name: a message can only select a handler compiled into the registry (pickle is refused, see test_poison)."""
+    forbidden = re.compile(r"\b(dlopen|dlsym|NSClassFromString|NSSelectorFromString|posix_spawn|popen|execv\w*|"
+                           r"system)\s*\(|\bProcess\s*\(")
+    hits = []
+    for folder in ("Sources", "tasks"):
+        for path in sorted((ROOT / folder).rglob("*.swift")):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if forbidden.search(line.split("//")[0]):
+                    hits.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not hits, "\n".join(hits)
