@@ -137,11 +137,13 @@ struct KombuBroker: Sendable {
     }
 
     /// Pops and records up to `limit` waiting messages in one round trip.
-    func pop(lists: [String], limit: Int) async throws(RedisError) -> [Delivery] {
+    /// `stamp` is the `unacked_index` score the popped messages get: if the reply is lost (Redis died or the
+    /// connection dropped after the script ran), ``recoverLostPop(stamp:holding:)`` finds them by it.
+    func pop(lists: [String], limit: Int, stamp: String = KombuBroker.now()) async throws(RedisError) -> [Delivery] {
         let reply = try await client.evaluate(
             Self.popScript,
             keys: lists + [layout.unackedKey, layout.unackedIndexKey, layout.deadLetterKey],
-            arguments: [String(limit), Self.now(), String(layout.deadLetterLimit), String(layout.maximumMessageSize)]
+            arguments: [String(limit), stamp, String(layout.deadLetterLimit), String(layout.maximumMessageSize)]
         )
         guard let items = reply.array else { return [] }
         var deliveries: [Delivery] = []

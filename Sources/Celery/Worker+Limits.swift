@@ -48,3 +48,27 @@ extension Worker {
         return kept
     }
 }
+
+extension Worker {
+    /// Gives back the messages of pops whose replies were lost (see `KombuBroker.recoverLostPop`); returns the
+    /// stamps that could not be checked yet.
+    func recoverLostPops(_ stamps: [String]) async -> [String] {
+        var remaining: [String] = []
+        for stamp in stamps {
+            do {
+                let restored = try await broker.recoverLostPop(stamp: stamp, holding: holding.withLock { $0 })
+                if restored > 0 {
+                    logger.warning(
+                        "gave back \(restored) message(s) whose pop reply was lost with the connection",
+                        metadata: ["redis.url": "\(brokerClient.configuration.redactedURL)"]
+                    )
+                }
+            } catch {
+                remaining.append(stamp)
+            }
+        }
+        // A connection that keeps failing could pile up stamps; past a few hundred the visibility-timeout restore
+        // takes care of the oldest.
+        return Array(remaining.suffix(256))
+    }
+}

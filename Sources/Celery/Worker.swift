@@ -157,6 +157,7 @@ public final class Worker: Service, Sendable {
         var blocking: RedisConnection?
         var failures = 0
         var idleDelay = Duration.milliseconds(1)
+        var lostPops: [String] = []
         while !isStopping {
             let credit = await gate.acquireAll()
             guard credit > 0, !isStopping else {
@@ -166,12 +167,16 @@ public final class Worker: Service, Sendable {
             let lists = KombuLayout.lists(queues: queues)
             // kombu's round_robin cycle: the next fetch starts with the next queue.
             if queues.count > 1 { queues.append(queues.removeFirst()) }
+            let stamp = KombuBroker.now()
+            var popInFlight = true
             do {
-                var deliveries = try await broker.pop(lists: lists, limit: credit)
+                var deliveries = try await broker.pop(lists: lists, limit: credit, stamp: stamp)
+                popInFlight = false
                 if failures > 0 {
                     logger.info("consuming again", metadata: ["redis.url": "\(brokerClient.configuration.redactedURL)"])
                     failures = 0
                 }
+                if !lostPops.isEmpty { lostPops = await recoverLostPops(lostPops) }
                 if deliveries.isEmpty, let maximum = configuration.idlePolling {
                     // Every pop is the atomic script: nothing is ever popped without being recorded. Idle, poll
                     // again after 1 ms, 2 ms, ... up to `maximum`.
@@ -202,6 +207,8 @@ public final class Worker: Service, Sendable {
                     await restore(delivery)
                 }
             } catch {
+                // Redis may have run the pop script and lost only its reply: look for those messages once it is back.
+                if popInFlight { lostPops.append(stamp) }
                 gate.release(credit)
                 failures += 1
                 await blocking?.close()

@@ -51,4 +51,37 @@ struct WorkerUnackedCleanupTests {
             #expect(try await TestRedis.eventuallyAcked(redis, message.tag, key: "unacked-cleanup"))
         }
     }
+
+    /// A pop whose reply is lost (Redis killed after the script ran) leaves its messages recorded in `unacked`
+    /// under the pop's stamp; recovering by that stamp puts them back on their lists now, not after the
+    /// visibility timeout, and leaves other workers' entries alone.
+    @Test func lostPopReplyIsRecoveredByItsStamp() async throws {
+        let queue = TestRedis.uniqueQueue()
+        let redis = try TestRedis.client()
+        var layout = KombuLayout()
+        layout.unackedKey = "unacked-lostpop"
+        layout.unackedIndexKey = "unacked-lostpop_index"
+        let broker = KombuBroker(client: redis, layout: layout, logger: TestRedis.logger)
+        let messages = (0..<3).map { TestRedis.envelope(task: "tasks.add", args: [.int($0), 1], queue: queue) }
+        for message in messages { try await TestRedis.push(redis, queue, message.bytes) }
+        let other = TestRedis.envelope(task: "tasks.add", args: [9, 9], queue: queue)
+        try await TestRedis.push(redis, queue, other.bytes)
+
+        let stamp = KombuBroker.now()
+        let popped = try await broker.pop(lists: [queue], limit: 3, stamp: stamp)  // the reply we "lose"
+        #expect(popped.count == 3)
+        _ = try await broker.pop(lists: [queue], limit: 1)  // another pop (another worker): a different stamp
+        #expect(try await redis.send(RESPCommand("LLEN", queue)).int == 0)
+
+        let restored = try await broker.recoverLostPop(stamp: stamp, holding: [])
+        #expect(restored == 3)
+        #expect(try await redis.send(RESPCommand("LLEN", queue)).int == 3)
+        for message in messages { #expect(try await !TestRedis.inUnacked(redis, message.tag, key: layout.unackedKey)) }
+        #expect(try await TestRedis.inUnacked(redis, other.tag, key: layout.unackedKey))
+        let back = try await redis.send(RESPCommand("RPOP", queue))
+        let envelope = try JSONValue(parsing: Array(try #require(back.bytes).readableBytesView))
+        #expect(envelope["headers"]?["redelivered"] == true)
+        #expect(try await broker.recoverLostPop(stamp: stamp, holding: []) == 0)
+        await redis.close()
+    }
 }
