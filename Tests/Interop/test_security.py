@@ -314,3 +314,16 @@ def test_no_code_path_loads_or_runs_code_named_by_a_message():
                 if forbidden.search(line.split("//")[0]):
                     hits.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not hits, "\n".join(hits)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("12q", "--max-message-size must be a number of bytes"), ("-1", "--max-message-size must be a number of bytes"),
+    ("1.5M", "--max-message-size must be a number of bytes"),
+    ("99999999999999999999", "--max-message-size must be a number of bytes"),
+    ("", "Missing value for '--max-message-size"),
+])
+def test_bad_max_message_size_is_refused(value, message):
+    result = subprocess.run([str(swift_binary()), "worker", f"--max-message-size={value}"], capture_output=True,
+                            text=True, timeout=30, env=environment(), stdin=subprocess.DEVNULL)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr, result.stderr
