@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "Celery", targets: ["Celery"]),
         .library(name: "Redis", targets: ["Redis"]),
         .library(name: "JSON", targets: ["JSON"]),
+        .library(name: "RESP", targets: ["RESP"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),

@@ -17,6 +17,8 @@ struct KombuLayout: Sendable {
     /// Where messages no worker can decode are kept for an operator (ours; kombu drops them).
     var deadLetterKey = "swift-celery:dead-letter"
     var deadLetterLimit = 10_000
+    /// Messages longer than this many bytes are dead-lettered unparsed (0: no limit).
+    var maximumMessageSize = 0
 
     /// The list holding `queue`'s messages of priority `priority`: the largest step ≤ priority.
     static func list(queue: String, priority: Int) -> String {
@@ -36,6 +38,9 @@ struct Delivery: Sendable {
     var envelope: [UInt8]
     /// The delivery tag it was recorded under in `unacked`; nil when it had none (it was not recorded).
     var tag: String?
+    /// Set when the message was larger than the size limit: it was not recorded, `envelope` is empty, and the
+    /// message itself went to the dead-letter list.
+    var oversized: OversizedMessage? = nil
 }
 
 /// Fetches, records, acks and restores messages in kombu's exact Redis layout, so Python and Swift workers share
@@ -48,21 +53,41 @@ struct KombuBroker: Sendable {
     /// Pops up to ARGV[1] messages from KEYS[1..n-3] in order and records each in `unacked` (KEYS[n-2]) and
     /// `unacked_index` (KEYS[n-1]) in the same atomic step, so no popped message is ever unrecorded. A message
     /// without a delivery tag cannot be recorded or acked; it goes to the dead-letter list (KEYS[n]) instead.
-    /// Returns a flat array: list, envelope, tag (or false), list, envelope, tag, ...
+    /// A message longer than ARGV[4] bytes (0: no limit) is measured here, in Redis, before anything parses it:
+    /// it goes to the dead-letter list and only its size, task id and task name (looked up in its first and last
+    /// 64 KiB) are returned, so it never crosses the connection.
+    /// Returns a flat array: list, envelope, tag (or false), list, envelope, tag, ... where an oversized message's
+    /// envelope is `[size, id or false, task name or false]`.
     static let popScript = RedisScript(
         """
         local limit = tonumber(ARGV[1])
         local now = ARGV[2]
+        local maxSize = tonumber(ARGV[4])
         local n = #KEYS
         local unacked, index, dead = KEYS[n - 2], KEYS[n - 1], KEYS[n]
         local out = {}
         local count = 0
+        local function field(text, key)
+          return string.match(text, '"' .. key .. '"%s*:%s*"([^"\\\\]+)"')
+        end
         for i = 1, n - 3 do
           while count < limit do
             local message = redis.call('RPOP', KEYS[i])
             if not message then break end
-            local tag = string.match(message, '"delivery_tag"%s*:%s*"([^"\\\\]+)"')
-            if tag then
+            local tag = nil
+            if maxSize > 0 and #message > maxSize then
+              local head, tail = string.sub(message, 1, 65536), string.sub(message, -65536)
+              local id = field(tail, 'id') or field(head, 'id') or field(tail, 'correlation_id')
+                or field(head, 'correlation_id')
+              local task = field(tail, 'task') or field(head, 'task')
+              redis.call('LPUSH', dead, message)
+              redis.call('LTRIM', dead, 0, tonumber(ARGV[3]) - 1)
+              message = {#message, id or false, task or false}
+            else
+              tag = string.match(message, '"delivery_tag"%s*:%s*"([^"\\\\]+)"')
+            end
+            if type(message) == 'table' then
+            elseif tag then
               local exchange = string.match(message, '"exchange"%s*:%s*"([^"]*)"') or ''
               local rk = string.match(message, '"routing_key"%s*:%s*"([^"]*)"') or ''
               redis.call('ZADD', index, now, tag)
@@ -112,11 +137,13 @@ struct KombuBroker: Sendable {
     }
 
     /// Pops and records up to `limit` waiting messages in one round trip.
-    func pop(lists: [String], limit: Int) async throws(RedisError) -> [Delivery] {
+    /// `stamp` is the `unacked_index` score the popped messages get: if the reply is lost (Redis died or the
+    /// connection dropped after the script ran), ``recoverLostPop(stamp:holding:)`` finds them by it.
+    func pop(lists: [String], limit: Int, stamp: String = KombuBroker.now()) async throws(RedisError) -> [Delivery] {
         let reply = try await client.evaluate(
             Self.popScript,
             keys: lists + [layout.unackedKey, layout.unackedIndexKey, layout.deadLetterKey],
-            arguments: [String(limit), Self.now(), String(layout.deadLetterLimit)]
+            arguments: [String(limit), stamp, String(layout.deadLetterLimit), String(layout.maximumMessageSize)]
         )
         guard let items = reply.array else { return [] }
         var deliveries: [Delivery] = []
@@ -124,8 +151,14 @@ struct KombuBroker: Sendable {
         var index = 0
         while index + 2 < items.count {
             let list = items[index].string ?? ""
-            let envelope = items[index + 1].bytes.map { Array($0.readableBytesView) } ?? []
-            deliveries.append(Delivery(list: list, envelope: envelope, tag: items[index + 2].string))
+            if let oversized = items[index + 1].array {
+                deliveries.append(
+                    Delivery(list: list, envelope: [], tag: nil, oversized: OversizedMessage(scriptReply: oversized))
+                )
+            } else {
+                let envelope = items[index + 1].bytes.map { Array($0.readableBytesView) } ?? []
+                deliveries.append(Delivery(list: list, envelope: envelope, tag: items[index + 2].string))
+            }
             index += 3
         }
         return deliveries
@@ -149,6 +182,12 @@ struct KombuBroker: Sendable {
         )
         guard let pair = reply.array, pair.count == 2, let list = pair[0].string, let bytes = pair[1].bytes else {
             return nil
+        }
+        if layout.maximumMessageSize > 0, bytes.readableBytes > layout.maximumMessageSize {
+            // Measured before parsing: the message is not recorded, only kept in the dead-letter list.
+            let oversized = OversizedMessage(scanning: bytes.readableBytesView)
+            try await deadLetter(Array(bytes.readableBytesView))
+            return Delivery(list: list, envelope: [], tag: nil, oversized: oversized)
         }
         var delivery = Delivery(list: list, envelope: Array(bytes.readableBytesView))
         delivery.tag = try await record(delivery)

@@ -215,7 +215,9 @@ extension Worker {
                 )
             )
         }
-        if let tag = error.deliveryTag {
+        // The tag the pop recorded the message under: its text search can find one in an envelope that does not
+        // parse. Without one the message was not recorded and the pop already dead-lettered it.
+        if let tag = delivery.tag {
             // Recorded in unacked by the pop; the script only dead-letters untagged messages, so copy it here.
             do {
                 try await broker.deadLetter(delivery.envelope)

@@ -66,6 +66,7 @@ public final class Worker: Service, Sendable {
         layout.unackedKey = configuration.unackedKey
         layout.unackedIndexKey = configuration.unackedIndexKey
         layout.unackedMutexKey = configuration.unackedMutexKey
+        layout.maximumMessageSize = max(0, configuration.maximumMessageSize)
         self.broker = KombuBroker(client: broker, layout: layout, logger: logger)
         self.backend = ResultBackend(
             expires: configuration.resultExpires,
@@ -156,6 +157,7 @@ public final class Worker: Service, Sendable {
         var blocking: RedisConnection?
         var failures = 0
         var idleDelay = Duration.milliseconds(1)
+        var lostPops: [String] = []
         while !isStopping {
             let credit = await gate.acquireAll()
             guard credit > 0, !isStopping else {
@@ -165,12 +167,16 @@ public final class Worker: Service, Sendable {
             let lists = KombuLayout.lists(queues: queues)
             // kombu's round_robin cycle: the next fetch starts with the next queue.
             if queues.count > 1 { queues.append(queues.removeFirst()) }
+            let stamp = KombuBroker.now()
+            var popInFlight = true
             do {
-                var deliveries = try await broker.pop(lists: lists, limit: credit)
+                var deliveries = try await broker.pop(lists: lists, limit: credit, stamp: stamp)
+                popInFlight = false
                 if failures > 0 {
                     logger.info("consuming again", metadata: ["redis.url": "\(brokerClient.configuration.redactedURL)"])
                     failures = 0
                 }
+                if !lostPops.isEmpty { lostPops = await recoverLostPops(lostPops) }
                 if deliveries.isEmpty, let maximum = configuration.idlePolling {
                     // Every pop is the atomic script: nothing is ever popped without being recorded. Idle, poll
                     // again after 1 ms, 2 ms, ... up to `maximum`.
@@ -193,6 +199,7 @@ public final class Worker: Service, Sendable {
                     }
                 }
                 gate.release(credit - deliveries.count)
+                deliveries = await rejectOversized(deliveries)
                 holding.withLock { held in
                     for delivery in deliveries { if let tag = delivery.tag { held.insert(tag) } }
                 }
@@ -200,6 +207,8 @@ public final class Worker: Service, Sendable {
                     await restore(delivery)
                 }
             } catch {
+                // Redis may have run the pop script and lost only its reply: look for those messages once it is back.
+                if popInFlight { lostPops.append(stamp) }
                 gate.release(credit)
                 failures += 1
                 await blocking?.close()
@@ -295,13 +304,16 @@ public final class Worker: Service, Sendable {
 
     /// Decodes and runs one fetched message; false when it went on hold (its credit is then already free).
     private func process(_ delivery: Delivery) async -> Bool {
-        let message: TaskMessage
+        var message: TaskMessage
         do {
             message = try TaskMessage(envelope: delivery.envelope)
         } catch {
             await reject(delivery, error)
             return true
         }
+        // The pop recorded the message in `unacked` under the tag its text search found; ack that one, even if a
+        // hostile envelope names another tag elsewhere.
+        if let recorded = delivery.tag, recorded != message.deliveryTag { message.deliveryTag = recorded }
         if let eta = message.eta, eta > CeleryTimestamp.now(), !isStopping {
             switch held.hold(delivery, message, until: eta, creditFree: configuration.maximumHeld) {
             case nil:

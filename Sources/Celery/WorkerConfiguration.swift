@@ -37,6 +37,12 @@ public struct WorkerConfiguration: Sendable {
     public var idlePolling: Duration? = .milliseconds(25)
     /// How long one idle BRPOP waits before the worker checks for shutdown again (kombu uses 1 s).
     public var idlePollTimeout: Duration
+    /// Messages longer than this many bytes are refused before they are parsed (0: no limit). The pop script
+    /// measures them in Redis, so they never cross the connection: each goes to the dead-letter list, and a
+    /// FAILURE (`kombu.exceptions.LimitExceeded`) is stored when its task id is found in its first or last 64 KiB.
+    public var maximumMessageSize: Int = WorkerConfiguration.defaultMaximumMessageSize
+    /// 64 MiB: far above any task message Celery writes (a 10 MB argument runs), far below Redis's 512 MB.
+    public static let defaultMaximumMessageSize = 64 << 20
 
     public init(
         queues: [String] = ["celery"],

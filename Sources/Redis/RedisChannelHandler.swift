@@ -189,7 +189,17 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         if let e = error as? RedisError {
             redisError = e
         } else if tlsHandshakePending {
-            redisError = RedisError(.tlsFailure, "TLS handshake failed: \(error)", underlyingError: ErrorBox(error))
+            let text = "\(error)"
+            // Say in plain words what BoringSSL's code means; the full error follows.
+            let summary =
+                text.contains("CERTIFICATE_VERIFY_FAILED")
+                ? "the server's certificate does not verify against the trusted CAs (ssl_ca_certs) "
+                : ""
+            redisError = RedisError(
+                .tlsFailure,
+                "TLS handshake failed: \(summary)\(text)",
+                underlyingError: ErrorBox(error)
+            )
         } else {
             redisError = RedisError(.connectionClosed, "connection error: \(error)", underlyingError: error)
         }

@@ -71,6 +71,7 @@ public final class RedisConnection: Sendable {
             do {
                 sslContext = try makeSSLContext(tls)
             } catch {
+                if let error = error as? RedisError { throw error }
                 throw RedisError(.tlsFailure, "cannot set up TLS: \(error)", underlyingError: error)
             }
         } else {
@@ -330,9 +331,18 @@ public final class RedisConnection: Sendable {
             config.trustRoots = .file(ca)
         }
         if let certFile = tls.certificateFile {
-            config.certificateChain = try NIOSSLCertificate.fromPEMFile(certFile).map { .certificate($0) }
+            // Name the file that could not be read (BoringSSL's error does not).
+            do {
+                config.certificateChain = try NIOSSLCertificate.fromPEMFile(certFile).map { .certificate($0) }
+            } catch {
+                throw RedisError(.tlsFailure, "cannot load the client certificate ssl_certfile=\(certFile): \(error)")
+            }
             let keyFile = tls.keyFile ?? certFile
-            config.privateKey = .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem))
+            do {
+                config.privateKey = .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem))
+            } catch {
+                throw RedisError(.tlsFailure, "cannot load the client key ssl_keyfile=\(keyFile): \(error)")
+            }
         }
         return try NIOSSLContext(configuration: config)
     }

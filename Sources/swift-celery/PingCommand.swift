@@ -44,6 +44,7 @@ struct PingCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        ProcessArguments.maskPasswords()
         let environment = CeleryEnvironment(broker: broker, environment: Self.processEnvironment())
         var configuration: RedisConfiguration
         do {

@@ -72,7 +72,19 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds before a message a dead worker left in unacked goes back to its queue.")
     var visibilityTimeout: Double = 3600
 
+    @Option(
+        name: .long,
+        help:
+            "Largest message accepted, e.g. 64MiB, 512k, 1048576 (0: no limit); larger ones are dead-lettered unparsed."
+    )
+    var maxMessageSize: String = "64MiB"
+
     func validate() throws {
+        guard ByteSize(parsing: maxMessageSize) != nil else {
+            throw ValidationError(
+                "--max-message-size must be a number of bytes with an optional unit (k, M, G), got '\(maxMessageSize)'"
+            )
+        }
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1, got \(concurrency)") }
         guard prefetchMultiplier >= 0 else {
             throw ValidationError("--prefetch-multiplier must be 0 or more, got \(prefetchMultiplier)")
@@ -99,6 +111,7 @@ struct WorkerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        ProcessArguments.maskPasswords()
         let level = Logger.Level(rawValue: loglevel.lowercased()) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -148,6 +161,7 @@ struct WorkerCommand: AsyncParsableCommand {
             visibilityTimeout: .milliseconds(Int64(visibilityTimeout * 1000))
         )
         workerConfiguration.maximumHeld = maxHeld
+        workerConfiguration.maximumMessageSize = ByteSize(parsing: maxMessageSize)?.bytes ?? 0
         if idleFetch == "brpop" { workerConfiguration.idlePolling = nil }
         let worker = Worker(
             configuration: workerConfiguration,

@@ -75,8 +75,10 @@ enum TestRedis {
     ) async throws -> JSONValue {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            let reply = try await client.send(RESPCommand("GET", "celery-task-meta-\(id)"))
-            if let bytes = reply.bytes {
+            // Redis may be restarting (connection refused, LOADING): keep polling until the deadline.
+            if let reply = try? await client.send(RESPCommand("GET", "celery-task-meta-\(id)")),
+                let bytes = reply.bytes
+            {
                 let meta = try JSONValue(parsing: Array(bytes.readableBytesView))
                 let status = meta["status"]?.stringValue ?? ""
                 if let state, status == state { return meta }

@@ -1,0 +1,1 @@
+// LLVMFuzzerRunDriver comes from libFuzzer (-sanitize=fuzzer); this target only declares it.

@@ -1,0 +1,1 @@
+../../../Sources/Celery/TaskArgument.swift

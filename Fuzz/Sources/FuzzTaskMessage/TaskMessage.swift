@@ -1,0 +1,1 @@
+../../../Sources/Celery/TaskMessage.swift
