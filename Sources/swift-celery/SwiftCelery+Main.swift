@@ -3,11 +3,14 @@ import Foundation
 
 extension SwiftCelery {
     /// ArgumentParser's `main()`, except that the client commands (`send`, `result`, `canvas`) exit with 2 on bad
-    /// usage, as their help says, where ArgumentParser uses 64.
+    /// usage, as their help says, where ArgumentParser uses 64, and that passwords in URL arguments are masked in
+    /// the process's argument vector (`ps`) as soon as the arguments are parsed.
     static func main() async {
         let clientCommand = ["send", "result", "canvas"].contains(CommandLine.arguments.dropFirst().first ?? "")
         do {
             var command = try parseAsRoot()
+            // Every subcommand (worker, beat, ping, send, result, canvas) may take a URL with a password.
+            ProcessArguments.maskPasswords()
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
