@@ -37,6 +37,12 @@ public struct WorkerConfiguration: Sendable {
     public var idlePolling: Duration? = .milliseconds(25)
     /// How long one idle BRPOP waits before the worker checks for shutdown again (kombu uses 1 s).
     public var idlePollTimeout: Duration
+    /// Answer `celery inspect` / `celery control` on the pidbox channel (Celery's remote control; on by default).
+    public var remoteControl = true
+    /// The sorted set of revoked task ids shared by every worker (member: id, score: Unix time of the revoke).
+    public var revokedKey = "swift-celery:revoked"
+    /// Prefix of the keys that hold each task's next global rate-limit slot.
+    public var globalRateLimitKeyPrefix = "swift-celery:rate:"
 
     public init(
         queues: [String] = ["celery"],
