@@ -174,7 +174,9 @@ struct ControlDispatcher: Sendable {
             return error.isValueError ? nok("Invalid rate limit string: \(error.pythonRepr)") : nok(error.pythonRepr)
         }
         guard target.setRateLimit(limit, for: name) else { return nok("unknown task") }
-        return ok(limit.isLimited ? "new rate limit set successfully" : "rate limit disabled successfully")
+        // Python tests the argument itself: None, "" and 0 disable; the string "0" is "set" (and limits nothing).
+        let given = arguments["rate_limit"]?.isTruthy ?? false
+        return ok(given ? "new rate limit set successfully" : "rate limit disabled successfully")
     }
 
     /// A task id or a list of them (`maybe_list`).
@@ -207,7 +209,7 @@ extension JSONValue {
         case .bool(let flag): flag
         case .int(let number): number != 0
         case .double(let number): number != 0
-        case .string(let text): !text.isEmpty && text.lowercased() != "false" && text != "0"
+        case .string(let text): !text.isEmpty
         case .array(let items): !items.isEmpty
         case .object(let members): !members.isEmpty
         }

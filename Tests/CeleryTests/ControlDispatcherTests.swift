@@ -166,6 +166,14 @@ struct ControlDispatcherTests {
         )
         #expect(await run(worker, "registered") == .reply(["tasks.add", "tasks.sleep"]))
         #expect(
+            await run(worker, "rate_limit", ["task_name": "tasks.add", "rate_limit": "0"])
+                == .reply(["ok": "new rate limit set successfully"])
+        )
+        #expect(
+            await run(worker, "rate_limit", ["task_name": "tasks.add", "rate_limit": nil])
+                == .reply(["ok": "rate limit disabled successfully"])
+        )
+        #expect(
             await run(worker, "rate_limit", ["task_name": "tasks.add"])
                 == .reply(["error": #"TypeError("rate_limit() missing 1 required positional argument: 'rate_limit'")"#])
         )

@@ -115,7 +115,7 @@ def test_scheduled_query_task_stats_conf(ctl_app, ctl_worker, redis_client):
     for key in ("total", "pid", "clock", "uptime", "pool", "broker", "prefetch_count", "rusage"):
         assert key in stats, stats
     assert stats["pool"]["max-concurrency"] == 4
-    assert stats["prefetch_count"] == 16
+    assert stats["prefetch_count"] >= 16  # concurrency × 4 (Python adds one per held ETA task)
     assert stats["broker"]["transport"] == "redis"
     assert "broker_url" in i.conf()[ctl_worker.name]
 
@@ -166,7 +166,7 @@ def test_rate_limit_set_at_run_time(ctl_app, ctl_worker, redis_client):
         # Six tasks at 5/s: the last starts 1 s after the first (the bucket holds one token, no bursts).
         assert spread >= 0.8, done
     finally:
-        assert c.rate_limit("tasks.add", "0", destination=d, reply=True) == \
+        assert c.rate_limit("tasks.add", None, destination=d, reply=True) == \
             [{ctl_worker.name: {"ok": "rate limit disabled successfully"}}]
     assert "tasks.add" in inspect(ctl_app, ctl_worker).registered()[ctl_worker.name]
 
@@ -216,6 +216,7 @@ def test_revoke_reaches_a_worker_started_afterwards(redis_url, ctl_app, ctl_work
 
 def test_shutdown_command_stops_the_worker(redis_url, ctl_app):
     worker = start_worker(redis_url, "bye")
+    assert wait_for(lambda: ctl_app.control.ping(destination=[worker.name], timeout=0.5), 10), worker.log()
     # `shutdown` gets no reply, as from Celery: the CLI says "No nodes replied".
     assert ctl_app.control.broadcast("shutdown", destination=[worker.name], reply=True, timeout=1) == []
     try:
