@@ -112,7 +112,8 @@ struct WorkerControlTests {
         var registry = TestRedis.defaultRegistry()
         registry.register("test.slow", parameters: ["x"], options: TaskOptions(rateLimit: "1/m")) { (_, x: Int) in x }
         // An invalid rate is logged at start and the task runs without a limit.
-        registry.register("test.badrate", parameters: ["x"], options: TaskOptions(rateLimit: "abc")) { (_, x: Int) in x }
+        registry.register("test.badrate", parameters: ["x"], options: TaskOptions(rateLimit: "abc")) { (_, x: Int) in x
+        }
         let configuration = WorkerConfiguration(queues: [queue], concurrency: 1)
         let slow = (0..<3).map { TestRedis.envelope(task: "test.slow", args: [.int($0)], queue: queue) }
         try await TestRedis.withWorker(configuration, registry: registry) { worker, redis in

@@ -171,6 +171,28 @@ def test_rate_limit_set_at_run_time(ctl_app, ctl_worker, redis_client):
     assert "tasks.add" in inspect(ctl_app, ctl_worker).registered()[ctl_worker.name]
 
 
+def test_add_and_cancel_consumer(ctl_app, ctl_worker, redis_client):
+    extra = unique("interop-extra")
+    d = [ctl_worker.name]
+    name = ctl_worker.name
+
+    def consumed():
+        return [q["name"] for q in inspect(ctl_app, ctl_worker).active_queues()[name]]
+
+    assert ctl_app.control.add_consumer(extra, destination=d, reply=True) == [{name: {"ok": f"add consumer {extra}"}}]
+    assert ctl_app.tasks["tasks.add"].apply_async((3, 4), queue=extra).get(timeout=RESULT_TIMEOUT) == 7
+    assert extra in consumed() and ctl_worker.queue in consumed()
+    assert ctl_app.control.cancel_consumer(extra, destination=d, reply=True) == \
+        [{name: {"ok": f"no longer consuming from {extra}"}}]
+    assert wait_for(lambda: extra not in consumed(), 10)
+    if worker_kind() == "swift":
+        # (A Python worker's BRPOP in flight still lists the queue for up to 1 s, so it may take one more.)
+        ctl_app.tasks["tasks.add"].apply_async((1, 1), queue=extra)
+        assert not wait_for(lambda: redis_client.llen(extra) == 0, 1.5), "a cancelled queue was still consumed"
+    assert ctl_app.tasks["tasks.add"].delay(2, 3).get(timeout=RESULT_TIMEOUT) == 5  # its own queue still is
+    redis_client.delete(extra)
+
+
 @pytest.mark.swift_only
 def test_revoke_terminate_cancels_a_running_task(ctl_app, ctl_worker, redis_client):
     result = ctl_app.tasks["tasks.sleep"].delay(30)
