@@ -137,4 +137,30 @@ struct WorkerControlTests {
         try await redis.send(RESPCommand("DEL", queue))
         await redis.close()
     }
+
+    @Test func globalSlotsAreSharedThroughRedis() async throws {
+        let redis = try TestRedis.client()
+        let prefix = "test-rate-\(UUID().uuidString.prefix(8)):"
+        // Two limiters stand for two workers: they draw from one schedule, one slot a minute.
+        let first = GlobalRateLimiter(client: redis, keyPrefix: prefix)
+        let second = GlobalRateLimiter(client: try TestRedis.client(), keyPrefix: prefix)
+        let limit = try TaskRateLimit("1/m")
+        var waits: [Duration] = []
+        for index in 0..<4 {
+            let limiter = index.isMultiple(of: 2) ? first : second
+            waits.append(try await limiter.reserve("t", limit: limit) ?? .zero)
+        }
+        #expect(waits[0] == .zero)
+        for (index, wait) in waits.enumerated().dropFirst() {
+            let expected = Duration.seconds(60 * index)
+            #expect(wait <= expected && wait > expected - .seconds(5), "slot \(index): \(wait)")
+        }
+        // Another task name has its own schedule.
+        #expect(try await first.reserve("other", limit: limit) == nil)
+        let ttl = try await redis.send(RESPCommand("PTTL", prefix + "t")).int ?? -1
+        #expect(ttl > 180_000 && ttl <= 241_000)
+        try await redis.send(RESPCommand("DEL", prefix + "t", prefix + "other"))
+        await redis.close()
+        await second.client.close()
+    }
 }
