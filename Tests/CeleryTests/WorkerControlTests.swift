@@ -123,7 +123,8 @@ struct WorkerControlTests {
             let fast = TestRedis.envelope(task: "test.badrate", args: [7], queue: queue)
             try await TestRedis.push(redis, queue, fast.bytes)
             #expect(try await TestRedis.result(redis, fast.id)["result"] == 7)
-            #expect(worker.control.rateLimited.count == 2)
+            let waiting = worker.control.rateLimited.count
+            #expect(waiting == 2)
             let reserved = WorkerControlTarget(worker: worker).reservedRequests().compactMap { $0["id"]?.stringValue }
             #expect(Set(reserved) == [slow[1].id, slow[2].id])
         }
