@@ -47,14 +47,6 @@ struct ControlDispatcher: Sendable {
 
     let target: any ControlTarget
 
-    /// The command names this worker answers.
-    static let methods: Set<String> = [
-        "ping", "active", "dump_active", "reserved", "dump_reserved", "scheduled", "dump_schedule", "registered",
-        "dump_tasks", "stats", "revoked", "dump_revoked", "query_task", "conf", "dump_conf", "clock", "report",
-        "active_queues", "revoke", "terminate", "shutdown", "rate_limit", "time_limit", "heartbeat",
-        "enable_events", "disable_events", "add_consumer", "cancel_consumer", "hello",
-    ]
-
     func dispatch(_ request: ControlRequest) async -> Outcome {
         let arguments = request.arguments
         switch request.method {

@@ -211,6 +211,7 @@ final class ActiveRequests: Sendable {
 
     func entry(_ id: String) -> Entry? { state.withLock { $0.entries[id] } }
 
+    /// How many tasks run now (what `worker-heartbeat` events report as `active`).
     var count: Int { state.withLock { $0.entries.count } }
 
     var totals: [String: Int] { state.withLock { $0.totals } }

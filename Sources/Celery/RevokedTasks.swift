@@ -44,8 +44,6 @@ final class RevokedTasks: Sendable {
         }
     }
 
-    var count: Int { ids.withLock { $0.count } }
-
     /// Adds ids in this process only (ids another worker passed in `hello`, or loaded from Redis).
     func addLocally(_ new: some Sequence<String>, at time: Double = CeleryTimestamp.now().secondsSince1970) {
         ids.withLock { ids in
