@@ -49,6 +49,17 @@ public enum TaskCatalog {
             }
             return context.retries
         }
+        // At most 20 starts a second across every worker on the Redis (a global rate limit): appends its start time
+        // (Unix seconds) to the list `key` and returns it.
+        registry.register(
+            "tasks.throttled",
+            parameters: ["key"],
+            options: TaskOptions(globalRateLimit: "20/s")
+        ) { (context, key: String) in
+            let now = CeleryTimestamp.now().secondsSince1970
+            try await context.redis.send(RESPCommand("RPUSH", key, String(now)))
+            return now
+        }
         registry.register("tasks.incr", parameters: ["key"]) { (context, key: String) in
             let reply = try await context.redis.send(RESPCommand("INCR", key))
             guard let value = reply.int else { throw PythonException.typeError("INCR answered \(reply)") }

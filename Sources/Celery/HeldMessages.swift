@@ -27,6 +27,11 @@ final class HeldMessages: Sendable {
 
     var count: Int { state.withLock { $0.entries.count } }
 
+    /// The held messages and their ETAs, earliest first (for `celery inspect scheduled`).
+    var snapshot: [(due: CeleryTimestamp, message: TaskMessage)] {
+        state.withLock { $0.entries.unordered.sorted().map { ($0.due, $0.message) } }
+    }
+
     /// Holds a message; false once closed (the caller then restores it).
     @discardableResult
     /// Holds a message until `due`. Up to `creditFree` held messages give their prefetch credit back, so the

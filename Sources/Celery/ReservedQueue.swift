@@ -14,6 +14,9 @@ final class ReservedQueue<Element: Sendable>: Sendable {
 
     var count: Int { state.withLock { $0.items.count } }
 
+    /// The elements waiting, in order (for `celery inspect reserved`).
+    var snapshot: [Element] { state.withLock { Array($0.items) } }
+
     /// Adds an element; false (and the element is not taken) once closed.
     @discardableResult
     func push(_ element: Element) -> Bool {

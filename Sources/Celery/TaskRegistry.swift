@@ -17,19 +17,29 @@ public struct TaskOptions: Sendable {
 
     /// Celery's `autoretry_for`: errors the worker retries by itself (nil: none).
     public var autoretry: AutoRetry?
+    /// Celery's per-worker `rate_limit` (`"10/s"`, `"100/m"`, `"1000/h"`): each worker starts at most this many
+    /// tasks of this name, evenly spaced; `celery control rate_limit` changes it at run time.
+    public var rateLimit: String?
+    /// A rate limit shared by every worker on the broker's Redis (`"100/s"`): together they start at most this
+    /// many tasks of this name, evenly spaced (Celery has no such option).
+    public var globalRateLimit: String?
 
     public init(
         blocking: Bool = false,
         ignoreResult: Bool = false,
         softTimeLimit: Duration? = nil,
         timeLimit: Duration? = nil,
-        autoretry: AutoRetry? = nil
+        autoretry: AutoRetry? = nil,
+        rateLimit: String? = nil,
+        globalRateLimit: String? = nil
     ) {
         self.blocking = blocking
         self.ignoreResult = ignoreResult
         self.softTimeLimit = softTimeLimit
         self.timeLimit = timeLimit
         self.autoretry = autoretry
+        self.rateLimit = rateLimit
+        self.globalRateLimit = globalRateLimit
     }
 }
 

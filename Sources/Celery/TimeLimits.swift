@@ -67,9 +67,10 @@ enum TimeLimits {
     static func run(
         soft: Duration?,
         hard: Duration?,
+        termination: TaskTermination? = nil,
         _ body: @escaping @Sendable () async throws -> JSONValue
     ) async throws -> JSONValue {
-        guard soft != nil || hard != nil else { return try await body() }
+        guard soft != nil || hard != nil || termination != nil else { return try await body() }
         let outcome = Outcome()
         // Unstructured on purpose: past the hard limit the worker must be able to stop waiting for a handler
         // that ignores cancellation, which a child task would not allow.
@@ -79,6 +80,12 @@ enum TimeLimits {
             } catch {
                 outcome.complete(.failure(error))
             }
+        }
+        // `revoke --terminate`: stop waiting at once, as for the hard limit.
+        // The outcome first: the cancelled handler's own error must not win the race.
+        termination?.onFire {
+            outcome.complete(.failure(TaskTerminated()))
+            handler.cancel()
         }
         let result = await withTaskGroup(of: Void.self) { timers in
             if let soft {
@@ -108,6 +115,8 @@ enum TimeLimits {
         case .success(let value):
             return value
         case .failure(let error as TimeLimitError):
+            throw error
+        case .failure(let error as TaskTerminated):
             throw error
         case .failure(let error):
             if outcome.softFired.load(ordering: .relaxed), let soft { throw TimeLimitError.soft(seconds(soft)) }

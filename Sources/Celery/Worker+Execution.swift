@@ -9,6 +9,7 @@ extension Worker {
         logger[metadataKey: "celery.task.id"] = "\(message.id)"
         logger[metadataKey: "celery.task.name"] = "\(message.taskName)"
 
+        if discardRevoked(message, logger: logger) { return }
         if let expires = message.expires, expires < CeleryTimestamp.now() {
             logger.info("task expired, discarding")
             await store(
@@ -60,12 +61,19 @@ extension Worker {
         )
         logger.debug("task started")
         let started = ContinuousClock.now
+        let termination = control.active.begin(message, acknowledged: !configuration.acksLate)
+        defer { control.active.end(message, termination) }
         do {
             let arguments = TaskArguments(args: message.args, kwargs: message.kwargs)
             let limits = message.timeLimit
+            // `control time_limit` replaces the handler's defaults; the message's own limits still win.
+            let override = control.timeLimits(for: message.taskName)
+            let softDefault = override.map { $0.soft.flatMap { TimeLimits.duration($0, default: nil) } }
+            let hardDefault = override.map { $0.hard.flatMap { TimeLimits.duration($0, default: nil) } }
             let result = try await TimeLimits.run(
-                soft: TimeLimits.duration(limits.soft, default: task.options.softTimeLimit),
-                hard: TimeLimits.duration(limits.hard, default: task.options.timeLimit)
+                soft: TimeLimits.duration(limits.soft, default: softDefault ?? task.options.softTimeLimit),
+                hard: TimeLimits.duration(limits.hard, default: hardDefault ?? task.options.timeLimit),
+                termination: termination
             ) {
                 try await task.run(context, arguments)
             }
@@ -106,6 +114,17 @@ extension Worker {
             logger.warning("cold shutdown: task interrupted, giving its message back")
             await giveBackInterrupted(message)
             return
+        } catch  where error is TaskTerminated || termination.isFired {
+            // `revoke --terminate`: REVOKED with reason "terminated", as Celery's terminate stores it.
+            logger.info("task terminated by a revoke")
+            if !ignoreResult {
+                store(
+                    .revoked,
+                    StoredException(type: "TaskRevokedError", module: "celery.exceptions", arguments: ["terminated"]),
+                    message,
+                    traceback: nil
+                )
+            }
         } catch let request as TaskRetry {
             await retry(message, request, ignoreResult: ignoreResult)
         } catch let error where task.options.autoretry?.matches(error) == true {

@@ -24,6 +24,8 @@ public final class Worker: Service, Sendable {
     let gate: CreditGate
     let reserved = ReservedQueue<Work>()
     let held = HeldMessages()
+    /// Remote control, revocation and rate limits (Worker+Control.swift).
+    let control: WorkerControlState
     /// Delivery tags of every message this worker fetched and has not acked or given back: their
     /// `unacked_index` scores are kept fresh so no visibility restore takes them.
     let holding = Mutex<Set<String>>([])
@@ -39,6 +41,8 @@ public final class Worker: Service, Sendable {
         case fetched(Delivery)
         /// An ETA message whose time has come; `keepsCredit` when it held its prefetch credit while waiting.
         case due(Delivery, TaskMessage, keepsCredit: Bool)
+        /// A message whose rate-limit slot has come: it runs without asking the rate limiter again.
+        case admitted(Delivery, TaskMessage, keepsCredit: Bool)
     }
 
     /// - Parameters:
@@ -76,6 +80,12 @@ public final class Worker: Service, Sendable {
         let ttl = configuration.resultExpires.map { Int($0.components.seconds) } ?? 0
         self.batcher = WriteBatcher(backend: backend, broker: broker, layout: layout, resultTTL: ttl, logger: logger)
         self.gate = CreditGate(credit: configuration.prefetchCount)
+        self.control = WorkerControlState(
+            configuration: configuration,
+            registry: registry,
+            broker: broker,
+            logger: logger
+        )
     }
 
     /// True from the moment the worker consumes until it starts shutting down.
@@ -102,24 +112,29 @@ public final class Worker: Service, Sendable {
 
     private func runUntilStopped() async throws {
         guard try await declareQueues() else { return }
-        readyState.store(true, ordering: .relaxed)
-        logger.info(
-            "worker ready",
-            metadata: [
-                "celery.queues": "\(configuration.queues.joined(separator: ","))",
-                "celery.concurrency": "\(configuration.concurrency)",
-                "celery.tasks": "\(registry.names.count)",
-                "redis.url": "\(brokerClient.configuration.redactedURL)",
-            ]
-        )
+        await control.loadRevoked(logger: logger)
         await withDiscardingTaskGroup { outer in
             outer.addTask { await self.batcher.run() }
+            // Remote control listens before the worker says it is ready, so a command sent right after is not lost.
+            outer.addTask { await self.controlLoop() }
+            await control.listening.wait(upTo: .seconds(5))
+            readyState.store(true, ordering: .relaxed)
+            logger.info(
+                "worker ready",
+                metadata: [
+                    "celery.queues": "\(configuration.queues.joined(separator: ","))",
+                    "celery.concurrency": "\(configuration.concurrency)",
+                    "celery.tasks": "\(registry.names.count)",
+                    "redis.url": "\(brokerClient.configuration.redactedURL)",
+                ]
+            )
             let leftovers = await withDiscardingTaskGroup(returning: [Delivery].self) { inner in
                 for _ in 0..<configuration.concurrency {
                     inner.addTask { await self.executorLoop() }
                 }
                 inner.addTask { await self.held.run(worker: self) }
                 inner.addTask { await self.visibilityLoop() }
+                inner.addTask { await self.control.rateLimited.run(worker: self) }
                 await fetchLoop()
                 return closeQueues()
             }
@@ -153,7 +168,6 @@ public final class Worker: Service, Sendable {
     // MARK: - Fetching
 
     private func fetchLoop() async {
-        var queues = configuration.queues
         var blocking: RedisConnection?
         var failures = 0
         var idleDelay = Duration.milliseconds(1)
@@ -164,9 +178,14 @@ public final class Worker: Service, Sendable {
                 gate.release(credit)
                 break
             }
-            let lists = KombuLayout.lists(queues: queues)
-            // kombu's round_robin cycle: the next fetch starts with the next queue.
-            if queues.count > 1 { queues.append(queues.removeFirst()) }
+            // kombu's round_robin cycle: the next fetch starts with the next queue (add_consumer/cancel_consumer
+            // change the set).
+            let lists = control.queues.nextLists()
+            guard !lists.isEmpty else {
+                gate.release(credit)
+                try? await Task.sleep(for: .milliseconds(100))
+                continue
+            }
             let stamp = KombuBroker.now()
             var popInFlight = true
             do {
@@ -229,10 +248,11 @@ public final class Worker: Service, Sendable {
     /// Closes the held list and the reserved queue; returns what they still had, in fetch order.
     private func closeQueues() -> [Delivery] {
         // Held first: the timer may still move due messages into the reserved queue, which is closed second.
-        var messages = held.close()
+        var messages = held.close() + control.rateLimited.close()
         for work in reserved.close() {
             switch work {
-            case .fetched(let delivery), .due(let delivery, _, _): messages.append(delivery)
+            case .fetched(let delivery), .due(let delivery, _, _), .admitted(let delivery, _, _):
+                messages.append(delivery)
             }
         }
         return messages
@@ -287,7 +307,8 @@ public final class Worker: Service, Sendable {
             if isStopping {
                 // Shutdown began: nothing new starts; the message goes back with the rest.
                 switch work {
-                case .fetched(let delivery), .due(let delivery, _, _): unstarted.withLock { $0.append(delivery) }
+                case .fetched(let delivery), .due(let delivery, _, _), .admitted(let delivery, _, _):
+                    unstarted.withLock { $0.append(delivery) }
                 }
                 continue
             }
@@ -295,7 +316,11 @@ public final class Worker: Service, Sendable {
             case .fetched(let delivery):
                 let keepsCredit = await process(delivery)
                 if keepsCredit { gate.release(1) }
-            case .due(_, let message, let keepsCredit):
+            case .due(let delivery, let message, let keepsCredit):
+                guard await admit(delivery, message, keepsCredit: keepsCredit) else { continue }
+                await execute(message)
+                if keepsCredit { gate.release(1) }
+            case .admitted(_, let message, let keepsCredit):
                 await execute(message)
                 if keepsCredit { gate.release(1) }
             }
@@ -314,7 +339,7 @@ public final class Worker: Service, Sendable {
         // The pop recorded the message in `unacked` under the tag its text search found; ack that one, even if a
         // hostile envelope names another tag elsewhere.
         if let recorded = delivery.tag, recorded != message.deliveryTag { message.deliveryTag = recorded }
-        if let eta = message.eta, eta > CeleryTimestamp.now(), !isStopping {
+        if let eta = message.eta, eta > CeleryTimestamp.now(), !isStopping, !control.revoked.contains(message.id) {
             switch held.hold(delivery, message, until: eta, creditFree: configuration.maximumHeld) {
             case nil:
                 await restore(delivery)
@@ -326,6 +351,7 @@ public final class Worker: Service, Sendable {
                 return false
             }
         }
+        guard await admit(delivery, message, keepsCredit: true) else { return false }
         await execute(message)
         return true
     }

@@ -43,6 +43,12 @@ public struct WorkerConfiguration: Sendable {
     public var maximumMessageSize: Int = WorkerConfiguration.defaultMaximumMessageSize
     /// 64 MiB: far above any task message Celery writes (a 10 MB argument runs), far below Redis's 512 MB.
     public static let defaultMaximumMessageSize = 64 << 20
+    /// Answer `celery inspect` / `celery control` on the pidbox channel (Celery's remote control; on by default).
+    public var remoteControl = true
+    /// The sorted set of revoked task ids shared by every worker (member: id, score: Unix time of the revoke).
+    public var revokedKey = "swift-celery:revoked"
+    /// Prefix of the keys that hold each task's next global rate-limit slot.
+    public var globalRateLimitKeyPrefix = "swift-celery:rate:"
 
     public init(
         queues: [String] = ["celery"],

@@ -174,7 +174,8 @@ struct WorkerCommand: AsyncParsableCommand {
         // The first SIGTERM/SIGINT is a warm shutdown. A second one, SIGQUIT (as Celery), or --shutdown-timeout
         // is a cold shutdown: running handlers are cancelled and every unfinished message is given back.
         var groupConfiguration = ServiceGroupConfiguration(
-            services: [.init(service: worker)],
+            // `celery control shutdown` stops the worker by itself: that ends the group normally (exit 0).
+            services: [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)],
             gracefulShutdownSignals: [.sigterm, .sigint],
             cancellationSignals: [.sigquit],
             logger: logger

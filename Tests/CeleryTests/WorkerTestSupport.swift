@@ -137,7 +137,9 @@ enum TestRedis {
             while !worker.isReady && ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(10))
             }
-            #expect(worker.isReady)
+            // A plain Bool: a failed expectation must not reflect the live worker (its state changes under it).
+            let ready = worker.isReady
+            #expect(ready, "the worker did not become ready within 10 s")
             do {
                 let result = try await body(worker, client)
                 worker.stop()

@@ -103,3 +103,17 @@ def flaky(self, failures):
     if self.request.retries < failures:
         raise self.retry(exc=RuntimeError(f"failure {self.request.retries + 1} of {failures}"), countdown=0.1)
     return self.request.retries
+
+
+@app.task(name="tasks.throttled", shared=False, rate_limit="20/s")
+def throttled(key):
+    """RPUSH key <start time>; Celery's rate limit is per worker (the Swift worker's is global)."""
+    import redis
+
+    now = time.time()
+    client = redis.Redis.from_url(os.environ.get("REDIS_URL") or app.conf.broker_url)
+    try:
+        client.rpush(key, repr(now))
+    finally:
+        client.close()
+    return now

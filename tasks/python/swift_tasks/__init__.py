@@ -38,6 +38,7 @@ __all__ = [
     "result_backend_url",
     "sleep",
     "swift_queue",
+    "throttled",
     "xsum",
 ]
 
@@ -55,6 +56,7 @@ TASK_NAMES = (
     "tasks.cpu",
     "tasks.incr",
     "tasks.flaky",
+    "tasks.throttled",
 )
 
 
@@ -172,6 +174,11 @@ def _define_stubs(app: Celery) -> None:
         """retries itself (countdown 0.1 s) until retries == failures, then returns the number of retries"""
         _not_here("tasks.flaky")
 
+    @app.task(name="tasks.throttled", shared=False)
+    def throttled(key):
+        """at most 20 starts a second across all workers: RPUSH key <start time>; returns the start time"""
+        _not_here("tasks.throttled")
+
     @app.task(name="tasks.incr", shared=False)
     def incr(key):
         """INCR key in Redis (REDIS_URL, else the broker); returns the new value"""
@@ -191,3 +198,4 @@ fail = app.tasks["tasks.fail"]
 cpu = app.tasks["tasks.cpu"]
 incr = app.tasks["tasks.incr"]
 flaky = app.tasks["tasks.flaky"]
+throttled = app.tasks["tasks.throttled"]
