@@ -11,6 +11,7 @@ extension Worker {
 
         if let expires = message.expires, expires < CeleryTimestamp.now() {
             logger.info("task expired, discarding")
+            events.taskRevoked(id: message.id, expired: true)
             store(
                 .revoked,
                 StoredException(type: "TaskRevokedError", module: "celery.exceptions", arguments: ["expired"]),
@@ -34,6 +35,7 @@ extension Worker {
                 message,
                 traceback: error.traceback(taskName: message.taskName, hostname: configuration.hostname)
             )
+            noteFailed(message, error)
             acknowledge(message.deliveryTag)
             return
         }
@@ -65,6 +67,8 @@ extension Worker {
         )
         logger.debug("task started")
         let started = ContinuousClock.now
+        noteStarted(message)
+        defer { noteFinished(message, runtime: ContinuousClock.now - started) }
         do {
             let arguments = TaskArguments(args: message.args, kwargs: message.kwargs)
             let limits = message.timeLimit
@@ -74,7 +78,8 @@ extension Worker {
             ) {
                 try await task.run(context, arguments)
             }
-            logger.debug("task succeeded", metadata: ["celery.task.runtime": "\(ContinuousClock.now - started)"])
+            let runtime = ContinuousClock.now - started
+            logger.debug("task succeeded", metadata: ["celery.task.runtime": "\(runtime)"])
             // Follow-ups go out before the result is stored and before the ack (see Worker+Canvas.swift).
             let children: JSONValue
             do {
@@ -92,9 +97,11 @@ extension Worker {
                 if !ignoreResult {
                     store(.failure, failure, message, traceback: nil)
                 }
+                noteFailed(message, failure)
                 if configuration.acksLate { acknowledge(message.deliveryTag) }
                 return
             }
+            noteSucceeded(message, result: result, runtime: runtime)
             if !ignoreResult {
                 batcher.storeResult(
                     taskID: message.id,
@@ -125,6 +132,7 @@ extension Worker {
         } catch {
             let stored = StoredException(error)
             logger.error("task raised \(stored.repr)")
+            noteFailed(message, stored)
             await publishErrbacks(of: message)
             if !ignoreResult { storeFailure(stored, message) }
         }
@@ -193,6 +201,7 @@ extension Worker {
             ]
         )
         if let id = error.taskID {
+            events.taskRejected(id: id, requeue: false)
             let stored: StoredException
             switch error.code {
             case .contentTypeRefused:

@@ -20,6 +20,7 @@ extension Worker {
                 metadata: ["celery.task.id": "\(message.id)", "celery.task.name": "\(message.taskName)"]
             )
             await publishErrbacks(of: message)
+            noteFailed(message, failure)
             if !ignoreResult {
                 storeFailure(failure, message)
             }
@@ -63,9 +64,11 @@ extension Worker {
                 "cannot publish the retry; storing FAILURE",
                 metadata: ["celery.task.id": "\(message.id)", "error": "\(error)"]
             )
+            noteFailed(message, cause ?? StoredException(error))
             if !ignoreResult { storeFailure(cause ?? StoredException(error), message) }
             return
         }
+        noteRetried(message, cause)
         logger.info(
             "task retry scheduled",
             metadata: [

@@ -22,6 +22,11 @@ public final class Worker: Service, Sendable {
     let backend: ResultBackend
     let batcher: WriteBatcher
     let gate: CreditGate
+    /// Monitoring events (`-E`, heartbeats); the control commands reach it here.
+    public let events: EventDispatcher
+    let metrics: WorkerMetrics
+    /// False while fetching from Redis fails.
+    let fetchHealthy = Atomic<Bool>(true)
     let reserved = ReservedQueue<Work>()
     let held = HeldMessages()
     /// Delivery tags of every message this worker fetched and has not acked or given back: their
@@ -51,6 +56,7 @@ public final class Worker: Service, Sendable {
         broker: RedisClient,
         backend: RedisClient,
         redis: RedisClient? = nil,
+        metrics: WorkerMetrics = WorkerMetrics(),
         logger: Logger
     ) {
         precondition(configuration.concurrency > 0, "concurrency must be at least 1")
@@ -75,6 +81,14 @@ public final class Worker: Service, Sendable {
         let ttl = configuration.resultExpires.map { Int($0.components.seconds) } ?? 0
         self.batcher = WriteBatcher(backend: backend, broker: broker, layout: layout, resultTTL: ttl, logger: logger)
         self.gate = CreditGate(credit: configuration.prefetchCount)
+        self.metrics = metrics
+        self.events = EventDispatcher(
+            client: broker,
+            hostname: configuration.hostname,
+            taskEvents: configuration.taskEvents,
+            heartbeatInterval: configuration.heartbeatInterval,
+            logger: logger
+        )
     }
 
     /// True from the moment the worker consumes until it starts shutting down.
@@ -113,6 +127,7 @@ public final class Worker: Service, Sendable {
         )
         await withDiscardingTaskGroup { outer in
             outer.addTask { await self.batcher.run() }
+            outer.addTask { await self.events.run() }
             let leftovers = await withDiscardingTaskGroup(returning: [Delivery].self) { inner in
                 for _ in 0..<configuration.concurrency {
                     inner.addTask { await self.executorLoop() }
@@ -125,6 +140,7 @@ public final class Worker: Service, Sendable {
             // Every executor has returned: nothing else can take or add a message now.
             await giveBack(unstarted.withLock { $0 } + leftovers)
             batcher.close()
+            events.close()
         }
         logger.info("worker stopped")
     }
@@ -167,6 +183,7 @@ public final class Worker: Service, Sendable {
             if queues.count > 1 { queues.append(queues.removeFirst()) }
             do {
                 var deliveries = try await broker.pop(lists: lists, limit: credit)
+                fetchHealthy.store(true, ordering: .relaxed)
                 if failures > 0 {
                     logger.info("consuming again", metadata: ["redis.url": "\(brokerClient.configuration.redactedURL)"])
                     failures = 0
@@ -201,6 +218,7 @@ public final class Worker: Service, Sendable {
                 }
             } catch {
                 gate.release(credit)
+                fetchHealthy.store(false, ordering: .relaxed)
                 failures += 1
                 await blocking?.close()
                 blocking = nil
@@ -302,6 +320,7 @@ public final class Worker: Service, Sendable {
             await reject(delivery, error)
             return true
         }
+        noteReceived(message)
         if let eta = message.eta, eta > CeleryTimestamp.now(), !isStopping {
             switch held.hold(delivery, message, until: eta, creditFree: configuration.maximumHeld) {
             case nil:

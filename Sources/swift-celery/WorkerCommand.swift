@@ -72,7 +72,28 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds before a message a dead worker left in unacked goes back to its queue.")
     var visibilityTimeout: Double = 3600
 
+    @Flag(name: [.customShort("E"), .long], help: "Send task events (Flower, celery events).")
+    var taskEvents = false
+
+    @Flag(name: .long, help: "Send no worker-heartbeat events (worker-online and -offline still go out).")
+    var withoutHeartbeat = false
+
+    @Option(name: .long, help: "Serve /metrics (Prometheus) and /healthz on this port (0: any free port).")
+    var metricsPort: Int?
+
+    @Option(name: .long, help: "The address the metrics endpoint listens on.")
+    var metricsHost: String = "0.0.0.0"
+
+    @Option(name: .long, help: "Log format: text or json (one JSON object per line).")
+    var logFormat: String = "text"
+
     func validate() throws {
+        if let metricsPort, !(0...65535).contains(metricsPort) {
+            throw ValidationError("--metrics-port must be between 0 and 65535, got \(metricsPort)")
+        }
+        guard ["text", "json"].contains(logFormat) else {
+            throw ValidationError("--log-format must be text or json, got \(logFormat)")
+        }
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1, got \(concurrency)") }
         guard prefetchMultiplier >= 0 else {
             throw ValidationError("--prefetch-multiplier must be 0 or more, got \(prefetchMultiplier)")
@@ -100,7 +121,13 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let level = Logger.Level(rawValue: loglevel.lowercased()) ?? .info
+        let json = logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json {
+                var handler = JSONLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
@@ -149,18 +176,29 @@ struct WorkerCommand: AsyncParsableCommand {
         )
         workerConfiguration.maximumHeld = maxHeld
         if idleFetch == "brpop" { workerConfiguration.idlePolling = nil }
+        workerConfiguration.taskEvents = taskEvents
+        if withoutHeartbeat { workerConfiguration.heartbeatInterval = nil }
+        let metrics = metricsPort == nil ? WorkerMetrics() : WorkerMetrics.prometheus()
         let worker = Worker(
             configuration: workerConfiguration,
             registry: registry,
             broker: brokerClient,
             backend: backendClient,
             redis: redisClient,
+            metrics: metrics,
             logger: logger
         )
         // The first SIGTERM/SIGINT is a warm shutdown. A second one, SIGQUIT (as Celery), or --shutdown-timeout
         // is a cold shutdown: running handlers are cancelled and every unfinished message is given back.
+        // The monitoring server comes first: services stop in reverse order, so /healthz answers 503 while the
+        // worker drains.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: worker)]
+        if let metricsPort {
+            let server = MonitoringServer(host: metricsHost, port: metricsPort, worker: worker, logger: logger)
+            services.insert(.init(service: server), at: 0)
+        }
         var groupConfiguration = ServiceGroupConfiguration(
-            services: [.init(service: worker)],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             cancellationSignals: [.sigquit],
             logger: logger
