@@ -26,13 +26,21 @@ public final class EventDispatcher: Sendable {
     let channelPrefix: String
     let origin: CeleryEvent.Origin
     private let taskEvents: Atomic<Bool>
-    private let clock = Atomic<Int>(0)
     private let activeCount = Atomic<Int>(0)
     private let processedCount = Atomic<Int>(0)
     private let outbox = Mutex(Outbox())
 
+    /// An event stamped with its clock and time, encoded by the sending loop (off the task's path).
+    private struct Stamped {
+        var event: CeleryEvent
+        var clock: Int
+        var timestamp: Double
+    }
+
     private struct Outbox {
-        var messages: Deque<(channel: String, payload: [UInt8])> = []
+        /// Lamport clock of the last event queued: taken under the lock, so clocks rise in publishing order.
+        var clock = 0
+        var messages: Deque<Stamped> = []
         var waiter: CheckedContinuation<Void, Never>?
         var dropped = 0
         var closed = false
@@ -160,9 +168,11 @@ public final class EventDispatcher: Sendable {
     /// Queues `worker-offline` and lets `run()` finish once everything queued has been tried.
     func close() {
         let event = CeleryEvent.worker("offline", status())
+        let timestamp = CeleryTimestamp.now().secondsSince1970
         let waiter = outbox.withLock { outbox -> CheckedContinuation<Void, Never>? in
             guard !outbox.closed else { return nil }
-            outbox.messages.append(encode(event))
+            outbox.clock += 1
+            outbox.messages.append(Stamped(event: event, clock: outbox.clock, timestamp: timestamp))
             outbox.closed = true
             defer { outbox.waiter = nil }
             return outbox.waiter
@@ -183,10 +193,11 @@ public final class EventDispatcher: Sendable {
 
     /// Stamps an event with the clock and the time, and queues it.
     private func enqueue(_ event: CeleryEvent) {
-        let message = encode(event)
+        let timestamp = CeleryTimestamp.now().secondsSince1970
         let waiter = outbox.withLock { outbox -> CheckedContinuation<Void, Never>? in
             guard !outbox.closed else { return nil }
-            outbox.messages.append(message)
+            outbox.clock += 1
+            outbox.messages.append(Stamped(event: event, clock: outbox.clock, timestamp: timestamp))
             if outbox.messages.count > Self.outboxLimit {
                 outbox.messages.removeFirst()
                 outbox.dropped += 1
@@ -197,9 +208,9 @@ public final class EventDispatcher: Sendable {
         waiter?.resume()
     }
 
-    private func encode(_ event: CeleryEvent) -> (channel: String, payload: [UInt8]) {
-        let clock = clock.add(1, ordering: .relaxed).newValue
-        let body = event.body(origin: origin, clock: clock, timestamp: CeleryTimestamp.now().secondsSince1970)
+    private func encode(_ stamped: Stamped) -> (channel: String, payload: [UInt8]) {
+        let event = stamped.event
+        let body = event.body(origin: origin, clock: stamped.clock, timestamp: stamped.timestamp)
         let payload = CeleryEvent.envelope(
             body: body,
             hostname: hostname,
@@ -210,10 +221,10 @@ public final class EventDispatcher: Sendable {
     }
 
     /// Everything queued (at most 512 at a time), waiting while nothing is; nil once closed and empty.
-    private func nextBatch() async -> [(channel: String, payload: [UInt8])]? {
+    private func nextBatch() async -> [Stamped]? {
         while true {
             enum Next {
-                case batch([(channel: String, payload: [UInt8])])
+                case batch([Stamped])
                 case finished
                 case wait
             }
@@ -242,11 +253,13 @@ public final class EventDispatcher: Sendable {
         }
     }
 
-    private func publish(_ batch: [(channel: String, payload: [UInt8])]) async {
+    private func publish(_ batch: [Stamped]) async {
+        let commands = batch.map { stamped in
+            let (channel, payload) = encode(stamped)
+            return RESPCommand("PUBLISH", channel, RESPBytes(payload))
+        }
         do {
-            _ = try await client.pipeline(
-                batch.map { RESPCommand("PUBLISH", $0.channel, RESPBytes($0.payload)) }
-            )
+            _ = try await client.pipeline(commands)
         } catch {
             // Fire-and-forget as in Celery: a monitor that missed events catches up with the next heartbeat.
             outbox.withLock { $0.dropped += batch.count }

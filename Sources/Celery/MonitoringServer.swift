@@ -35,16 +35,23 @@ public final class MonitoringServer: Service, Sendable {
 
     /// Listens until graceful shutdown, serving each connection in a child task.
     public func run() async throws {
-        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .bind(host: host, port: port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
-                        wrappingChannelSynchronously: channel
-                    )
+        let server: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
+        do {
+            server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .bind(host: host, port: port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                        return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
+                            wrappingChannelSynchronously: channel
+                        )
+                    }
                 }
-            }
+        } catch {
+            throw MonitoringServerError(
+                description: "cannot serve metrics on \(host):\(port) (--metrics-host, --metrics-port): \(error)"
+            )
+        }
         let port = server.channel.localAddress?.port ?? port
         bound.store(port, ordering: .relaxed)
         logger.info("monitoring endpoint listening", metadata: ["http.host": "\(host)", "http.port": "\(port)"])
@@ -111,4 +118,9 @@ public final class MonitoringServer: Service, Sendable {
             return (.notFound, "text/plain; charset=utf-8", Array("not found; try /metrics or /healthz\n".utf8))
         }
     }
+}
+
+/// Why the monitoring endpoint cannot run (the address is taken or invalid).
+public struct MonitoringServerError: Error, CustomStringConvertible {
+    public var description: String
 }

@@ -178,16 +178,31 @@ struct EventDispatcherRedisTests {
         let client = try TestRedis.client()
         let add = TestRedis.envelope(task: "tasks.add", args: [2, 3], queue: queue)
         let fail = TestRedis.envelope(task: "tasks.fail", args: ["boom"], queue: queue)
+        let expired = TestRedis.envelope(
+            task: "tasks.add",
+            args: [1, 1],
+            queue: queue,
+            extraHeaders: ["expires": "2001-01-01T00:00:00+00:00"]
+        )
+        let unknown = TestRedis.envelope(task: "tasks.nope", queue: queue)
+        let undecodable: (id: String, tag: String, bytes: [UInt8]) = {
+            let message = TestRedis.envelope(task: "tasks.add", queue: queue)
+            var object = try! JSONValue(parsing: message.bytes).objectValue!
+            object["body"] = "%%% not base64 %%%"
+            return (message.id, message.tag, JSONValue.object(object).serialized())
+        }()
         let hostname = configuration.hostname
         let events = try await Self.collect(
             client,
             hostname: hostname
         ) { [configuration] in
             try await TestRedis.withWorker(configuration) { worker, client in
-                try await TestRedis.push(client, queue, add.bytes)
-                try await TestRedis.push(client, queue, fail.bytes)
-                _ = try await TestRedis.result(client, add.id)
-                _ = try await TestRedis.result(client, fail.id)
+                for message in [add, fail, expired, unknown, undecodable] {
+                    try await TestRedis.push(client, queue, message.bytes)
+                }
+                for message in [add, fail, expired, unknown, undecodable] {
+                    _ = try await TestRedis.result(client, message.id)
+                }
                 // Two heartbeats at least, then stop: worker-offline ends the collection.
                 try await Task.sleep(for: .milliseconds(500))
             }
@@ -200,7 +215,16 @@ struct EventDispatcherRedisTests {
         let succeeded = try #require(bodies.first { $0["type"] == "task-succeeded" })
         #expect(succeeded["result"] == "5")
         #expect((succeeded["runtime"]?.doubleValue ?? -1) >= 0)
-        let failed = try #require(bodies.first { $0["type"] == "task-failed" })
+        #expect(Self.types(bodies, for: expired.id) == ["task-received", "task-revoked"])
+        let revoked = try #require(bodies.first { $0["type"] == "task-revoked" })
+        #expect(revoked["expired"] == true)
+        #expect(Self.types(bodies, for: unknown.id) == ["task-received", "task-failed"])
+        let notRegistered = try #require(
+            bodies.first { $0["uuid"]?.stringValue == unknown.id && $0["type"] == "task-failed" }
+        )
+        #expect(notRegistered["exception"] == "NotRegistered('tasks.nope')")
+        #expect(Self.types(bodies, for: undecodable.id) == ["task-rejected"])
+        let failed = try #require(bodies.first { $0["uuid"]?.stringValue == fail.id && $0["type"] == "task-failed" })
         #expect(failed["exception"]?.stringValue?.contains("boom") == true)
         #expect(failed["traceback"]?.stringValue?.contains("Traceback") == true)
         for event in events {

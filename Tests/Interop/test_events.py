@@ -212,3 +212,32 @@ def test_worker_offline_on_shutdown(monitored):
     assert wait_for(lambda: "worker-offline" in monitored["recorder"].types, 10)
     assert not state.workers[name].alive
     assert http_get(f"{monitored['metrics']}/healthz")[0] == 0  # the endpoint stopped with the worker
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--metrics-port", "70000"], "--metrics-port must be between 0 and 65535"),
+    (["--metrics-port=-1"], "--metrics-port must be between 0 and 65535"),
+    (["--log-format", "xml"], "--log-format must be text or json"),
+    (["--metrics-host", "not a host", "--metrics-port", "0"], "cannot serve metrics on not a host:0"),
+])
+def test_bad_monitoring_configuration(redis_url, args, message):
+    from conftest import swift_binary
+
+    result = subprocess.run([str(swift_binary()), "worker", "--broker", redis_url, "-Q", unique("bad-monitoring"),
+                             *args], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_metrics_port_in_use_is_named(redis_url):
+    from conftest import swift_binary
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([str(swift_binary()), "worker", "--broker", redis_url, "-Q", unique("bad-monitoring"),
+                                 "--metrics-host", "127.0.0.1", "--metrics-port", str(port)],
+                                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode != 0
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stdout + result.stderr, result.stderr
