@@ -151,8 +151,14 @@ public final class EventDispatcher: Sendable {
                 }
             }
             await withTaskCancellationHandler {
+                var reachable = true
                 while let batch = await nextBatch() {
-                    await publish(batch)
+                    if !reachable && isClosed {
+                        // Shutting down with Redis unreachable: do not hold the exit up for a reconnect.
+                        outbox.withLock { $0.dropped += batch.count }
+                        continue
+                    }
+                    reachable = await publish(batch)
                 }
             } onCancel: {
                 self.close()
@@ -253,17 +259,20 @@ public final class EventDispatcher: Sendable {
         }
     }
 
-    private func publish(_ batch: [Stamped]) async {
+    /// Publishes a batch; false if Redis could not be reached.
+    private func publish(_ batch: [Stamped]) async -> Bool {
         let commands = batch.map { stamped in
             let (channel, payload) = encode(stamped)
             return RESPCommand("PUBLISH", channel, RESPBytes(payload))
         }
         do {
             _ = try await client.pipeline(commands)
+            return true
         } catch {
             // Fire-and-forget as in Celery: a monitor that missed events catches up with the next heartbeat.
             outbox.withLock { $0.dropped += batch.count }
             logger.debug("cannot publish monitoring events", metadata: ["error": "\(error)"])
+            return false
         }
     }
 
@@ -274,7 +283,8 @@ public final class EventDispatcher: Sendable {
         var now = time(nil)
         var local = tm()
         guard localtime_r(&now, &local) != nil else { return 0 }
-        return -Double(local.tm_gmtoff) / 3600
+        // `0 - x`, not `-x`: UTC must be 0.0 as Python sends it, never -0.0.
+        return 0 - Double(local.tm_gmtoff) / 3600
     }
 
     /// The 1, 5 and 15 minute load averages, rounded to 2 places as Celery sends them.
