@@ -7,7 +7,8 @@ import Synchronization
 
 /// Publishes Celery's monitoring events (`celery events`, `celery.events.state.State`, Flower) for one worker:
 /// `worker-online`, a `worker-heartbeat` every `heartbeatInterval`, `worker-offline` at the end, and, while task
-/// events are enabled (`-E`, or the `enable_events` control command), one event per task state change.
+/// events are enabled (`-E`, or the `enable_events` control command), one event per task state change (sent, as
+/// Celery's worker sends them, in `task.multi` messages whose body is a list of events).
 ///
 /// Events are fire-and-forget (PUBLISH, lost when nobody listens, as in Celery): calls only queue them, and one
 /// loop publishes what is queued in pipelined batches, so a task never waits on a monitor. While Redis is
@@ -214,16 +215,41 @@ public final class EventDispatcher: Sendable {
         waiter?.resume()
     }
 
-    private func encode(_ stamped: Stamped) -> (channel: String, payload: [UInt8]) {
-        let event = stamped.event
-        let body = event.body(origin: origin, clock: stamped.clock, timestamp: stamped.timestamp)
+    /// The PUBLISH commands for a batch: worker events one by one; task events grouped as Celery's worker
+    /// groups them, into `task.multi` messages whose body is a list of events (receivers accept both).
+    private func commands(for batch: [Stamped]) -> [RESPCommand] {
+        var commands: [RESPCommand] = []
+        var tasks: [JSONValue] = []
+        func flushTasks() {
+            guard !tasks.isEmpty else { return }
+            commands.append(publish(routingKey: "task.multi", body: .array(tasks)))
+            tasks.removeAll(keepingCapacity: true)
+        }
+        for stamped in batch {
+            let body = stamped.event.body(origin: origin, clock: stamped.clock, timestamp: stamped.timestamp)
+            if stamped.event.type.hasPrefix("task-") {
+                tasks.append(body)
+                if tasks.count == Self.multiLimit { flushTasks() }
+            } else {
+                flushTasks()
+                commands.append(publish(routingKey: stamped.event.routingKey, body: body))
+            }
+        }
+        flushTasks()
+        return commands
+    }
+
+    /// At most this many task events share one `task.multi` message.
+    static let multiLimit = 100
+
+    private func publish(routingKey: String, body: JSONValue) -> RESPCommand {
         let payload = CeleryEvent.envelope(
             body: body,
             hostname: hostname,
-            routingKey: event.routingKey,
+            routingKey: routingKey,
             deliveryTag: OutgoingTask.newID()
         )
-        return (channelPrefix + event.routingKey, payload)
+        return RESPCommand("PUBLISH", channelPrefix + routingKey, RESPBytes(payload))
     }
 
     /// Everything queued (at most 512 at a time), waiting while nothing is; nil once closed and empty.
@@ -261,10 +287,7 @@ public final class EventDispatcher: Sendable {
 
     /// Publishes a batch; false if Redis could not be reached.
     private func publish(_ batch: [Stamped]) async -> Bool {
-        let commands = batch.map { stamped in
-            let (channel, payload) = encode(stamped)
-            return RESPCommand("PUBLISH", channel, RESPBytes(payload))
-        }
+        let commands = commands(for: batch)
         do {
             _ = try await client.pipeline(commands)
             return true

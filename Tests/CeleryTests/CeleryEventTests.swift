@@ -145,12 +145,15 @@ struct EventDispatcherRedisTests {
                     var seen: [(channel: String, envelope: JSONValue, body: JSONValue)] = []
                     for try await message in subscription.messages {
                         let envelope = try JSONValue(parsing: Array(message.payload.readableBytesView))
-                        let body = try JSONValue(
+                        let decoded = try JSONValue(
                             parsing: try Base64.decode(string: envelope["body"]?.stringValue ?? "")
                         )
-                        guard body["hostname"]?.stringValue == hostname else { continue }
-                        seen.append((message.channel, envelope, body))
-                        if body["type"] == "worker-offline" { return seen }
+                        // task.multi carries a list of events, as Celery's worker sends them.
+                        for body in decoded.arrayValue ?? [decoded] {
+                            guard body["hostname"]?.stringValue == hostname else { continue }
+                            seen.append((message.channel, envelope, body))
+                            if body["type"] == "worker-offline" { return seen }
+                        }
                     }
                     return seen
                 }
@@ -234,6 +237,13 @@ struct EventDispatcherRedisTests {
                     + (event.envelope["properties"]?["delivery_info"]?["routing_key"]?.stringValue ?? "?")
             )
             #expect(event.body["hostname"] == .string(hostname))
+            let isTaskEvent = event.body["type"]?.stringValue?.hasPrefix("task-") == true
+            #expect(
+                event.channel
+                    == (isTaskEvent
+                        ? "/0.celeryev/task.multi"
+                        : "/0.celeryev/worker.\(event.body["type"]!.stringValue!.dropFirst(7))")
+            )
         }
         let clocks = bodies.compactMap { $0["clock"]?.intValue }
         #expect(clocks == clocks.sorted() && Set(clocks).count == clocks.count)
