@@ -21,10 +21,20 @@ public final class MonitoringServer: Service, Sendable {
     let logger: Logger
     private let bound = Atomic<Int>(0)
 
+    /// How long one connection may take to send its request and get the answer.
+    public let connectionDeadline: Duration
+
     /// Serves `worker`'s metrics: those of its `WorkerMetrics(registry:)`, or an empty registry's.
-    public init(host: String, port: Int, worker: Worker, logger: Logger) {
+    public init(
+        host: String,
+        port: Int,
+        worker: Worker,
+        connectionDeadline: Duration = .seconds(10),
+        logger: Logger
+    ) {
         self.host = host
         self.port = port
+        self.connectionDeadline = connectionDeadline
         self.worker = worker
         self.registry = worker.metrics.registry ?? PrometheusCollectorRegistry()
         self.logger = logger
@@ -59,12 +69,26 @@ public final class MonitoringServer: Service, Sendable {
             try await withThrowingDiscardingTaskGroup { group in
                 try await server.executeThenClose { connections in
                     for try await connection in connections {
-                        group.addTask { await self.serve(connection) }
+                        group.addTask { await self.serveWithDeadline(connection) }
                     }
                 }
             }
         } onGracefulShutdown: {
             server.channel.close(promise: nil)
+        }
+    }
+
+    /// Serves one connection, giving up after `connectionDeadline`, so a client that connects and sends nothing
+    /// cannot hold up the shutdown.
+    private func serveWithDeadline(
+        _ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
+    ) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.serve(connection) }
+            group.addTask { try? await Task.sleep(for: self.connectionDeadline) }
+            await group.next()
+            group.cancelAll()
+            connection.channel.close(promise: nil)
         }
     }
 

@@ -63,7 +63,13 @@ struct MonitoringServerTests {
             metrics: .prometheus(bootstrap: false),
             logger: TestRedis.logger
         )
-        let server = MonitoringServer(host: "127.0.0.1", port: 0, worker: worker, logger: TestRedis.logger)
+        let server = MonitoringServer(
+            host: "127.0.0.1",
+            port: 0,
+            worker: worker,
+            connectionDeadline: .milliseconds(300),
+            logger: TestRedis.logger
+        )
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await worker.run() }
             group.addTask { try await server.run() }
@@ -156,6 +162,27 @@ struct MonitoringServerTests {
 
             worker.stop()
             #expect(try await httpGet(port: port, "/healthz").status == 503)
+        }
+    }
+
+    @Test("a client that connects and sends nothing is disconnected after the connection deadline")
+    func silentClient() async throws {
+        try await Self.withMonitoredWorker(queue: TestRedis.uniqueQueue()) { _, server, _ in
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(host: "127.0.0.1", port: server.boundPort) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    }
+                }
+            let started = ContinuousClock.now
+            let received = try await channel.executeThenClose { inbound, _ in
+                var count = 0
+                for try await chunk in inbound { count += chunk.readableBytes }
+                return count
+            }
+            #expect(received == 0)
+            #expect(ContinuousClock.now - started < .seconds(5))
+            #expect(try await httpGet(port: server.boundPort, "/healthz").status == 200)
         }
     }
 }
