@@ -4,6 +4,7 @@ import JSON
 import Logging
 import RESP
 import Redis
+import TestSupport
 import Testing
 
 @testable import Celery
@@ -169,6 +170,41 @@ struct EventDispatcherRedisTests {
         }
     }
 
+    /// Runs a worker on a redis-server of this test's own (its pattern subscriber sees no other test's traffic),
+    /// then stops it (warm shutdown).
+    static func withWorker(
+        _ configuration: WorkerConfiguration,
+        redis: OwnRedisServer,
+        _ body: (Worker, RedisClient) async throws -> Void
+    ) async throws {
+        let client = RedisClient(configuration: try RedisConfiguration(url: redis.url), logger: TestRedis.logger)
+        let worker = Worker(
+            configuration: configuration,
+            registry: TestRedis.defaultRegistry(),
+            broker: client,
+            backend: client,
+            logger: TestRedis.logger
+        )
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await worker.run() }
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !worker.isReady && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(worker.isReady)
+            do {
+                try await body(worker, client)
+            } catch {
+                worker.stop()
+                try await group.waitForAll()
+                throw error
+            }
+            worker.stop()
+            try await group.waitForAll()
+        }
+        await client.close()
+    }
+
     static func types(_ bodies: [JSONValue], for id: String? = nil) -> [String] {
         bodies.filter { id == nil || $0["uuid"]?.stringValue == id }.compactMap { $0["type"]?.stringValue }
     }
@@ -179,7 +215,9 @@ struct EventDispatcherRedisTests {
         var configuration = WorkerConfiguration(queues: [queue], concurrency: 2, hostname: "\(queue)@test")
         configuration.taskEvents = true
         configuration.heartbeatInterval = .milliseconds(200)
-        let client = try TestRedis.client()
+        let redis = try OwnRedisServer()
+        try await redis.start()
+        let client = RedisClient(configuration: try RedisConfiguration(url: redis.url), logger: TestRedis.logger)
         let add = TestRedis.envelope(task: "tasks.add", args: [2, 3], queue: queue)
         let fail = TestRedis.envelope(task: "tasks.fail", args: ["boom"], queue: queue)
         let expired = TestRedis.envelope(
@@ -199,8 +237,8 @@ struct EventDispatcherRedisTests {
         let events = try await Self.collect(
             client,
             hostname: hostname
-        ) { [configuration] in
-            try await TestRedis.withWorker(configuration) { worker, client in
+        ) { [configuration, redis] in
+            try await Self.withWorker(configuration, redis: redis) { worker, client in
                 for message in [add, fail, expired, unknown, undecodable] {
                     try await TestRedis.push(client, queue, message.bytes)
                 }
@@ -257,14 +295,16 @@ struct EventDispatcherRedisTests {
         let queue = TestRedis.uniqueQueue()
         var configuration = WorkerConfiguration(queues: [queue], concurrency: 1, hostname: "\(queue)@test")
         configuration.heartbeatInterval = nil
-        let client = try TestRedis.client()
+        let redis = try OwnRedisServer()
+        try await redis.start()
+        let client = RedisClient(configuration: try RedisConfiguration(url: redis.url), logger: TestRedis.logger)
         let first = TestRedis.envelope(task: "tasks.add", args: [1, 1], queue: queue)
         let second = TestRedis.envelope(task: "tasks.add", args: [2, 2], queue: queue)
         let events = try await Self.collect(
             client,
             hostname: configuration.hostname
-        ) { [configuration] in
-            try await TestRedis.withWorker(configuration) { worker, client in
+        ) { [configuration, redis] in
+            try await Self.withWorker(configuration, redis: redis) { worker, client in
                 #expect(!worker.events.taskEventsEnabled)
                 try await TestRedis.push(client, queue, first.bytes)
                 _ = try await TestRedis.result(client, first.id)
