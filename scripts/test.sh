@@ -20,11 +20,11 @@ section "setup"
 ensure_swift || exit 1
 ensure_system_packages || exit 1
 ensure_python_venv || exit 1
-if ! .venv-interop/bin/python -c 'import celery, pytest, redis, yaml' >/dev/null 2>&1; then
+if ! .venv-interop/bin/python -c 'import celery, pytest, redis, yaml, flower' >/dev/null 2>&1; then
     log "creating .venv-interop"
     python3 -m venv .venv-interop || exit 1
     .venv-interop/bin/python -m pip install --quiet --disable-pip-version-check 'celery[redis]==5.7.0' pytest \
-        pyyaml </dev/null || exit 1
+        pyyaml 'flower==2.2.0' </dev/null || exit 1
 fi
 swift --version 2>&1 | head -n 1
 

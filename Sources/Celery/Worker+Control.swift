@@ -187,19 +187,15 @@ extension Worker {
     }
 
     /// Revoked before it ran: REVOKED stored (`exc_message ["revoked"]`), acked, not run — as Celery does.
-    func discardRevoked(_ message: TaskMessage, logger: Logger) -> Bool {
+    /// A revoked chord header task returns its part (REVOKED), so the chord still completes, with a ChordError.
+    func discardRevoked(_ message: TaskMessage, logger: Logger) async -> Bool {
         guard control.revoked.contains(message.id) else { return false }
         logger.info("task revoked, discarding")
-        batcher.storeResult(
-            taskID: message.id,
-            meta: backend.meta(
-                state: .revoked,
-                result: StoredException(type: "TaskRevokedError", module: "celery.exceptions", arguments: ["revoked"])
-                    .resultJSON,
-                message: message,
-                taskID: message.id
-            )
-        )
+        events.taskRevoked(id: message.id)
+        let result = StoredException(type: "TaskRevokedError", module: "celery.exceptions", arguments: ["revoked"])
+            .resultJSON
+        let meta = backend.meta(state: .revoked, result: result, message: message, taskID: message.id)
+        await storeOutcome(.revoked, result: result, meta: message.ignoreResult ? JSONValue?.none : meta, of: message)
         acknowledge(message.deliveryTag)
         return true
     }

@@ -9,9 +9,10 @@ extension Worker {
         logger[metadataKey: "celery.task.id"] = "\(message.id)"
         logger[metadataKey: "celery.task.name"] = "\(message.taskName)"
 
-        if discardRevoked(message, logger: logger) { return }
+        if await discardRevoked(message, logger: logger) { return }
         if let expires = message.expires, expires < CeleryTimestamp.now() {
             logger.info("task expired, discarding")
+            events.taskRevoked(id: message.id, expired: true)
             await store(
                 .revoked,
                 StoredException(type: "TaskRevokedError", module: "celery.exceptions", arguments: ["expired"]),
@@ -30,6 +31,7 @@ extension Worker {
                 arguments: [.string(message.taskName)]
             )
             await storeFailure(error, message)
+            noteFailed(message, error)
             acknowledge(message.deliveryTag)
             return
         }
@@ -63,6 +65,8 @@ extension Worker {
         let started = ContinuousClock.now
         let termination = control.active.begin(message, acknowledged: !configuration.acksLate)
         defer { control.active.end(message, termination) }
+        noteStarted(message)
+        defer { noteFinished(message, runtime: ContinuousClock.now - started) }
         do {
             let arguments = TaskArguments(args: message.args, kwargs: message.kwargs)
             let limits = message.timeLimit
@@ -77,7 +81,8 @@ extension Worker {
             ) {
                 try await task.run(context, arguments)
             }
-            logger.debug("task succeeded", metadata: ["celery.task.runtime": "\(ContinuousClock.now - started)"])
+            let runtime = ContinuousClock.now - started
+            logger.debug("task succeeded", metadata: ["celery.task.runtime": "\(runtime)"])
             // Follow-ups go out before the result is stored and before the ack (see Worker+Canvas.swift).
             let children: JSONValue
             do {
@@ -92,10 +97,12 @@ extension Worker {
                     module: "kombu.exceptions",
                     arguments: [.string("cannot publish callbacks or the next chain task: \(error)")]
                 )
+                noteFailed(message, failure)
                 await storeFailure(failure, message, ignoreResult: ignoreResult)
                 if configuration.acksLate { acknowledge(message.deliveryTag) }
                 return
             }
+            noteSucceeded(message, result: result, runtime: runtime)
             // A chord header's result is stored together with its chord part (Worker+Chord.swift).
             // (JSONValue is ExpressibleByNilLiteral: spell out the optional, or `nil` would store `null`.)
             var meta: JSONValue? = .none
@@ -117,14 +124,15 @@ extension Worker {
         } catch  where error is TaskTerminated || termination.isFired {
             // `revoke --terminate`: REVOKED with reason "terminated", as Celery's terminate stores it.
             logger.info("task terminated by a revoke")
-            if !ignoreResult {
-                store(
-                    .revoked,
-                    StoredException(type: "TaskRevokedError", module: "celery.exceptions", arguments: ["terminated"]),
-                    message,
-                    traceback: nil
-                )
-            }
+            events.taskRevoked(id: message.id, terminated: true, signum: 15)
+            // Through the chord part-return too, so a chord whose header task was terminated still completes.
+            await store(
+                .revoked,
+                StoredException(type: "TaskRevokedError", module: "celery.exceptions", arguments: ["terminated"]),
+                message,
+                traceback: nil,
+                ignoreResult: ignoreResult
+            )
         } catch let request as TaskRetry {
             await retry(message, request, ignoreResult: ignoreResult)
         } catch let error where task.options.autoretry?.matches(error) == true {
@@ -138,6 +146,7 @@ extension Worker {
         } catch {
             let stored = StoredException(error)
             logger.error("task raised \(stored.repr)")
+            noteFailed(message, stored)
             await publishErrbacks(of: message)
             await storeFailure(stored, message, ignoreResult: ignoreResult)
         }
@@ -208,6 +217,7 @@ extension Worker {
             ]
         )
         if let id = error.taskID {
+            events.taskRejected(id: id, requeue: false)
             let stored: StoredException
             switch error.code {
             case .contentTypeRefused:

@@ -20,6 +20,7 @@ extension Worker {
                 metadata: ["celery.task.id": "\(message.id)", "celery.task.name": "\(message.taskName)"]
             )
             await publishErrbacks(of: message)
+            noteFailed(message, failure)
             await storeFailure(failure, message, ignoreResult: ignoreResult)
             return
         }
@@ -61,9 +62,11 @@ extension Worker {
                 "cannot publish the retry; storing FAILURE",
                 metadata: ["celery.task.id": "\(message.id)", "error": "\(error)"]
             )
+            noteFailed(message, cause ?? StoredException(error))
             await storeFailure(cause ?? StoredException(error), message, ignoreResult: ignoreResult)
             return
         }
+        noteRetried(message, cause)
         logger.info(
             "task retry scheduled",
             metadata: [

@@ -22,6 +22,11 @@ public final class Worker: Service, Sendable {
     let backend: ResultBackend
     let batcher: WriteBatcher
     let gate: CreditGate
+    /// Monitoring events (`-E`, heartbeats); the control commands reach it here.
+    public let events: EventDispatcher
+    let metrics: WorkerMetrics
+    /// False while fetching from Redis fails.
+    let fetchHealthy = Atomic<Bool>(true)
     let reserved = ReservedQueue<Work>()
     let held = HeldMessages()
     /// Remote control, revocation and rate limits (Worker+Control.swift).
@@ -55,6 +60,7 @@ public final class Worker: Service, Sendable {
         broker: RedisClient,
         backend: RedisClient,
         redis: RedisClient? = nil,
+        metrics: WorkerMetrics = WorkerMetrics(),
         logger: Logger
     ) {
         precondition(configuration.concurrency > 0, "concurrency must be at least 1")
@@ -85,6 +91,29 @@ public final class Worker: Service, Sendable {
             registry: registry,
             broker: broker,
             logger: logger
+        )
+        self.metrics = metrics
+        self.events = EventDispatcher(
+            client: broker,
+            hostname: configuration.hostname,
+            taskEvents: configuration.taskEvents,
+            heartbeatInterval: configuration.heartbeatInterval,
+            logger: logger
+        )
+        // `celery control enable_events` / `disable_events` / `heartbeat` act on this worker's dispatcher.
+        let events = self.events
+        control.hooks = ControlHooks(
+            enableEvents: {
+                let wasEnabled = events.taskEventsEnabled
+                events.setEnabled(true)
+                return !wasEnabled
+            },
+            disableEvents: {
+                let wasEnabled = events.taskEventsEnabled
+                events.setEnabled(false)
+                return wasEnabled
+            },
+            heartbeat: { events.sendHeartbeat() }
         )
     }
 
@@ -117,6 +146,7 @@ public final class Worker: Service, Sendable {
             outer.addTask { await self.batcher.run() }
             // Remote control listens before the worker says it is ready, so a command sent right after is not lost.
             outer.addTask { await self.controlLoop() }
+            outer.addTask { await self.events.run() }
             await control.listening.wait(upTo: .seconds(5))
             readyState.store(true, ordering: .relaxed)
             logger.info(
@@ -141,6 +171,7 @@ public final class Worker: Service, Sendable {
             // Every executor has returned: nothing else can take or add a message now.
             await giveBack(unstarted.withLock { $0 } + leftovers)
             batcher.close()
+            events.close()
         }
         logger.info("worker stopped")
     }
@@ -191,6 +222,7 @@ public final class Worker: Service, Sendable {
             do {
                 var deliveries = try await broker.pop(lists: lists, limit: credit, stamp: stamp)
                 popInFlight = false
+                fetchHealthy.store(true, ordering: .relaxed)
                 if failures > 0 {
                     logger.info("consuming again", metadata: ["redis.url": "\(brokerClient.configuration.redactedURL)"])
                     failures = 0
@@ -229,6 +261,7 @@ public final class Worker: Service, Sendable {
                 // Redis may have run the pop script and lost only its reply: look for those messages once it is back.
                 if popInFlight { lostPops.append(stamp) }
                 gate.release(credit)
+                fetchHealthy.store(false, ordering: .relaxed)
                 failures += 1
                 await blocking?.close()
                 blocking = nil
@@ -339,6 +372,7 @@ public final class Worker: Service, Sendable {
         // The pop recorded the message in `unacked` under the tag its text search found; ack that one, even if a
         // hostile envelope names another tag elsewhere.
         if let recorded = delivery.tag, recorded != message.deliveryTag { message.deliveryTag = recorded }
+        noteReceived(message)
         if let eta = message.eta, eta > CeleryTimestamp.now(), !isStopping, !control.revoked.contains(message.id) {
             switch held.hold(delivery, message, until: eta, creditFree: configuration.maximumHeld) {
             case nil:

@@ -35,6 +35,10 @@ public struct WorkerConfiguration: Sendable {
     /// few dozen cheap script calls a second. nil blocks in BRPOP as kombu does: lowest latency, but a crash between
     /// the pop and the record (two round trips) loses that message.
     public var idlePolling: Duration? = .milliseconds(25)
+    /// `-E` / `worker_send_task_events`: publish task events for monitors (Flower, `celery events`).
+    public var taskEvents = false
+    /// Seconds between `worker-heartbeat` events (Celery's 2 s); nil sends none (`--without-heartbeat`).
+    public var heartbeatInterval: Duration? = .seconds(2)
     /// How long one idle BRPOP waits before the worker checks for shutdown again (kombu uses 1 s).
     public var idlePollTimeout: Duration
     /// Messages longer than this many bytes are refused before they are parsed (0: no limit). The pop script

@@ -94,6 +94,11 @@ public final class RedisClient: Sendable {
         try await RedisConnection.connect(configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger)
     }
 
+    /// How many times the shared connection was made again after it dropped (for metrics).
+    public var reconnectCount: Int {
+        get async { await manager.reconnects }
+    }
+
     /// Closes the shared connection. Later commands connect again.
     public func close() async {
         await manager.close()
@@ -197,6 +202,8 @@ private actor ConnectionManager {
     let logger: Logger
     private var state = State.idle
     private var consecutiveFailures = 0
+    private var hasConnected = false
+    private(set) var reconnects = 0
 
     init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, backoff: RedisBackoff, logger: Logger) {
         self.configuration = configuration
@@ -251,6 +258,8 @@ private actor ConnectionManager {
                     logger.info("reconnected to Redis", metadata: ["redis.url": "\(configuration.redactedURL)"])
                 }
                 consecutiveFailures = 0
+                if hasConnected { reconnects += 1 }
+                hasConnected = true
                 state = .connected(connection)
                 for waiter in waiters { waiter.resume(returning: connection) }
                 return connection
@@ -264,6 +273,7 @@ private actor ConnectionManager {
     }
 
     func close() async {
+        hasConnected = false
         if case .connected(let connection) = state {
             state = .closed
             await connection.close()

@@ -79,11 +79,32 @@ struct WorkerCommand: AsyncParsableCommand {
     )
     var maxMessageSize: String = "64MiB"
 
+    @Flag(name: [.customShort("E"), .long], help: "Send task events (Flower, celery events).")
+    var taskEvents = false
+
+    @Flag(name: .long, help: "Send no worker-heartbeat events (worker-online and -offline still go out).")
+    var withoutHeartbeat = false
+
+    @Option(name: .long, help: "Serve /metrics (Prometheus) and /healthz on this port (0: any free port).")
+    var metricsPort: Int?
+
+    @Option(name: .long, help: "The address the metrics endpoint listens on.")
+    var metricsHost: String = "0.0.0.0"
+
+    @Option(name: .long, help: "Log format: text or json (one JSON object per line).")
+    var logFormat: String = "text"
+
     func validate() throws {
         guard ByteSize(parsing: maxMessageSize) != nil else {
             throw ValidationError(
                 "--max-message-size must be a number of bytes with an optional unit (k, M, G), got '\(maxMessageSize)'"
             )
+        }
+        if let metricsPort, !(0...65535).contains(metricsPort) {
+            throw ValidationError("--metrics-port must be between 0 and 65535, got \(metricsPort)")
+        }
+        guard ["text", "json"].contains(logFormat) else {
+            throw ValidationError("--log-format must be text or json, got \(logFormat)")
         }
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1, got \(concurrency)") }
         guard prefetchMultiplier >= 0 else {
@@ -113,7 +134,13 @@ struct WorkerCommand: AsyncParsableCommand {
     func run() async throws {
         ProcessArguments.maskPasswords()
         let level = Logger.Level(rawValue: loglevel.lowercased()) ?? .info
+        let json = logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json {
+                var handler = JSONLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
@@ -163,19 +190,32 @@ struct WorkerCommand: AsyncParsableCommand {
         workerConfiguration.maximumHeld = maxHeld
         workerConfiguration.maximumMessageSize = ByteSize(parsing: maxMessageSize)?.bytes ?? 0
         if idleFetch == "brpop" { workerConfiguration.idlePolling = nil }
+        workerConfiguration.taskEvents = taskEvents
+        if withoutHeartbeat { workerConfiguration.heartbeatInterval = nil }
+        let metrics = metricsPort == nil ? WorkerMetrics() : WorkerMetrics.prometheus()
         let worker = Worker(
             configuration: workerConfiguration,
             registry: registry,
             broker: brokerClient,
             backend: backendClient,
             redis: redisClient,
+            metrics: metrics,
             logger: logger
         )
         // The first SIGTERM/SIGINT is a warm shutdown. A second one, SIGQUIT (as Celery), or --shutdown-timeout
         // is a cold shutdown: running handlers are cancelled and every unfinished message is given back.
+        // The monitoring server comes first: services stop in reverse order, so /healthz answers 503 while the
+        // worker drains.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)
+        ]
+        if let metricsPort {
+            let server = MonitoringServer(host: metricsHost, port: metricsPort, worker: worker, logger: logger)
+            services.insert(.init(service: server), at: 0)
+        }
         var groupConfiguration = ServiceGroupConfiguration(
             // `celery control shutdown` stops the worker by itself: that ends the group normally (exit 0).
-            services: [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             cancellationSignals: [.sigquit],
             logger: logger
