@@ -279,3 +279,48 @@ def test_global_rate_limit_across_three_workers(redis_url, redis_client):
         app.close()
         for w in workers:
             stopped_cleanly(w)
+
+
+@pytest.mark.swift_only
+def test_enable_events_through_control_turns_task_events_on(ctl_app, ctl_worker):
+    """The worker runs without -E: `control enable_events` turns task events on, `disable_events` off again."""
+    from test_events import EventRecorder
+
+    recorder = EventRecorder(ctl_app).start()
+    name, d = ctl_worker.name, [ctl_worker.name]
+    try:
+        add = ctl_app.tasks["tasks.add"]
+        quiet = add.delay(1, 2)
+        assert quiet.get(timeout=RESULT_TIMEOUT) == 3
+        # Events leave the worker in order: a heartbeat sent after the result means no task event is still coming.
+        seen = len(recorder.types)
+        assert wait_for(lambda: "worker-heartbeat" in recorder.types[seen:], 10)
+        assert quiet.id not in recorder.state.tasks
+
+        assert ctl_app.control.enable_events(destination=d, reply=True) == [{name: {"ok": "task events enabled"}}]
+        loud = add.delay(2, 3)
+        assert loud.get(timeout=RESULT_TIMEOUT) == 5
+        assert wait_for(lambda: loud.id in recorder.state.tasks and recorder.state.tasks[loud.id].state == "SUCCESS",
+                        10), recorder.types[-20:]
+        assert recorder.state.tasks[loud.id].worker.hostname == name
+    finally:
+        assert ctl_app.control.disable_events(destination=d, reply=True) == [{name: {"ok": "task events disabled"}}]
+        recorder.stop()
+
+
+@pytest.mark.swift_only
+def test_a_revoked_chord_header_task_ends_the_chord_with_chord_error(ctl_app, ctl_worker):
+    from celery import chord
+    from celery.exceptions import ChordError
+
+    add, xsum = ctl_app.tasks["tasks.add"], ctl_app.tasks["tasks.xsum"]
+    revoked_id = str(uuid.uuid4())
+    reply = ctl_app.control.revoke(revoked_id, destination=[ctl_worker.name], reply=True)
+    assert reply[0][ctl_worker.name]["ok"] == f"tasks {{'{revoked_id}'}} flagged as revoked", reply
+    header = [add.s(1, 1), add.s(2, 2).set(task_id=revoked_id), add.s(3, 3)]
+    result = chord(header, xsum.s()).apply_async()
+    body = ctl_app.AsyncResult(result.id)
+    with pytest.raises(ChordError) as info:
+        body.get(timeout=RESULT_TIMEOUT, propagate=True)
+    assert revoked_id in str(info.value) and "TaskRevokedError" in str(info.value), str(info.value)
+    assert ctl_app.AsyncResult(revoked_id).state == "REVOKED"
