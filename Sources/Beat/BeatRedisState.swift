@@ -92,22 +92,20 @@ public struct BeatRedisState: Sendable {
         var outcomes: [String: SyncOutcome] = [:]
         for chunk in stride(from: 0, to: entries.count, by: 500).map({ entries[$0..<min($0 + 500, entries.count)] }) {
             try await betweenChunks()
-            var commands: [RESPCommand] = []
-            for entry in chunk {
+            let entries = Array(chunk)
+            let replies = try await pipelineScripts(entries.count, on: connection) { index throws(RedisError) in
+                let entry = entries[index]
                 let first = entry.enabled ? entry.schedule.firstDue(now: now) : nil
-                commands.append(
-                    try await evalCommand(
-                        Self.syncScript,
-                        keys: [lockKey, scheduleKey, entryKey(entry.name), entriesKey],
-                        arguments: [
-                            token, entry.name, entry.schedule.canonicalKey, entry.definition.serializedString(),
-                            first.map { String($0) } ?? "",
-                        ],
-                        on: connection
-                    )
+                return try await evalCommand(
+                    Self.syncScript,
+                    keys: [lockKey, scheduleKey, entryKey(entry.name), entriesKey],
+                    arguments: [
+                        token, entry.name, entry.schedule.canonicalKey, entry.definition.serializedString(),
+                        first.map { String($0) } ?? "",
+                    ],
+                    on: connection
                 )
             }
-            let replies = try await connection.pipeline(commands)
             for (entry, reply) in zip(chunk, replies) {
                 let answer = try Self.checked(reply)
                 let values = answer.array ?? []
@@ -186,9 +184,8 @@ public struct BeatRedisState: Sendable {
     public func fire(_ steps: [Fire], token: String, historyLimit: Int) async throws -> [FireOutcome] {
         guard !steps.isEmpty else { return [] }
         let connection = try await client.connection()
-        var commands: [RESPCommand] = []
-        commands.reserveCapacity(steps.count)
-        for step in steps {
+        let replies = try await pipelineScripts(steps.count, on: connection) { index throws(RedisError) in
+            let step = steps[index]
             let queue = step.message?.queue ?? ""
             let member = queue + "\u{06}\u{16}\u{06}\u{16}" + queue
             var command = try await evalCommand(
@@ -207,9 +204,8 @@ public struct BeatRedisState: Sendable {
             command.append(member)
             command.append(step.record)
             command.append(String(historyLimit))
-            commands.append(command)
+            return command
         }
-        let replies = try await connection.pipeline(commands)
         var outcomes: [FireOutcome] = []
         for reply in replies {
             switch try Self.checked(reply).int {
@@ -235,6 +231,34 @@ public struct BeatRedisState: Sendable {
     }
 
     private static let shas = ScriptCache()
+
+    /// Runs `count` EVALSHA commands pipelined. Those answered NOSCRIPT (the server's script cache was flushed or
+    /// Redis restarted, so they did nothing) run once more after the scripts are loaded again; the others keep
+    /// their replies, so no step runs twice.
+    private func pipelineScripts(
+        _ count: Int,
+        on connection: RedisConnection,
+        command: (Int) async throws(RedisError) -> RESPCommand
+    ) async throws(RedisError) -> [Result<RESPToken, RedisError>] {
+        var commands: [RESPCommand] = []
+        commands.reserveCapacity(count)
+        for index in 0..<count { commands.append(try await command(index)) }
+        var replies = try await connection.pipeline(commands)
+        let missing = replies.indices.filter { Self.isNoScript(replies[$0]) }
+        guard !missing.isEmpty else { return replies }
+        Self.shas.forget()
+        var again: [RESPCommand] = []
+        for index in missing { again.append(try await command(index)) }
+        for (index, reply) in zip(missing, try await connection.pipeline(again)) { replies[index] = reply }
+        return replies
+    }
+
+    private static func isNoScript(_ result: Result<RESPToken, RedisError>) -> Bool {
+        switch result {
+        case .success(let token): token.isError && (token.errorMessage ?? "").hasPrefix("NOSCRIPT")
+        case .failure(let error): error.serverErrorPrefix == "NOSCRIPT"
+        }
+    }
 
     /// The reply, or the error it carries: NOTLEADER becomes `BeatError.notLeader`; NOSCRIPT makes the cache
     /// forget its SHAs so the next attempt loads them again.

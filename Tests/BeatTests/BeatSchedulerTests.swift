@@ -122,9 +122,15 @@ struct BeatSchedulerTests {
         try await scheduler(entries, clock: VirtualClock(start: start2030, end: start2030 + 35_000)).run()
         try await scheduler(entries, clock: VirtualClock(start: start2030 + 35_000, end: start2030 + 100_000)).run()
         let records = try await history("every10")
-        #expect(records.compactMap { $0["due_ms"]?.intValue } == (1...10).map { Int(start2030) + $0 * 10_000 })
+        let dues = records.compactMap { $0["due_ms"]?.intValue }
+        // Every 10 s across the restart at 35 s: no gap, no slot twice. (The first slot is 10 s after the first
+        // successful sync: a Redis hiccup on a loaded machine delays that sync, and every slot, by its retry.)
+        #expect(dues.count >= 9)
+        #expect(zip(dues, dues.dropFirst()).allSatisfy { $1 - $0 == 10_000 })
+        #expect((dues.first ?? 0) - Int(start2030) >= 10_000 && (dues.first ?? 0) - Int(start2030) < 20_000)
+        #expect((dues.last ?? 0) > Int(start2030) + 90_000)
         #expect(records.allSatisfy { $0["collapsed"] == false })
-        #expect(try await queued(queue).count == 10)
+        #expect(try await queued(queue).count == dues.count)
     }
 
     @Test func missedSlotsCollapseIntoOneRun() async throws {
@@ -223,6 +229,27 @@ struct BeatSchedulerTests {
         #expect(try await client.send(RESPCommand("GET", prefix + "lock")).string == "me")
         try await state.release(token: "me")
         #expect(try await client.send(RESPCommand("EXISTS", prefix + "lock")).int == 0)
+    }
+
+    @Test func aFlushedScriptCacheIsReloadedAndNoStepRunsTwice() async throws {
+        let state = BeatRedisState(client: client, prefix: prefix)
+        #expect(try await state.acquire(token: "me", timeout: 30_000) == .taken)
+        #expect(try await state.sync([entry("e", every: 5_000)], now: 1_000, token: "me")["e"] == .scheduled(6_000))
+        // Redis loses its scripts (SCRIPT FLUSH, or a restart that kept the data): the next steps load them again.
+        try await client.send(RESPCommand("SCRIPT", "FLUSH"))
+        let step = BeatRedisState.Fire(
+            name: "e",
+            expectedDue: 6_000,
+            nextDue: 11_000,
+            firedAt: 6_000,
+            message: (queue, queue, Array(#"{"body": "x"}"#.utf8)),
+            record: "{}"
+        )
+        #expect(try await state.fire([step], token: "me", historyLimit: 10) == [.sent])
+        try await client.send(RESPCommand("SCRIPT", "FLUSH"))
+        #expect(try await state.sync([entry("e", every: 5_000)], now: 7_000, token: "me")["e"] == .kept(11_000))
+        #expect(try await queued(queue).count == 1)
+        try await state.release(token: "me")
     }
 
     @Test func reloadAddsChangesAndRemovesEntries() async throws {

@@ -117,7 +117,7 @@ struct WorkerIntegrationTests {
         }
         let redis = try TestRedis.client()
         // Enqueued before the worker starts: least urgent first.
-        var last = ""
+        var ids: [String] = []
         for (label, priority) in [("p9", 9), ("p6", 6), ("p3", 3), ("p0", 0)] {
             let message = TestRedis.envelope(
                 task: "test.record",
@@ -126,15 +126,14 @@ struct WorkerIntegrationTests {
                 priority: priority
             )
             try await TestRedis.push(redis, KombuLayout.list(queue: queue, priority: priority), message.bytes)
-            last = message.id
+            ids.append(message.id)
         }
-        let lastID = last
+        let allIDs = ids
         try await TestRedis.withWorker(
             WorkerConfiguration(queues: [queue], concurrency: 1, prefetchMultiplier: 1),
             registry: registry
         ) { _, redis in
-            _ = try await TestRedis.result(redis, lastID)
-            try await Task.sleep(for: .milliseconds(300))
+            for id in allIDs { _ = try await TestRedis.result(redis, id) }
         }
         let ran = try await redis.send(RESPCommand("LRANGE", order, 0, -1)).array?.compactMap(\.string)
         #expect(ran == ["p0", "p3", "p6", "p9"])
