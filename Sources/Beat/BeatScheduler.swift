@@ -154,7 +154,7 @@ public final class BeatScheduler: Service, Sendable {
             }
             let delay = RedisBackoff(initial: .milliseconds(100), maximum: .seconds(5)).delay(afterFailures: failures)
             let milliseconds = delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000
-            logger.warning("beat cannot reach Redis, retrying", metadata: ["error": "\(error)"])
+            logger.warning("beat's step in Redis failed, retrying", metadata: ["error": "\(error)"])
             report.wake = now + max(50, milliseconds)
         }
         return report

@@ -9,9 +9,11 @@ import os
 import re
 import secrets
 import shlex
+import signal
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -212,10 +214,21 @@ def test_worker_runs_under_the_documented_acl_user(redis_client, redis_url, acl_
     user, password = acl_user
     url = redis_url.replace("redis://", f"redis://{user}:{password}@", 1)
     queue = unique("celery-acl")  # the rule's key patterns cover queues named celery*
-    worker = WorkerProcess("swift", url, queue=queue, name=f"{unique('acl')}@localhost").start()
+    # Everything on that needs Redis rights: task events, remote control (always on), chords, the global rate limit.
+    worker = WorkerProcess("swift", url, queue=queue, name=f"{unique('acl')}@localhost", flags=["-E"]).start()
     app = make_app("interop-acl", broker=redis_url, backend=redis_url, queue=queue)
     try:
         assert app.send_task("tasks.add", (2, 3), queue=queue).get(timeout=T) == 5
+        from celery import chord
+
+        header = [app.signature("tasks.add", (i, i), queue=queue) for i in range(4)]
+        assert chord(header, app.signature("tasks.xsum", queue=queue)).apply_async().get(timeout=T) == 12
+        d = [worker.name]
+        assert app.control.ping(destination=d, timeout=5) == [{worker.name: {"ok": "pong"}}]
+        assert worker.name in (app.control.inspect(destination=d, timeout=5).stats() or {})
+        revoked = app.control.revoke(str(uuid.uuid4()), destination=d, reply=True, timeout=5)
+        assert "flagged as revoked" in revoked[0][worker.name]["ok"]
+        assert app.send_task("tasks.throttled", ("celery-acl-throttle",), queue=queue).get(timeout=T) > 0
         assert app.send_task("tasks.flaky", (2,), queue=queue).get(timeout=T) == 2  # retries publish
         assert app.send_task("tasks.add", (1, 1), queue=queue, countdown=1).get(timeout=T) == 2  # held ETA
         chain = app.signature("tasks.add", (1, 2), queue=queue) | app.signature("tasks.add", (10,), queue=queue)
@@ -233,10 +246,37 @@ def test_worker_runs_under_the_documented_acl_user(redis_client, redis_url, acl_
         assert password not in ping.stdout + ping.stderr
     finally:
         app.close()
+        refused = denials(redis_client, user)
+        assert refused == [], refused
         stopped_cleanly(worker)
     assert "NOPERM" not in "".join(worker.lines), worker.log()
     assert denials(redis_client, user) == []
     assert password not in "".join(worker.lines)
+
+
+def test_beat_runs_under_the_documented_acl_user(redis_client, redis_url, acl_user, tmp_path):
+    user, password = acl_user
+    url = redis_url.replace("redis://", f"redis://{user}:{password}@", 1)
+    queue = unique("celery-acl-beat")
+    schedule = tmp_path / "beat.yaml"
+    schedule.write_text(f"entries:\n  - name: every-second\n    task: tasks.add\n    schedule: 1s\n"
+                        f"    args: [1, 2]\n    options: {{queue: {queue}}}\n")
+    prefix = f"swift-celery:beat-acl-{uuid.uuid4().hex[:8]}:"
+    beat = subprocess.Popen([str(swift_binary()), "beat", "--schedule", str(schedule), "--broker", url,
+                             "--key-prefix", prefix], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=environment(), stdin=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: redis_client.llen(queue) >= 2, 20), "beat pushed nothing under the ACL user"
+        beat.send_signal(signal.SIGHUP)  # reload: a sync under the same user
+        count = redis_client.llen(queue)
+        assert wait_for(lambda: redis_client.llen(queue) > count, 10)
+    finally:
+        beat.send_signal(signal.SIGTERM)
+        output = beat.communicate(timeout=30)[0]
+    assert beat.returncode == 0, output
+    assert denials(redis_client, user) == [], output
+    assert password not in output
+    redis_client.delete(queue)
 
 
 def test_acl_rule_refuses_keys_outside_its_patterns(redis_client, redis_url, acl_user):
