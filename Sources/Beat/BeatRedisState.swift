@@ -226,20 +226,30 @@ public struct BeatRedisState: Sendable {
         arguments: [String],
         on connection: RedisConnection
     ) async throws(RedisError) -> RESPCommand {
+        if Self.bySource.value {
+            return RESPCommand("EVAL", script.source, keys.count, keys, arguments)
+        }
         let sha = try await Self.shas.sha(of: script, on: connection)
         return RESPCommand("EVALSHA", sha, keys.count, keys, arguments)
+    }
+
+    /// Set while NOSCRIPT replies are run again: those go as EVAL with the source, which no flush can race.
+    @TaskLocal private static var bySource = Flag(value: false)
+
+    private struct Flag: Sendable {
+        var value: Bool
     }
 
     private static let shas = ScriptCache()
 
     /// Runs `count` EVALSHA commands pipelined. Those answered NOSCRIPT (the server's script cache was flushed or
-    /// Redis restarted, so they did nothing) run once more after the scripts are loaded again; the others keep
-    /// their replies, so no step runs twice.
+    /// Redis restarted, so they did nothing) run once more, as EVAL with the source; the others keep their replies,
+    /// so no step runs twice.
     private func pipelineScripts(
         _ count: Int,
         on connection: RedisConnection,
         command: (Int) async throws(RedisError) -> RESPCommand
-    ) async throws(RedisError) -> [Result<RESPToken, RedisError>] {
+    ) async throws -> [Result<RESPToken, RedisError>] {
         var commands: [RESPCommand] = []
         commands.reserveCapacity(count)
         for index in 0..<count { commands.append(try await command(index)) }
@@ -248,7 +258,9 @@ public struct BeatRedisState: Sendable {
         guard !missing.isEmpty else { return replies }
         Self.shas.forget()
         var again: [RESPCommand] = []
-        for index in missing { again.append(try await command(index)) }
+        try await Self.$bySource.withValue(Flag(value: true)) {
+            for index in missing { again.append(try await command(index)) }
+        }
         for (index, reply) in zip(missing, try await connection.pipeline(again)) { replies[index] = reply }
         return replies
     }

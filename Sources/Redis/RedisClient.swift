@@ -61,7 +61,7 @@ public final class RedisClient: Sendable {
     }
 
     /// Runs a Lua script by its SHA (`EVALSHA`), loading it first if this process has not yet, and loading it
-    /// again and retrying once if the server answers NOSCRIPT (after `SCRIPT FLUSH` or a restart).
+    /// again, as EVAL with the source, if the server answers NOSCRIPT (after `SCRIPT FLUSH` or a restart).
     @discardableResult
     public func evaluate(
         _ script: RedisScript,
@@ -106,7 +106,8 @@ public final class RedisClient: Sendable {
 }
 
 extension RedisConnection {
-    /// EVALSHA with load-on-first-use and a single reload-and-retry on NOSCRIPT.
+    /// EVALSHA with load-on-first-use; on NOSCRIPT, the same call as EVAL with the source (no second race with a
+    /// flush).
     public func evaluate(
         _ script: RedisScript,
         keys: [String] = [],
@@ -121,8 +122,9 @@ extension RedisConnection {
         do {
             return try await send(RESPCommand("EVALSHA", sha!, keys.count, keys, arguments))
         } catch  where error.serverErrorPrefix == "NOSCRIPT" {
-            let reloaded = try await load(script)
-            return try await send(RESPCommand("EVALSHA", reloaded, keys.count, keys, arguments))
+            // The server lost its scripts (SCRIPT FLUSH, a restart, a failover). EVAL with the source runs the script
+            // whatever the cache holds at that instant, and caches it again under the same SHA for the next EVALSHA.
+            return try await send(RESPCommand("EVAL", script.source, keys.count, keys, arguments))
         }
     }
 
