@@ -3,6 +3,7 @@
 #
 # Starts a throw-away redis-server on a free port (no persistence), builds the release swift-celery binary if it
 # is missing, runs Benchmarks/suite.py (swift-celery vs Python Celery and the Redis ceiling), stops the server.
+# BENCH_SCRIPT names another Python script to run the same way (Benchmarks/worker-vs-celery.sh does).
 # Python: $PYTHON, else .venv-interop/bin/python (created with celery[redis]==5.7.0 as scripts/test.sh does).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -35,4 +36,4 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 
-"$python" Benchmarks/suite.py --redis-url "redis://127.0.0.1:$port/0" ${SWIFT_CELERY_BIN:+--swift-bin "$SWIFT_CELERY_BIN"} "$@"
+"$python" "${BENCH_SCRIPT:-Benchmarks/suite.py}" --redis-url "redis://127.0.0.1:$port/0" ${SWIFT_CELERY_BIN:+--swift-bin "$SWIFT_CELERY_BIN"} "$@"

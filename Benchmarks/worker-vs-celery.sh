@@ -1,39 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks/worker-vs-celery.sh [worker_vs_celery.py arguments...]
 #
-# Starts a throw-away redis-server on a free port (no persistence), builds the release swift-celery binary if it
-# is missing, runs Benchmarks/worker_vs_celery.py (Python Celery prefork vs swift-celery), stops the server.
-# Python: $PYTHON, else .venv-interop/bin/python (created with celery[redis]==5.7.0 as scripts/test.sh does).
+# The drain comparison alone (Python Celery prefork vs swift-celery): Benchmarks/worker_vs_celery.py run by
+# Benchmarks/suite.sh, which starts the throw-away redis-server, builds the release binary and finds the Python.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-python=${PYTHON:-.venv-interop/bin/python}
-if ! "$python" -c 'import celery, redis' >/dev/null 2>&1; then
-    echo "creating .venv-interop" >&2
-    python3 -m venv .venv-interop
-    .venv-interop/bin/python -m pip install --quiet --disable-pip-version-check 'celery[redis]==5.7.0' pytest </dev/null
-    python=.venv-interop/bin/python
-fi
-
-if [[ " $* " != *" --only python "* && -z ${SWIFT_CELERY_BIN:-} && ! -x .build/release/swift-celery ]] &&
-    command -v swift >/dev/null 2>&1; then
-    echo "building swift-celery (release)" >&2
-    swift build -c release --product swift-celery >&2 || echo "release build failed; the Swift worker is skipped" >&2
-fi
-
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-dir=$(mktemp -d)
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" >"$dir/redis.log" 2>&1 &
-redis_pid=$!
-cleanup() {
-    kill "$redis_pid" 2>/dev/null || true
-    wait "$redis_pid" 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-for _ in $(seq 100); do
-    redis-cli -p "$port" ping >/dev/null 2>&1 && break
-    sleep 0.05
-done
-
-"$python" Benchmarks/worker_vs_celery.py --redis-url "redis://127.0.0.1:$port/0" "$@"
+BENCH_SCRIPT=Benchmarks/worker_vs_celery.py exec bash Benchmarks/suite.sh "$@"
