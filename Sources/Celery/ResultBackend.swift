@@ -116,12 +116,12 @@ final class WriteBatcher: Sendable {
     }
 
     func storeResult(taskID: String, meta: JSONValue) {
-        let payload = payload(taskID: taskID, meta: meta)
+        let payload = Self.payload(taskID: taskID, meta: meta)
         enqueue { $0.results.append((ResultBackend.keyPrefix + taskID, payload)) }
     }
 
     /// The meta as stored; a result too deep to serialize becomes the FAILURE it is.
-    func payload(taskID: String, meta: JSONValue) -> String {
+    static func payload(taskID: String, meta: JSONValue) -> String {
         do {
             return String(decoding: try meta.serialize(), as: UTF8.self)
         } catch {

@@ -61,7 +61,7 @@ extension Worker {
         let stored = meta.map {
             (
                 key: ResultBackend.keyPrefix + membership.taskID,
-                payload: batcher.payload(taskID: membership.taskID, meta: $0)
+                payload: WriteBatcher.payload(taskID: membership.taskID, meta: $0)
             )
         }
         let answer: RedisChord.PartReturn
