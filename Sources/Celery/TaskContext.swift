@@ -16,10 +16,47 @@ public struct TaskContext: Sendable {
     public var deliveryInfo: DeliveryInfo
     /// The message headers (custom ones included).
     public var headers: JSONObject
-    /// A logger carrying `celery.task.id` and `celery.task.name`.
-    public var logger: Logger
+    /// A logger carrying `celery.task.id` and `celery.task.name`. It is made when read (setting a log handler's
+    /// metadata re-renders it, a cost the worker would otherwise pay for every task): copy it into a local when a
+    /// handler logs many lines.
+    public var logger: Logger {
+        get { customLogger ?? TaskContext.logger(workerLogger, taskID: id, taskName: name) }
+        set { customLogger = newValue }
+    }
     /// Redis (from `REDIS_URL`, else the broker) for the handler's own use, on the worker's shared connection.
     public var redis: RedisClient
+    /// The worker's logger, without the task's metadata.
+    var workerLogger: Logger
+    /// A logger a handler assigned.
+    var customLogger: Logger?
+
+    init(
+        id: String,
+        name: String,
+        retries: Int,
+        hostname: String,
+        deliveryInfo: DeliveryInfo,
+        headers: JSONObject,
+        logger: Logger,
+        redis: RedisClient
+    ) {
+        self.id = id
+        self.name = name
+        self.retries = retries
+        self.hostname = hostname
+        self.deliveryInfo = deliveryInfo
+        self.headers = headers
+        self.workerLogger = logger
+        self.redis = redis
+    }
+
+    /// `logger` with the task's id and name as metadata.
+    static func logger(_ logger: Logger, taskID: String, taskName: String) -> Logger {
+        var logger = logger
+        logger[metadataKey: "celery.task.id"] = "\(taskID)"
+        logger[metadataKey: "celery.task.name"] = "\(taskName)"
+        return logger
+    }
 
     /// The exchange, routing key, priority and redelivery flag of the message.
     public struct DeliveryInfo: Sendable, Hashable {

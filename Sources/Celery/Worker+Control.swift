@@ -188,9 +188,9 @@ extension Worker {
 
     /// Revoked before it ran: REVOKED stored (`exc_message ["revoked"]`), acked, not run — as Celery does.
     /// A revoked chord header task returns its part (REVOKED), so the chord still completes, with a ChordError.
-    func discardRevoked(_ message: TaskMessage, logger: Logger) async -> Bool {
+    func discardRevoked(_ message: TaskMessage) async -> Bool {
         guard control.revoked.contains(message.id) else { return false }
-        logger.info("task revoked, discarding")
+        TaskContext.logger(logger, taskID: message.id, taskName: message.taskName).info("task revoked, discarding")
         events.taskRevoked(id: message.id)
         let result = StoredException(type: "TaskRevokedError", module: "celery.exceptions", arguments: ["revoked"])
             .resultJSON

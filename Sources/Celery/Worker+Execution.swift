@@ -5,11 +5,10 @@ import RESP
 extension Worker {
     /// Runs one decoded task: expiry check, lookup, ack (early or late), STARTED, the handler, the result.
     func execute(_ message: TaskMessage) async {
-        var logger = self.logger
-        logger[metadataKey: "celery.task.id"] = "\(message.id)"
-        logger[metadataKey: "celery.task.name"] = "\(message.taskName)"
+        // Made on first use: most tasks log nothing at the worker's level, and setting metadata is not free.
+        lazy var logger = TaskContext.logger(self.logger, taskID: message.id, taskName: message.taskName)
 
-        if await discardRevoked(message, logger: logger) { return }
+        if await discardRevoked(message) { return }
         if let expires = message.expires, expires < CeleryTimestamp.now() {
             logger.info("task expired, discarding")
             events.taskRevoked(id: message.id, expired: true)
@@ -58,10 +57,11 @@ extension Worker {
                 redelivered: message.redelivered
             ),
             headers: message.headers,
-            logger: logger,
+            logger: self.logger,
             redis: redisForTasks
         )
-        logger.debug("task started")
+        let debugging = self.logger.logLevel <= .debug
+        if debugging { logger.debug("task started") }
         let started = ContinuousClock.now
         let termination = control.active.begin(message, acknowledged: !configuration.acksLate)
         defer { control.active.end(message, termination) }
@@ -82,7 +82,7 @@ extension Worker {
                 try await task.run(context, arguments)
             }
             let runtime = ContinuousClock.now - started
-            logger.debug("task succeeded", metadata: ["celery.task.runtime": "\(runtime)"])
+            if debugging { logger.debug("task succeeded", metadata: ["celery.task.runtime": "\(runtime)"]) }
             // Follow-ups go out before the result is stored and before the ack (see Worker+Canvas.swift).
             let children: JSONValue
             do {
