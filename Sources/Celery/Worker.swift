@@ -29,6 +29,8 @@ public final class Worker: Service, Sendable {
     let fetchHealthy = Atomic<Bool>(true)
     let reserved = ReservedQueue<Work>()
     let held = HeldMessages()
+    /// Wakes the idle fetch loop when a message arrives (`IdleFetch.blmove`).
+    let idleWake: IdleWake
     /// Remote control, revocation and rate limits (Worker+Control.swift).
     let control: WorkerControlState
     /// Delivery tags of every message this worker fetched and has not acked or given back: their
@@ -86,6 +88,7 @@ public final class Worker: Service, Sendable {
         let ttl = configuration.resultExpires.map { Int($0.components.seconds) } ?? 0
         self.batcher = WriteBatcher(backend: backend, broker: broker, layout: layout, resultTTL: ttl, logger: logger)
         self.gate = CreditGate(credit: configuration.prefetchCount)
+        self.idleWake = IdleWake(client: broker, blockTimeout: configuration.idlePollTimeout, logger: logger)
         self.control = WorkerControlState(
             configuration: configuration,
             registry: registry,
@@ -135,6 +138,7 @@ public final class Worker: Service, Sendable {
         readyState.store(false, ordering: .relaxed)
         logger.info("warm shutdown: finishing running tasks")
         gate.close()
+        idleWake.close()
     }
 
     var isStopping: Bool { stopping.load(ordering: .relaxed) || Task.isCancelled }
@@ -165,7 +169,9 @@ public final class Worker: Service, Sendable {
                 inner.addTask { await self.held.run(worker: self) }
                 inner.addTask { await self.visibilityLoop() }
                 inner.addTask { await self.control.rateLimited.run(worker: self) }
+                if configuration.idleFetch == .blmove { inner.addTask { await self.idleWake.run() } }
                 await fetchLoop()
+                idleWake.close()
                 return closeQueues()
             }
             // Every executor has returned: nothing else can take or add a message now.
@@ -228,12 +234,18 @@ public final class Worker: Service, Sendable {
                     failures = 0
                 }
                 if !lostPops.isEmpty { lostPops = await recoverLostPops(lostPops) }
-                if deliveries.isEmpty, let maximum = configuration.idlePolling {
-                    // Every pop is the atomic script: nothing is ever popped without being recorded. Idle, poll
-                    // again after 1 ms, 2 ms, ... up to `maximum`.
+                if deliveries.isEmpty, configuration.idleFetch == .blmove, !idleWake.isUnavailable {
+                    // Every pop is the atomic script: nothing is ever popped without being recorded. Idle, wait
+                    // for a BLMOVE watcher to see a message (it leaves the message in place), then pop again.
+                    gate.release(credit)
+                    await idleWake.wait(lists: lists, timeout: configuration.idlePollTimeout)
+                    continue
+                }
+                if deliveries.isEmpty, configuration.idleFetch != .brpop {
+                    // Polling (or BLMOVE refused): pop again after 1 ms, 2 ms, ... up to `idlePolling`.
                     gate.release(credit)
                     try? await Task.sleep(for: idleDelay)
-                    idleDelay = min(idleDelay * 2, maximum)
+                    idleDelay = min(idleDelay * 2, configuration.idlePolling)
                     continue
                 }
                 idleDelay = .milliseconds(1)
@@ -374,7 +386,7 @@ public final class Worker: Service, Sendable {
         if let recorded = delivery.tag, recorded != message.deliveryTag { message.deliveryTag = recorded }
         noteReceived(message)
         if let eta = message.eta, eta > CeleryTimestamp.now(), !isStopping, !control.revoked.contains(message.id) {
-            switch held.hold(delivery, message, until: eta, creditFree: configuration.maximumHeld) {
+            switch held.hold(delivery, until: eta, creditFree: configuration.maximumHeld) {
             case nil:
                 await restore(delivery)
                 return true

@@ -29,17 +29,32 @@ public struct WorkerConfiguration: Sendable {
     /// its prefetch credit, so the worker stops fetching until held messages run: memory stays bounded, where
     /// Celery keeps fetching ETA tasks without limit.
     public var maximumHeld: Int = 10_000
-    /// How an idle worker waits for messages. Set (the default), it polls with the atomic pop-and-record script,
-    /// backing off from 1 ms to this interval: no message is ever popped without being recorded in `unacked`, so
-    /// a `kill -9` at any instant loses nothing, at the cost of up to this much latency after an idle spell and a
-    /// few dozen cheap script calls a second. nil blocks in BRPOP as kombu does: lowest latency, but a crash between
-    /// the pop and the record (two round trips) loses that message.
-    public var idlePolling: Duration? = .milliseconds(25)
+    /// How an idle worker (every list empty at its last pop) waits for the next message.
+    public enum IdleFetch: String, Sendable, CaseIterable {
+        /// The default. Dedicated connections block in `BLMOVE list list RIGHT RIGHT`, which returns when a message
+        /// arrives and leaves it in place; the atomic pop-and-record script then takes it. Low latency, and no
+        /// message is ever popped without being recorded, so a `kill -9` at any instant loses nothing. One idle
+        /// connection per consumed list (queues × 4 priority steps). Falls back to `poll` when Redis refuses
+        /// BLMOVE (before 6.2, or an ACL without `+blmove`).
+        case blmove
+        /// Polls with the atomic pop script, backing off from 1 ms to `idlePolling`: lossless, one connection, up
+        /// to `idlePolling` of latency after an idle spell.
+        case poll
+        /// Blocks in BRPOP as kombu does: low latency, but a crash between the pop and the record (two round
+        /// trips) loses that message.
+        case brpop
+    }
+
+    /// How an idle worker waits for messages (`--idle-fetch`).
+    public var idleFetch: IdleFetch = .blmove
+    /// The longest pause between two polls with `idleFetch = .poll` (and after a BLMOVE refusal).
+    public var idlePolling: Duration = .milliseconds(25)
     /// `-E` / `worker_send_task_events`: publish task events for monitors (Flower, `celery events`).
     public var taskEvents = false
     /// Seconds between `worker-heartbeat` events (Celery's 2 s); nil sends none (`--without-heartbeat`).
     public var heartbeatInterval: Duration? = .seconds(2)
-    /// How long one idle BRPOP waits before the worker checks for shutdown again (kombu uses 1 s).
+    /// How long one idle BRPOP or BLMOVE waits before the worker checks for shutdown and queue changes again
+    /// (kombu uses 1 s).
     public var idlePollTimeout: Duration
     /// Messages longer than this many bytes are refused before they are parsed (0: no limit). The pop script
     /// measures them in Redis, so they never cross the connection: each goes to the dead-letter list, and a

@@ -65,9 +65,12 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @Option(
         name: .long,
-        help: "Idle wait: 'poll' (atomic pop+record, nothing lost on kill -9) or 'brpop' (kombu's, lowest latency)."
+        help: """
+            Idle wait: 'blmove' (a BLMOVE wake-up that leaves the message in place, then the atomic pop: low latency, \
+            nothing lost on kill -9), 'poll' (the atomic pop, backing off to 25 ms) or 'brpop' (kombu's).
+            """
     )
-    var idleFetch: String = "poll"
+    var idleFetch: String = "blmove"
 
     @Option(name: .long, help: "Seconds before a message a dead worker left in unacked goes back to its queue.")
     var visibilityTimeout: Double = 3600
@@ -110,8 +113,8 @@ struct WorkerCommand: AsyncParsableCommand {
         guard prefetchMultiplier >= 0 else {
             throw ValidationError("--prefetch-multiplier must be 0 or more, got \(prefetchMultiplier)")
         }
-        guard ["poll", "brpop"].contains(idleFetch) else {
-            throw ValidationError("--idle-fetch must be poll or brpop, got \(idleFetch)")
+        guard WorkerConfiguration.IdleFetch(rawValue: idleFetch) != nil else {
+            throw ValidationError("--idle-fetch must be blmove, poll or brpop, got \(idleFetch)")
         }
         if let shutdownTimeout, !(shutdownTimeout > 0 && shutdownTimeout.isFinite) {
             throw ValidationError("--shutdown-timeout must be a positive number of seconds")
@@ -189,7 +192,7 @@ struct WorkerCommand: AsyncParsableCommand {
         )
         workerConfiguration.maximumHeld = maxHeld
         workerConfiguration.maximumMessageSize = ByteSize(parsing: maxMessageSize)?.bytes ?? 0
-        if idleFetch == "brpop" { workerConfiguration.idlePolling = nil }
+        workerConfiguration.idleFetch = WorkerConfiguration.IdleFetch(rawValue: idleFetch) ?? .blmove
         workerConfiguration.taskEvents = taskEvents
         if withoutHeartbeat { workerConfiguration.heartbeatInterval = nil }
         let metrics = metricsPort == nil ? WorkerMetrics() : WorkerMetrics.prometheus()

@@ -60,7 +60,7 @@ struct MessageSizeLimitTests {
     func configuration(_ queue: String, brpop: Bool = false) -> WorkerConfiguration {
         var configuration = WorkerConfiguration(queues: [queue])
         configuration.maximumMessageSize = Self.limit
-        if brpop { configuration.idlePolling = nil }
+        if brpop { configuration.idleFetch = .brpop }
         return configuration
     }
 

@@ -36,7 +36,7 @@ struct WorkerIntegrationTests {
     @Test func blockingIdleFetchAsKombuDoes() async throws {
         let queue = TestRedis.uniqueQueue()
         var configuration = WorkerConfiguration(queues: [queue], concurrency: 2)
-        configuration.idlePolling = nil
+        configuration.idleFetch = .brpop
         try await TestRedis.withWorker(configuration) { _, redis in
             // Idle: the worker is in BRPOP when these arrive.
             try await Task.sleep(for: .milliseconds(200))

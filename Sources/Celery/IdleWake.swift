@@ -1,0 +1,209 @@
+import Logging
+import RESP
+import Redis
+import Synchronization
+
+/// Wakes an idle fetch loop the moment a message arrives, without taking the message out of Redis.
+///
+/// Each watched list has a dedicated connection blocked in `BLMOVE list list RIGHT RIGHT`: Redis answers it when
+/// the list has an element, and "moves" the last element onto the same end of the same list, which leaves the
+/// list as it was. The fetch loop then takes the message with the atomic pop-and-record script, so no message is
+/// ever out of Redis unrecorded, and a `kill -9` at any instant loses nothing (where kombu's BRPOP loses the
+/// message popped but not yet recorded). A Python worker blocked in BRPOP on the same list is still served: the
+/// list stays non-empty after the BLMOVE.
+///
+/// The watchers block only while the fetch loop is idle (armed), so a non-empty list cannot make them spin.
+/// BLMOVE needs Redis 6.2; when the server refuses it (an older server, or an ACL without `+blmove`),
+/// ``isUnavailable`` turns true and the worker polls instead.
+final class IdleWake: Sendable {
+    private struct State {
+        var armed = false
+        var rung = false
+        var closed = false
+        var unavailable = false
+        /// The fetch loop, waiting for a ring.
+        var waiter: CheckedContinuation<Void, Never>?
+        /// Watchers waiting to be armed.
+        var armWaiters: [CheckedContinuation<Bool, Never>] = []
+        /// The lists the fetch loop last asked to watch, and those that have a watcher.
+        var wanted: Set<String> = []
+        var watched: Set<String> = []
+        /// The coordinator, waiting for lists without a watcher.
+        var coordinator: CheckedContinuation<Void, Never>?
+    }
+
+    private let state = Mutex(State())
+    let client: RedisClient
+    /// How long one BLMOVE blocks before its watcher checks whether it is still wanted.
+    let blockTimeout: Duration
+    let logger: Logger
+
+    init(client: RedisClient, blockTimeout: Duration, logger: Logger) {
+        self.client = client
+        self.blockTimeout = blockTimeout
+        self.logger = logger
+    }
+
+    /// True once Redis refused BLMOVE: the fetch loop polls instead.
+    var isUnavailable: Bool { state.withLock { $0.unavailable } }
+
+    /// Arms the watchers of `lists` and returns on the first sign of a message, or after `timeout`, or at close.
+    func wait(lists: [String], timeout: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                if (try? await Task.sleep(for: timeout)) != nil { self.ring() }
+            }
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let (resumeNow, armWaiters, coordinator) = state.withLock {
+                    state -> (Bool, [CheckedContinuation<Bool, Never>], CheckedContinuation<Void, Never>?) in
+                    if state.closed || state.unavailable { return (true, [], nil) }
+                    // A ring from before the empty pop that led here is stale: the pop came after it.
+                    state.rung = false
+                    state.armed = true
+                    state.waiter = continuation
+                    state.wanted = Set(lists)
+                    let waiters = state.armWaiters
+                    state.armWaiters = []
+                    var coordinator: CheckedContinuation<Void, Never>?
+                    if !state.wanted.isSubset(of: state.watched) {
+                        coordinator = state.coordinator
+                        state.coordinator = nil
+                    }
+                    return (false, waiters, coordinator)
+                }
+                for waiter in armWaiters { waiter.resume(returning: true) }
+                coordinator?.resume()
+                if resumeNow { continuation.resume() }
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// Wakes the fetch loop (a watcher saw a message, the timeout passed, or the worker is stopping).
+    func ring() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.armed = false
+            guard let waiter = state.waiter else {
+                state.rung = true
+                return nil
+            }
+            state.waiter = nil
+            return waiter
+        }
+        waiter?.resume()
+    }
+
+    /// Stops the watchers and wakes the fetch loop.
+    func close() {
+        let (armWaiters, coordinator) = state.withLock {
+            state -> ([CheckedContinuation<Bool, Never>], CheckedContinuation<Void, Never>?) in
+            state.closed = true
+            defer {
+                state.armWaiters = []
+                state.coordinator = nil
+            }
+            return (state.armWaiters, state.coordinator)
+        }
+        for waiter in armWaiters { waiter.resume(returning: false) }
+        coordinator?.resume()
+        ring()
+    }
+
+    /// Runs one watcher per list asked for, until closed.
+    func run() async {
+        await withDiscardingTaskGroup { group in
+            while true {
+                let (closed, newLists) = state.withLock { state -> (Bool, [String]) in
+                    if state.closed { return (true, []) }
+                    let new = state.wanted.subtracting(state.watched)
+                    state.watched.formUnion(new)
+                    return (false, Array(new))
+                }
+                if closed { break }
+                for list in newLists {
+                    group.addTask { await self.watch(list) }
+                }
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let resumeNow = state.withLock { state -> Bool in
+                        if state.closed || !state.wanted.isSubset(of: state.watched) { return true }
+                        state.coordinator = continuation
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
+                }
+            }
+            // A watcher may be blocked in BLMOVE for up to `blockTimeout`: cancelling closes its connection.
+            group.cancelAll()
+        }
+    }
+
+    /// Waits until armed; false once closed.
+    private func armed() async -> Bool {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            let now = state.withLock { state -> Bool? in
+                if state.closed { return false }
+                if state.armed { return true }
+                state.armWaiters.append(continuation)
+                return nil
+            }
+            if let now { continuation.resume(returning: now) }
+        }
+    }
+
+    /// Blocks in BLMOVE on `list` whenever armed, ringing when it answers with an element.
+    private func watch(_ list: String) async {
+        var connection: RedisConnection?
+        var failures = 0
+        let seconds = String(
+            Double(blockTimeout.components.seconds) + Double(blockTimeout.components.attoseconds) / 1e18
+        )
+        while await armed(), !Task.isCancelled {
+            guard state.withLock({ $0.wanted.contains(list) }) else {
+                // `cancel_consumer`: the list is no longer consumed. Wait to be armed for it again.
+                state.withLock { _ = $0.watched.remove(list) }
+                break
+            }
+            do {
+                if connection == nil || connection?.isActive == false {
+                    connection = try await client.makeConnection()
+                }
+                let reply = try await connection!.sendBlocking(
+                    RESPCommand("BLMOVE", list, list, "RIGHT", "RIGHT", seconds),
+                    blockingTimeout: blockTimeout
+                )
+                failures = 0
+                if !reply.isNull { ring() }
+            } catch {
+                if Task.isCancelled { break }
+                if let refusal = Self.refusal(error) {
+                    logger.warning(
+                        "Redis refuses BLMOVE (it needs Redis 6.2, and +blmove in an ACL): an idle worker polls instead",
+                        metadata: ["error": "\(refusal)"]
+                    )
+                    state.withLock { $0.unavailable = true }
+                    ring()
+                    break
+                }
+                await connection?.close()
+                connection = nil
+                failures += 1
+                // The fetch loop reports an unreachable Redis itself; a watcher retries quietly.
+                let delay = RedisBackoff(initial: .milliseconds(100), maximum: .seconds(5)).delay(
+                    afterFailures: failures
+                )
+                logger.debug("idle wake-up failed, retrying", metadata: ["error": "\(error)", "retry.in": "\(delay)"])
+                try? await Task.sleep(for: delay)
+            }
+        }
+        await connection?.close()
+    }
+
+    /// The server's refusal of the command itself (unknown command, or denied by an ACL), if that is the error.
+    static func refusal(_ error: RedisError) -> String? {
+        guard error.code == .serverError else { return nil }
+        let prefix = error.serverErrorPrefix ?? ""
+        if prefix == "NOPERM" { return error.message }
+        if prefix == "ERR", error.message.lowercased().contains("unknown command") { return error.message }
+        return nil
+    }
+}
