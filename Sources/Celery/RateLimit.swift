@@ -187,6 +187,7 @@ final class RateLimitedMessages: Sendable {
     }
 
     private let state = Mutex(State())
+    private let timer = TimerSignal()
 
     var count: Int { state.withLock { $0.entries.count } }
 
@@ -203,13 +204,16 @@ final class RateLimitedMessages: Sendable {
         keepsCredit: Bool,
         admitted: Bool
     ) -> Bool {
-        state.withLock { state in
-            guard !state.closed else { return false }
+        let (held, earliest) = state.withLock { state -> (Bool, Bool) in
+            guard !state.closed else { return (false, false) }
+            let earliest = state.entries.min.map { due < $0.due } ?? true
             state.entries.insert(
                 Entry(due: due, delivery: delivery, message: message, keepsCredit: keepsCredit, admitted: admitted)
             )
-            return true
+            return (true, earliest)
         }
+        if earliest { timer.signal() }
+        return held
     }
 
     /// Moves messages whose slot has come to the reserved queue until closed.
@@ -230,14 +234,15 @@ final class RateLimitedMessages: Sendable {
                     : .due(entry.delivery, entry.message, keepsCredit: entry.keepsCredit)
                 if !worker.reserved.push(work) { await worker.restore(entry.delivery) }
             }
-            let pause = next.map { min(max($0 - .now, .milliseconds(1)), .milliseconds(10)) } ?? .milliseconds(10)
-            try? await Task.sleep(for: pause)
+            // Until the next slot, or until a message is held or the list closes.
+            await timer.wait(for: next.map { max($0 - .now, .zero) })
         }
     }
 
     /// Stops the timer and returns the messages still waiting, to be restored.
     func close() -> [Delivery] {
-        state.withLock { state in
+        defer { timer.signal() }
+        return state.withLock { state in
             state.closed = true
             defer { state.entries = Heap() }
             return state.entries.unordered.sorted().map(\.delivery)
