@@ -37,17 +37,7 @@ struct CanvasCommand: AsyncParsableCommand {
     @Option(name: [.customShort("Q"), .long], help: "The queue of every task (default: celery).")
     var queue: String = "celery"
 
-    @Flag(help: "Wait for the result and print it.")
-    var wait = false
-
-    @Option(help: "Seconds --wait waits.")
-    var timeout: Double = 30
-
-    @Option(name: [.short, .long], help: "Broker URL.")
-    var broker: String?
-
-    @Option(name: .long, help: "Result backend URL.")
-    var resultBackend: String?
+    @OptionGroup var common: ClientOptions
 
     func run() async throws {
         let header: [Signature]
@@ -59,14 +49,15 @@ struct CanvasCommand: AsyncParsableCommand {
             guard (kind == .chord) == (chordBody != nil) else {
                 throw SendCommand.UsageError(message: "--body is required for a chord and only for a chord")
             }
-            guard timeout.isFinite, timeout > 0 else {
+            guard common.timeout.isFinite, common.timeout > 0 else {
                 throw SendCommand.UsageError(message: "--timeout must be a positive number")
             }
         } catch let error as SendCommand.UsageError {
             CommandOutput.error(error.message)
             throw ExitCode(2)
         }
-        try await CommandOutput.withClient(broker: broker, resultBackend: resultBackend, queue: queue) { client in
+        try await CommandOutput.withClient(broker: common.broker, resultBackend: common.resultBackend, queue: queue) {
+            client in
             do {
                 switch kind {
                 case .chain:
@@ -77,12 +68,12 @@ struct CanvasCommand: AsyncParsableCommand {
                     try await finish(result)
                 case .group:
                     let result = try await client.group(header)
-                    guard wait else {
+                    guard common.wait else {
                         print(result.id)
                         return
                     }
                     do {
-                        let values = try await result.get(timeout: .milliseconds(Int64(timeout * 1000)))
+                        let values = try await result.get(timeout: .milliseconds(Int64(common.timeout * 1000)))
                         print(JSONValue.array(values).serializedString())
                     } catch let failure as TaskFailure {
                         CommandOutput.error("task \(failure.taskID) failed: \(failure)")
@@ -97,11 +88,11 @@ struct CanvasCommand: AsyncParsableCommand {
     }
 
     private func finish(_ result: AsyncResult) async throws {
-        guard wait else {
+        guard common.wait else {
             print(result.id)
             return
         }
-        try await CommandOutput.printResult(of: result, timeout: timeout)
+        try await CommandOutput.printResult(of: result, timeout: common.timeout)
     }
 
     /// `NAME(JSON, ...)`, `!NAME(...)` for an immutable signature.

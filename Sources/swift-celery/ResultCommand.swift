@@ -20,34 +20,28 @@ struct ResultCommand: AsyncParsableCommand {
     @Argument(help: "The task id.")
     var id: String
 
-    @Flag(help: "Wait for the task to finish.")
-    var wait = false
-
-    @Option(help: "Seconds --wait waits.")
-    var timeout: Double = 30
-
     @Flag(help: "Print only the state.")
     var state = false
 
     @Flag(help: "Delete the stored result.")
     var forget = false
 
-    @Option(name: [.short, .long], help: "Broker URL (the result backend falls back to it).")
-    var broker: String?
-
-    @Option(name: .long, help: "Result backend URL.")
-    var resultBackend: String?
+    @OptionGroup var common: ClientOptions
 
     func run() async throws {
         guard !id.isEmpty else {
             CommandOutput.error("the task id is empty")
             throw ExitCode(2)
         }
-        guard timeout.isFinite, timeout > 0 else {
+        guard common.timeout.isFinite, common.timeout > 0 else {
             CommandOutput.error("--timeout must be a positive number")
             throw ExitCode(2)
         }
-        try await CommandOutput.withClient(broker: broker, resultBackend: resultBackend, queue: "celery") { client in
+        try await CommandOutput.withClient(
+            broker: common.broker,
+            resultBackend: common.resultBackend,
+            queue: "celery"
+        ) { client in
             let result = client.result(id)
             do {
                 if forget {
@@ -58,7 +52,7 @@ struct ResultCommand: AsyncParsableCommand {
                     print(try await result.state())
                     return
                 }
-                if !wait {
+                if !common.wait {
                     guard let meta = try await result.meta() else {
                         CommandOutput.error("task \(id) is PENDING")
                         throw ExitCode.failure
@@ -73,7 +67,7 @@ struct ResultCommand: AsyncParsableCommand {
                 CommandOutput.error(error.message)
                 throw ExitCode.failure
             }
-            try await CommandOutput.printResult(of: result, timeout: wait ? timeout : 1)
+            try await CommandOutput.printResult(of: result, timeout: common.wait ? common.timeout : 1)
         }
     }
 }

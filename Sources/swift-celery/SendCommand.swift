@@ -52,17 +52,7 @@ struct SendCommand: AsyncParsableCommand {
     @Option(name: .customLong("header"), help: "A custom header KEY=VALUE (VALUE as JSON, else a string); repeatable.")
     var headers: [String] = []
 
-    @Flag(help: "Wait for the result and print it.")
-    var wait = false
-
-    @Option(help: "Seconds --wait waits.")
-    var timeout: Double = 30
-
-    @Option(name: [.short, .long], help: "Broker URL.")
-    var broker: String?
-
-    @Option(name: .long, help: "Result backend URL.")
-    var resultBackend: String?
+    @OptionGroup var common: ClientOptions
 
     func run() async throws {
         let request: Signature
@@ -72,7 +62,8 @@ struct SendCommand: AsyncParsableCommand {
             CommandOutput.error(error.message)
             throw ExitCode(2)
         }
-        try await CommandOutput.withClient(broker: broker, resultBackend: resultBackend, queue: queue) { client in
+        try await CommandOutput.withClient(broker: common.broker, resultBackend: common.resultBackend, queue: queue) {
+            client in
             let result: AsyncResult
             do {
                 result = try await client.send(request)
@@ -80,11 +71,11 @@ struct SendCommand: AsyncParsableCommand {
                 CommandOutput.error(error.message)
                 throw ExitCode.failure
             }
-            guard wait else {
+            guard common.wait else {
                 print(result.id)
                 return
             }
-            try await CommandOutput.printResult(of: result, timeout: timeout)
+            try await CommandOutput.printResult(of: result, timeout: common.timeout)
         }
     }
 
@@ -125,7 +116,9 @@ struct SendCommand: AsyncParsableCommand {
             }
             options.headers[String(header[..<equals])] = Self.argument(String(header[header.index(after: equals)...]))
         }
-        guard timeout.isFinite, timeout > 0 else { throw UsageError(message: "--timeout must be a positive number") }
+        guard common.timeout.isFinite, common.timeout > 0 else {
+            throw UsageError(message: "--timeout must be a positive number")
+        }
         var keywordArguments: JSONObject = [:]
         if let kwargs {
             guard let object = (try? JSONValue(parsing: kwargs))?.objectValue else {

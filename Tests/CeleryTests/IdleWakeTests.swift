@@ -52,16 +52,8 @@ struct IdleWakeTests {
         url.password = "idle-pass"
         let client = RedisClient(configuration: try RedisConfiguration(url: url.string!), logger: TestRedis.logger)
         let queue = TestRedis.uniqueQueue()
-        let worker = Worker(
-            configuration: WorkerConfiguration(queues: [queue], concurrency: 2),
-            registry: TestRedis.defaultRegistry(),
-            broker: client,
-            backend: client,
-            logger: TestRedis.logger
-        )
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await worker.run() }
-            defer { worker.stop() }
+        let configuration = WorkerConfiguration(queues: [queue], concurrency: 2)
+        try await TestRedis.withWorker(configuration, client: client) { worker, _ in
             let deadline = ContinuousClock.now + .seconds(10)
             while !worker.idleWake.isUnavailable, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(20))
@@ -72,8 +64,6 @@ struct IdleWakeTests {
                 try await TestRedis.push(admin, queue, message.bytes)
                 #expect(try await TestRedis.result(admin, message.id)["result"] == .int(i + 1))
             }
-            worker.stop()
-            try await group.waitForAll()
         }
     }
 

@@ -118,12 +118,14 @@ enum TestRedis {
     }
 
     /// Runs a worker in this process for the duration of `body`, then stops it (warm shutdown) and waits.
+    /// `client` (default: the test Redis) is its broker and backend, and what `body` gets.
     static func withWorker<R: Sendable>(
         _ configuration: WorkerConfiguration,
         registry: TaskRegistry = defaultRegistry(),
+        client: RedisClient? = nil,
         _ body: (Worker, RedisClient) async throws -> R
     ) async throws -> R {
-        let client = try client()
+        let client = try client ?? Self.client()
         let worker = Worker(
             configuration: configuration,
             registry: registry,
