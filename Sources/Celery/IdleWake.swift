@@ -18,11 +18,8 @@ import Synchronization
 final class IdleWake: Sendable {
     private struct State {
         var armed = false
-        var rung = false
         var closed = false
         var unavailable = false
-        /// The fetch loop, waiting for a ring.
-        var waiter: CheckedContinuation<Void, Never>?
         /// Watchers waiting to be armed.
         var armWaiters: [CheckedContinuation<Bool, Never>] = []
         /// The lists the fetch loop last asked to watch, and those that have a watcher.
@@ -33,6 +30,8 @@ final class IdleWake: Sendable {
     }
 
     private let state = Mutex(State())
+    /// What the fetch loop waits on.
+    private let bell = TimerSignal()
     let client: RedisClient
     /// How long one BLMOVE blocks before its watcher checks whether it is still wanted.
     let blockTimeout: Duration
@@ -49,48 +48,33 @@ final class IdleWake: Sendable {
 
     /// Arms the watchers of `lists` and returns on the first sign of a message, or after `timeout`, or at close.
     func wait(lists: [String], timeout: Duration) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                if (try? await Task.sleep(for: timeout)) != nil { self.ring() }
+        // A ring from before the empty pop that led here is stale: the pop came after it.
+        bell.discardPending()
+        let (closed, armWaiters, coordinator) = state.withLock {
+            state -> (Bool, [CheckedContinuation<Bool, Never>], CheckedContinuation<Void, Never>?) in
+            if state.closed || state.unavailable { return (true, [], nil) }
+            state.armed = true
+            state.wanted = Set(lists)
+            let waiters = state.armWaiters
+            state.armWaiters = []
+            var coordinator: CheckedContinuation<Void, Never>?
+            if !state.wanted.isSubset(of: state.watched) {
+                coordinator = state.coordinator
+                state.coordinator = nil
             }
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let (resumeNow, armWaiters, coordinator) = state.withLock {
-                    state -> (Bool, [CheckedContinuation<Bool, Never>], CheckedContinuation<Void, Never>?) in
-                    if state.closed || state.unavailable { return (true, [], nil) }
-                    // A ring from before the empty pop that led here is stale: the pop came after it.
-                    state.rung = false
-                    state.armed = true
-                    state.waiter = continuation
-                    state.wanted = Set(lists)
-                    let waiters = state.armWaiters
-                    state.armWaiters = []
-                    var coordinator: CheckedContinuation<Void, Never>?
-                    if !state.wanted.isSubset(of: state.watched) {
-                        coordinator = state.coordinator
-                        state.coordinator = nil
-                    }
-                    return (false, waiters, coordinator)
-                }
-                for waiter in armWaiters { waiter.resume(returning: true) }
-                coordinator?.resume()
-                if resumeNow { continuation.resume() }
-            }
-            group.cancelAll()
+            return (false, waiters, coordinator)
         }
+        if closed { return }
+        for waiter in armWaiters { waiter.resume(returning: true) }
+        coordinator?.resume()
+        await bell.wait(for: timeout)
+        state.withLock { $0.armed = false }
     }
 
-    /// Wakes the fetch loop (a watcher saw a message, the timeout passed, or the worker is stopping).
+    /// Wakes the fetch loop (a watcher saw a message, Redis refused BLMOVE, or the worker is stopping).
     func ring() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            state.armed = false
-            guard let waiter = state.waiter else {
-                state.rung = true
-                return nil
-            }
-            state.waiter = nil
-            return waiter
-        }
-        waiter?.resume()
+        state.withLock { $0.armed = false }
+        bell.signal()
     }
 
     /// Stops the watchers and wakes the fetch loop.

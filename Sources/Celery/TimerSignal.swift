@@ -38,6 +38,11 @@ final class TimerSignal: Sendable {
         }
     }
 
+    /// Forgets a signal given while nobody waited.
+    func discardPending() {
+        state.withLock { $0.pending = false }
+    }
+
     /// Ends the current wait, or the next one if nobody waits.
     func signal() {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
