@@ -8,8 +8,8 @@ Sections (all by default, in this order):
     drain     N pre-enqueued `tasks.add` with results stored and published, early ack and acks late:
               swift-celery vs Python Celery prefork -c 2 and threads -c 8 (tasks/s and ratios)
     latency   enqueue → result published (the PUBLISH on celery-task-meta-<id>): p50/p99/max, one task at a time
-              (--idle-fetch poll, the default, and --idle-fetch brpop), and under an open-loop load at half of
-              the drain rate
+              (--idle-fetch blmove, the default, poll and brpop), and under an open-loop load at half of the
+              drain rate
     memory    idle RSS; peak RSS while 1,000,000 queued tasks drain; RSS holding 100,000 ETA tasks
     startup   process start → `worker ready`, and → the first result of a task waiting in the queue
     ceiling   redis-benchmark pipelined ops/s on this machine, Redis commands and Redis CPU per task (INFO
@@ -211,7 +211,8 @@ def under_load(url: str, swift_bin, rate: float, seconds: float) -> tuple[list[f
 
 def section_latency(a, peak: float | None) -> None:
     rows = []
-    for flags, label in (((), "one at a time, --idle-fetch poll (default)"),
+    for flags, label in (((), "one at a time, --idle-fetch blmove (default)"),
+                         (("--idle-fetch", "poll"), "one at a time, --idle-fetch poll"),
                          (("--idle-fetch", "brpop"), "one at a time, --idle-fetch brpop")):
         values = one_at_a_time(a.redis_url, a.swift_bin, flags, a.latency_count)
         rows.append((label, len(values), values))
@@ -239,6 +240,19 @@ def sample_peak(pid: int, stop: threading.Event, out: list[int]):
     out.append(peak)
 
 
+def anonymous_and_pss_kib(pid: int) -> tuple[int, int]:
+    """RssAnon (/proc/PID/status) and Pss (/proc/PID/smaps_rollup) of one process, in KiB. Most of an idle
+    worker's RSS is code mapped from files (its own binary, shared libraries): pages the kernel shares and can
+    drop, which RSS counts in full."""
+    values = {}
+    for path, key in ((f"/proc/{pid}/status", "RssAnon:"), (f"/proc/{pid}/smaps_rollup", "Pss:")):
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    values[key] = int(line.split()[1])
+    return values.get("RssAnon:", 0), values.get("Pss:", 0)
+
+
 def section_memory(a) -> None:
     r = redis.Redis.from_url(a.redis_url)
     rows = []
@@ -249,6 +263,11 @@ def section_memory(a) -> None:
         time.sleep(2)
         rows.append((f"idle, {'Python Celery prefork -c 2 (all processes)' if kind == 'python' else 'swift-celery'}",
                      rss_kib(w.proc.pid)))
+        if kind == "swift":
+            anonymous, pss = anonymous_and_pss_kib(w.proc.pid)
+            rows.append(("idle, swift-celery: anonymous memory only (heap, stacks: RssAnon)", anonymous))
+            rows.append(("idle, swift-celery: proportional set size (shared code pages divided among users: Pss)",
+                         pss))
         w.stop()
 
     # Peak while a large backlog drains.
