@@ -44,6 +44,8 @@ ensure_system_packages() {
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
     # Validates compose/docker-compose.yml in the tests (`docker-compose config` needs no engine).
     command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+    # Counts instructions and allocations for the regression benchmark (Benchmarks/hotpath.sh).
+    command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
     if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists jansson; then
         missing+=(libjansson-dev)
     fi

@@ -6,6 +6,8 @@
 #   build      swift build --build-tests
 #   test       swift test [arguments...], with throw-away Redis servers (scripts/test-redis.sh)
 #   interop    pytest over Tests/Interop in .venv-interop (celery[redis] 5.7.0), when it has test files
+#   hotpath    Benchmarks/hotpath.sh: instructions and allocations per task on the worker's path (valgrind
+#              counts, not time), against Benchmarks/hotpath-baseline.json (fails past 1.5×)
 #   fuzz       scripts/fuzz.sh 60: each libFuzzer target in Fuzz/ for 60 s (fails on a crash)
 #   soak       Benchmarks/soak.sh 60: mixed load through Redis restarts (fails if a task is lost)
 # A failed lint does not stop the build and tests; the exit status is non-zero if any step failed.
@@ -61,6 +63,10 @@ if [[ -d Tests/Interop ]] && [[ -n $(find Tests/Interop -name 'test_*.py' -o -na
 else
     echo "no test files in Tests/Interop; skipped"
 fi
+
+# Uses the release binary test_compose.py built with compose/build-release.sh (built here if it is missing).
+section "hotpath: Benchmarks/hotpath.sh"
+Benchmarks/hotpath.sh || failed+=(hotpath)
 
 # CI: an unoptimized fuzz build (a third of the release build time) and the three targets side by side, so the
 # section stays near 5 minutes on 2 cores; long runs use scripts/fuzz.sh SECONDS (release).
