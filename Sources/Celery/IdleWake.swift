@@ -171,7 +171,14 @@ final class IdleWake: Sendable {
                 await connection?.close()
                 connection = nil
                 failures += 1
-                // The fetch loop reports an unreachable Redis itself; a watcher retries quietly.
+                // The fetch loop reports an unreachable Redis itself; a watcher says once that it keeps failing
+                // while Redis otherwise answers (for example maxclients reached).
+                if failures == 5 {
+                    logger.warning(
+                        "the idle wake-up keeps failing: an idle worker looks for messages once a second until it works",
+                        metadata: ["error": "\(error)", "redis.list": "\(list)"]
+                    )
+                }
                 let delay = RedisBackoff(initial: .milliseconds(100), maximum: .seconds(5)).delay(
                     afterFailures: failures
                 )
