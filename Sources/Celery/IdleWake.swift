@@ -142,11 +142,14 @@ final class IdleWake: Sendable {
             Double(blockTimeout.components.seconds) + Double(blockTimeout.components.attoseconds) / 1e18
         )
         while await armed(), !Task.isCancelled {
-            guard state.withLock({ $0.wanted.contains(list) }) else {
-                // `cancel_consumer`: the list is no longer consumed. Wait to be armed for it again.
-                state.withLock { _ = $0.watched.remove(list) }
-                break
+            // `cancel_consumer`: a list no longer consumed loses its watcher (in the same step as the check, so a
+            // wait that wants it again starts a new one).
+            let wanted = state.withLock { state -> Bool in
+                if state.wanted.contains(list) { return true }
+                state.watched.remove(list)
+                return false
             }
+            guard wanted else { break }
             do {
                 if connection == nil || connection?.isActive == false {
                     connection = try await client.makeConnection()
