@@ -123,21 +123,7 @@ public enum HotPathBenchmark {
         }
         func execute(_ message: TaskMessage) async throws -> (key: String, payload: String) {
             guard let task = registry[message.taskName] else { throw HotPathError.unregistered(message.taskName) }
-            let context = TaskContext(
-                id: message.id,
-                name: message.taskName,
-                retries: message.retries,
-                hostname: "swift@bench",
-                deliveryInfo: .init(
-                    exchange: message.exchange,
-                    routingKey: message.routingKey,
-                    priority: message.priority,
-                    redelivered: message.redelivered
-                ),
-                headers: message.headers,
-                logger: logger,
-                redis: redis
-            )
+            let context = TaskContext(message: message, hostname: "swift@bench", logger: logger, redis: redis)
             let result = try await task.run(context, TaskArguments(args: message.args, kwargs: message.kwargs))
             report.resultSum += result.intValue ?? 0
             let meta = backend.meta(state: .success, result: result, message: message, taskID: message.id)

@@ -50,6 +50,25 @@ public struct TaskContext: Sendable {
         self.redis = redis
     }
 
+    /// The context of the task `message` carries, on this worker.
+    init(message: TaskMessage, hostname: String, logger: Logger, redis: RedisClient) {
+        self.init(
+            id: message.id,
+            name: message.taskName,
+            retries: message.retries,
+            hostname: hostname,
+            deliveryInfo: DeliveryInfo(
+                exchange: message.exchange,
+                routingKey: message.routingKey,
+                priority: message.priority,
+                redelivered: message.redelivered
+            ),
+            headers: message.headers,
+            logger: logger,
+            redis: redis
+        )
+    }
+
     /// `logger` with the task's id and name as metadata.
     static func logger(_ logger: Logger, taskID: String, taskName: String) -> Logger {
         var logger = logger

@@ -46,17 +46,8 @@ extension Worker {
             )
         }
         let context = TaskContext(
-            id: message.id,
-            name: message.taskName,
-            retries: message.retries,
+            message: message,
             hostname: configuration.hostname,
-            deliveryInfo: .init(
-                exchange: message.exchange,
-                routingKey: message.routingKey,
-                priority: message.priority,
-                redelivered: message.redelivered
-            ),
-            headers: message.headers,
             logger: self.logger,
             redis: redisForTasks
         )
