@@ -142,9 +142,12 @@ public enum HotPathBenchmark {
                 results.map(\.key),
                 ["86400"] + results.map(\.payload)
             )
-            let hdel = RESPCommand("HDEL", layout.unackedKey, acks)
-            let zrem = RESPCommand("ZREM", layout.unackedIndexKey, acks)
-            report.commandBytes += store.buffer.readableBytes + hdel.buffer.readableBytes + zrem.buffer.readableBytes
+            let ackCommands = WriteBatcher.ackCommands(
+                acks,
+                unackedKey: layout.unackedKey,
+                unackedIndexKey: layout.unackedIndexKey
+            )
+            report.commandBytes += ackCommands.reduce(store.buffer.readableBytes) { $0 + $1.buffer.readableBytes }
             report.lastCommand = Array(store.buffer.readableBytesView)
         }
 

@@ -214,6 +214,11 @@ final class WriteBatcher: Sendable {
         }
     }
 
+    /// kombu's ack of these delivery tags: out of `unacked` and `unacked_index`.
+    static func ackCommands(_ acks: [String], unackedKey: String, unackedIndexKey: String) -> [RESPCommand] {
+        [RESPCommand("HDEL", unackedKey, acks), RESPCommand("ZREM", unackedIndexKey, acks)]
+    }
+
     private func flush(results: [(key: String, payload: String)], acks: [String]) async throws(RedisError) {
         if !results.isEmpty {
             try await backend.evaluate(
@@ -223,10 +228,9 @@ final class WriteBatcher: Sendable {
             )
         }
         if !acks.isEmpty {
-            let replies = try await broker.pipeline([
-                RESPCommand("HDEL", unackedKey, acks),
-                RESPCommand("ZREM", unackedIndexKey, acks),
-            ])
+            let replies = try await broker.pipeline(
+                Self.ackCommands(acks, unackedKey: unackedKey, unackedIndexKey: unackedIndexKey)
+            )
             for reply in replies { _ = try reply.get() }
         }
     }
