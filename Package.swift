@@ -30,9 +30,14 @@ let package = Package(
             providers: [.apt(["libjansson-dev"])]
         ),
         .target(
+            name: "JanssonArena",
+            dependencies: ["CJansson"]
+        ),
+        .target(
             name: "JSON",
             dependencies: [
                 "CJansson",
+                "JanssonArena",
                 .product(name: "OrderedCollections", package: "swift-collections"),
             ]
         ),

@@ -20,23 +20,32 @@ extension JSONValue {
 
     /// Compact JSON text in UTF-8, or an error if the value is nested deeper than `maximumDepth`.
     public func serialize() throws(JSONError) -> [UInt8] {
-        guard let (root, estimate) = self.makeJansson(maximumDepth: Self.maximumDepth) else {
-            throw JSONError(message: "value nested deeper than \(Self.maximumDepth) arrays or objects")
-        }
-        defer { json_decref(root) }
+        // jansson's tree lives in the thread's arena only until it is dumped.
+        try withJanssonArena { arena -> Result<[UInt8], JSONError> in
+            guard let (root, estimate) = self.makeJansson(maximumDepth: Self.maximumDepth) else {
+                return .failure(JSONError(message: "value nested deeper than \(Self.maximumDepth) arrays or objects"))
+            }
+            defer {
+                if !arena { json_decref(root) }
+            }
+            return Self.dump(root, estimate: estimate)
+        }.get()
+    }
+
+    private static func dump(_ root: UnsafeMutablePointer<json_t>, estimate: Int) -> Result<[UInt8], JSONError> {
         // json_dumpb into a buffer sized from an estimate: one pass in the usual case, a second one with the exact
         // size when escapes made the text longer. (Appending each of jansson's small chunks to an Array from
         // json_dump_callback costs twice the dump itself.)
         let first = Self.dump(root, capacity: estimate)
         if first.needed > 0, first.needed <= estimate {
-            return first.text
+            return .success(first.text)
         }
         let second = Self.dump(root, capacity: first.needed)
         guard first.needed > 0, second.needed == first.needed else {
             // Only out-of-memory reaches here: every tree this module builds is encodable.
-            throw JSONError(message: "jansson could not serialize the value")
+            return .failure(JSONError(message: "jansson could not serialize the value"))
         }
-        return second.text
+        return .success(second.text)
     }
 
     /// Dumps into a new array of at most `capacity` bytes: the text if it fits (else empty), and the size it needs

@@ -1,0 +1,151 @@
+#include "jansson_arena.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+// Small blocks are cut from 64 KiB chunks; a block of 16 KiB or more is a malloc of its own, tracked so that `end`
+// can free it (jansson never frees a parsed tree's blocks, because the tree is dropped without json_decref).
+enum { CHUNK_BYTES = 64 * 1024, LARGE_BYTES = 16 * 1024, ALIGNMENT = 16 };
+
+typedef struct chunk {
+    struct chunk *next;
+    size_t size;
+    size_t used;
+    size_t padding;  // keeps `data` 16-byte aligned
+    _Alignas(ALIGNMENT) unsigned char data[];
+} chunk_t;
+
+typedef struct arena {
+    unsigned depth;
+    chunk_t *first;    // kept between scopes
+    chunk_t *current;  // the chunk being cut
+    void **large;      // blocks malloc'd in this scope and not yet freed
+    size_t large_count;
+    size_t large_capacity;
+} arena_t;
+
+static _Thread_local arena_t thread_arena;
+static pthread_key_t exit_key;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+
+static void release_chunks(chunk_t *chunk) {
+    while (chunk) {
+        chunk_t *next = chunk->next;
+        free(chunk);
+        chunk = next;
+    }
+}
+
+static void thread_exit(void *unused) {
+    (void)unused;
+    arena_t *arena = &thread_arena;
+    release_chunks(arena->first);
+    free(arena->large);
+    memset(arena, 0, sizeof *arena);
+}
+
+static void make_exit_key(void) { pthread_key_create(&exit_key, thread_exit); }
+
+static chunk_t *new_chunk(size_t size) {
+    chunk_t *chunk = malloc(sizeof(chunk_t) + size);
+    if (chunk) {
+        chunk->next = NULL;
+        chunk->size = size;
+        chunk->used = 0;
+    }
+    return chunk;
+}
+
+static void *arena_malloc(size_t size) {
+    arena_t *arena = &thread_arena;
+    if (arena->depth == 0) return malloc(size);
+    if (size >= LARGE_BYTES) {
+        if (arena->large_count == arena->large_capacity) {
+            size_t capacity = arena->large_capacity ? arena->large_capacity * 2 : 16;
+            void **grown = realloc(arena->large, capacity * sizeof(void *));
+            if (!grown) return NULL;
+            arena->large = grown;
+            arena->large_capacity = capacity;
+        }
+        void *block = malloc(size);
+        if (block) arena->large[arena->large_count++] = block;
+        return block;
+    }
+    size_t need = (size + (ALIGNMENT - 1)) & ~(size_t)(ALIGNMENT - 1);
+    chunk_t *chunk = arena->current;
+    if (chunk->size - chunk->used < need) {
+        // `current` is always the last chunk: `end` releases every chunk after the first.
+        chunk_t *added = new_chunk(CHUNK_BYTES);
+        if (!added) return NULL;
+        chunk->next = added;
+        arena->current = chunk = added;
+    }
+    void *block = chunk->data + chunk->used;
+    chunk->used += need;
+    return block;
+}
+
+static int in_chunks(const arena_t *arena, const unsigned char *pointer) {
+    for (const chunk_t *chunk = arena->first; chunk; chunk = chunk->next) {
+        if (pointer >= chunk->data && pointer < chunk->data + chunk->size) return 1;
+    }
+    return 0;
+}
+
+static void arena_free(void *pointer) {
+    arena_t *arena = &thread_arena;
+    if (arena->depth == 0 || pointer == NULL) {
+        free(pointer);
+        return;
+    }
+    if (in_chunks(arena, pointer)) return;  // released with the chunk
+    // A large block: most often the one just grown past (jansson's string buffer), so search from the end.
+    for (size_t index = arena->large_count; index > 0; index--) {
+        if (arena->large[index - 1] == pointer) {
+            arena->large[index - 1] = arena->large[--arena->large_count];
+            free(pointer);
+            return;
+        }
+    }
+    free(pointer);  // allocated before the scope began
+}
+
+int swift_celery_json_arena_begin(void) {
+    arena_t *arena = &thread_arena;
+    if (arena->depth > 0) {
+        arena->depth++;
+        return 1;
+    }
+    if (!arena->first) {
+        pthread_once(&exit_key_once, make_exit_key);
+        arena->first = new_chunk(CHUNK_BYTES);
+        if (!arena->first) return 0;  // out of memory: jansson keeps using malloc and free
+        pthread_setspecific(exit_key, arena);
+    }
+    arena->depth = 1;
+    arena->current = arena->first;
+    return 1;
+}
+
+void swift_celery_json_arena_end(void) {
+    arena_t *arena = &thread_arena;
+    if (arena->depth == 0 || --arena->depth > 0) return;
+    for (size_t index = 0; index < arena->large_count; index++) free(arena->large[index]);
+    arena->large_count = 0;
+    release_chunks(arena->first->next);
+    arena->first->next = NULL;
+    arena->first->used = 0;
+    arena->current = arena->first;
+}
+
+unsigned long swift_celery_json_arena_retained_bytes(void) {
+    const arena_t *arena = &thread_arena;
+    unsigned long total = 0;
+    for (const chunk_t *chunk = arena->first; chunk; chunk = chunk->next) total += sizeof(chunk_t) + chunk->size;
+    return total;
+}
+
+__attribute__((constructor)) static void install(void) { json_set_alloc_funcs(arena_malloc, arena_free); }
