@@ -9,7 +9,7 @@ Sections (all by default, in this order):
               swift-celery vs Python Celery prefork -c 2 and threads -c 8 (tasks/s and ratios)
     latency   enqueue → result published (the PUBLISH on celery-task-meta-<id>): p50/p99/max, one task at a time
               (--idle-fetch blmove, the default, poll and brpop), and under open-loop loads at a tenth, a quarter
-              and half of the drain rate
+              and half of the drain rate; timed over raw sockets from one thread, whose own floor is a row too
     memory    idle RSS; peak RSS while 1,000,000 queued tasks drain; RSS holding 100,000 ETA tasks
     startup   process start → `worker ready`, and → the first result of a task waiting in the queue
     ceiling   redis-benchmark pipelined ops/s on this machine, Redis commands and Redis CPU per task (INFO
@@ -27,7 +27,9 @@ import argparse
 import json
 import os
 import random
+import select
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -102,45 +104,182 @@ def section_drain(a) -> dict:
 
 # ---- latency -------------------------------------------------------------------------------------------------
 
-class ResultListener:
-    """PSUBSCRIBE celery-task-meta-* and note when each result's PUBLISH arrives."""
+def parse_resp(data: bytes, at: int = 0):
+    """One RESP2 reply from `data[at:]`: (reply, position after it), or None when it is not complete yet."""
+    line_end = data.find(b"\r\n", at)
+    if line_end < 0:
+        return None
+    kind, rest = data[at:at + 1], data[at + 1:line_end]
+    at = line_end + 2
+    if kind == b"-":
+        raise RuntimeError(rest.decode())
+    if kind in (b"+", b":"):
+        return rest, at
+    if kind == b"$":
+        size = int(rest)
+        if size < 0:
+            return None, at
+        if len(data) < at + size + 2:
+            return None
+        return data[at:at + size], at + size + 2
+    if kind == b"*":
+        items = []
+        for _ in range(int(rest)):
+            parsed = parse_resp(data, at)
+            if parsed is None:
+                return None
+            item, at = parsed
+            items.append(item)
+        return items, at
+    raise RuntimeError(f"unexpected RESP reply {data[at - 2 - len(rest) - 1:line_end]!r}")
 
-    def __init__(self, url: str):
-        self.client = redis.Redis.from_url(url)
-        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        self.pubsub.psubscribe("celery-task-meta-*")
-        self.arrived: dict[str, float] = {}
-        self.events: dict[str, threading.Event] = {}
-        self.lock = threading.Lock()
-        self.running = True
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        time.sleep(0.2)
 
-    def expect(self, task_id: str) -> threading.Event:
-        event = threading.Event()
-        with self.lock:
-            self.events[task_id] = event
-        return event
+class RespConnection:
+    """A raw Redis connection: send commands, read replies, never more than the caller asks for."""
 
-    def _run(self):
-        while self.running:
-            message = self.pubsub.get_message(timeout=0.1)
-            if message is None:
-                continue
-            now = time.perf_counter()
-            task_id = message["channel"].decode()[len("celery-task-meta-"):]
-            with self.lock:
-                self.arrived[task_id] = now
-                event = self.events.pop(task_id, None)
-            if event is not None:
-                event.set()
+    def __init__(self, options: dict):
+        self.socket = socket.create_connection((options.get("host") or "127.0.0.1", options.get("port") or 6379),
+                                               timeout=30)
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+        if options.get("password"):
+            auth = [options["username"], options["password"]] if options.get("username") else [options["password"]]
+            self.call("AUTH", *auth)
+        if options.get("db"):
+            self.call("SELECT", options["db"])
+
+    @staticmethod
+    def command(*parts) -> bytes:
+        encoded = [part if isinstance(part, bytes) else str(part).encode() for part in parts]
+        return b"*%d\r\n" % len(encoded) + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in encoded)
+
+    def send(self, data: bytes):
+        self.socket.sendall(data)
+
+    def receive(self):
+        chunk = self.socket.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("Redis closed the connection")
+        self.buffer += chunk
+
+    def available(self) -> list:
+        """Every complete reply already received."""
+        replies, at = [], 0
+        while (parsed := parse_resp(self.buffer, at)) is not None:
+            reply, at = parsed
+            replies.append(reply)
+        self.buffer = self.buffer[at:]
+        return replies
+
+    def reply(self):
+        while (parsed := parse_resp(self.buffer)) is None:
+            self.receive()
+        reply, at = parsed
+        self.buffer = self.buffer[at:]
+        return reply
+
+    def call(self, *parts):
+        self.send(self.command(*parts))
+        return self.reply()
 
     def close(self):
-        self.running = False
-        self.thread.join(2)
-        self.pubsub.close()
-        self.client.close()
+        self.socket.close()
+
+
+class SocketProbe:
+    """Latency timed from one thread over raw sockets: LPUSH on one connection, PSUBSCRIBE `celery-task-meta-*` on
+    another, and reads of the subscriber until the task's PUBLISH arrives. No listener thread and no client library
+    sits between the two timestamps; `harness_floor` measures what this way of timing costs by itself."""
+
+    def __init__(self, url: str):
+        options = redis.connection.parse_url(url)
+        self.push = RespConnection(options)
+        self.sub = RespConnection(options)
+        self.sub.call("PSUBSCRIBE", "celery-task-meta-*")
+
+    @staticmethod
+    def task_id(message) -> str | None:
+        """The task id of a `pmessage` push, else None."""
+        if isinstance(message, list) and len(message) == 4 and message[0] == b"pmessage":
+            return message[2].decode()[len("celery-task-meta-"):]
+        return None
+
+    def round_trip(self, task_id: str, message: bytes, queue: str = QUEUE, publish_itself: bool = False) -> float:
+        """Milliseconds from sending the LPUSH to reading the PUBLISH for `task_id`. With `publish_itself` the
+        probe sends that PUBLISH right behind its LPUSH (no worker): the floor of this way of measuring."""
+        request = RespConnection.command("LPUSH", queue, message)
+        if publish_itself:
+            request += RespConnection.command("PUBLISH", f"celery-task-meta-{task_id}", b"{}")
+        sent = time.perf_counter()
+        self.push.send(request)
+        while self.task_id(self.sub.reply()) != task_id:
+            pass
+        arrived = time.perf_counter()
+        for _ in range(2 if publish_itself else 1):
+            self.push.reply()
+        return (arrived - sent) * 1000
+
+    def open_loop(self, rate: float, seconds: float, settle: float = 30) -> tuple[list[float], float, int]:
+        """Sends LPUSH batches every millisecond at `rate` tasks/s for `seconds`, reading results in between;
+        returns every task's latency in ms, the rate achieved and how many results never came."""
+        sent_at: dict[str, float] = {}
+        latencies: list[float] = []
+        pending_replies = 0
+        start = time.perf_counter()
+        sent = 0
+        while True:
+            now = time.perf_counter()
+            elapsed = now - start
+            if elapsed < seconds:
+                due = int(elapsed * rate) - sent
+                if due > 0:
+                    batch = []
+                    for _ in range(due):
+                        task_id = str(uuid.uuid4())
+                        sent_at[task_id] = now
+                        batch.append(RespConnection.command("LPUSH", QUEUE, envelope(task_id, [1, 2])))
+                    self.push.send(b"".join(batch))
+                    sent += due
+                    pending_replies += due
+                wait = 0.001
+            elif len(latencies) == len(sent_at) or elapsed > seconds + settle:
+                break
+            else:
+                wait = 0.05
+            readable, _, _ = select.select([self.sub.socket, self.push.socket], [], [], wait)
+            arrived = time.perf_counter()
+            if self.sub.socket in readable:
+                self.sub.receive()
+                for message in self.sub.available():
+                    task_id = self.task_id(message)
+                    if task_id in sent_at:
+                        latencies.append((arrived - sent_at[task_id]) * 1000)
+            if self.push.socket in readable:
+                self.push.receive()
+                pending_replies -= len(self.push.available())
+        achieved = sent / seconds
+        return latencies, achieved, len(sent_at) - len(latencies)
+
+    def close(self):
+        self.push.close()
+        self.sub.close()
+
+
+def harness_floor(url: str, count: int) -> list[float]:
+    """The probe against itself: LPUSH then PUBLISH from the probe, no worker running."""
+    r = redis.Redis.from_url(url)
+    probe = SocketProbe(url)
+    try:
+        values = []
+        for i in range(count):
+            task_id = str(uuid.uuid4())
+            time.sleep(random.uniform(0.005, 0.03))
+            values.append(probe.round_trip(task_id, envelope(task_id, [i, i]), queue="suite-floor",
+                                           publish_itself=True))
+        return values
+    finally:
+        probe.close()
+        r.delete("suite-floor")
 
 
 def one_at_a_time(url: str, swift_bin, flags, count: int) -> list[float]:
@@ -148,22 +287,17 @@ def one_at_a_time(url: str, swift_bin, flags, count: int) -> list[float]:
     r.flushdb()
     w = Worker("swift", url, 16, swift_bin, flags=flags)
     w.start()
-    listener = ResultListener(url)
+    probe = SocketProbe(url)
     latencies = []
     try:
         for i in range(count):
             task_id = str(uuid.uuid4())
-            event = listener.expect(task_id)
             message = envelope(task_id, [i, i])
             # An idle gap as a real trickle has it, so polling backs off as it would.
             time.sleep(random.uniform(0.005, 0.03))
-            sent = time.perf_counter()
-            r.lpush(QUEUE, message)
-            if not event.wait(10):
-                raise RuntimeError(f"no result for {task_id}\n{w.tail()}")
-            latencies.append((listener.arrived[task_id] - sent) * 1000)
+            latencies.append(probe.round_trip(task_id, message))
     finally:
-        listener.close()
+        probe.close()
         w.stop()
         r.flushdb()
     return latencies
@@ -175,57 +309,37 @@ def under_load(url: str, swift_bin, rate: float, seconds: float) -> tuple[list[f
     r.flushdb()
     w = Worker("swift", url, 64, swift_bin)
     w.start()
-    listener = ResultListener(url)
-    sent_at: dict[str, float] = {}
+    probe = SocketProbe(url)
     try:
-        start = time.perf_counter()
-        sent = 0
-        while True:
-            now = time.perf_counter()
-            if now - start >= seconds:
-                break
-            due = int((now - start) * rate) - sent
-            if due > 0:
-                pipe = r.pipeline(transaction=False)
-                stamp = time.perf_counter()
-                for _ in range(due):
-                    task_id = str(uuid.uuid4())
-                    sent_at[task_id] = stamp
-                    pipe.lpush(QUEUE, envelope(task_id, [1, 2]))
-                pipe.execute()
-                sent += due
-            time.sleep(0.001)
-        achieved = sent / (time.perf_counter() - start)
-        deadline = time.monotonic() + 30
-        while len(listener.arrived) < len(sent_at) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        latencies, achieved, missing = probe.open_loop(rate, seconds)
     finally:
-        listener.close()
+        probe.close()
         w.stop()
         r.flushdb()
-    latencies = [(listener.arrived[t] - s) * 1000 for t, s in sent_at.items() if t in listener.arrived]
-    if len(latencies) < len(sent_at):
-        print(f"  under load: {len(sent_at) - len(latencies)} results missing", file=sys.stderr)
+    if missing:
+        print(f"  under load: {missing} results missing", file=sys.stderr)
     return latencies, achieved
 
 
 def section_latency(a, peak: float | None) -> None:
-    rows = []
+    floor = harness_floor(a.redis_url, a.latency_count)
+    rows = [("the probe alone: its LPUSH and a PUBLISH of its own, no worker (the floor)", len(floor), floor)]
     for flags, label in (((), "one at a time, --idle-fetch blmove (default)"),
                          (("--idle-fetch", "poll"), "one at a time, --idle-fetch poll"),
                          (("--idle-fetch", "brpop"), "one at a time, --idle-fetch brpop")):
         values = one_at_a_time(a.redis_url, a.swift_bin, flags, a.latency_count)
         rows.append((label, len(values), values))
     if peak:
-        # The Python producer and the PSUBSCRIBE listener share the 2 cores with the worker and Redis: near half
-        # the drain rate they take most of a core themselves, so lighter loads are measured too.
+        # The Python probe shares the 2 cores with the worker and Redis: near half the drain rate it takes most
+        # of a core itself, so lighter loads are measured too.
         for share, name in ((0.1, "a tenth of"), (0.25, "a quarter of"), (0.5, "half")):
             values, achieved = under_load(a.redis_url, a.swift_bin, peak * share, a.load_seconds)
             rows.append((f"open loop at {name} the drain rate ({achieved:,.0f} tasks/s offered)", len(values),
                          values))
     print("\n### Latency: enqueue → result published\n")
-    print("LPUSH of one message → the worker's PUBLISH on `celery-task-meta-<id>` arriving at a subscriber "
-          "(a Python client on the same machine; its own overhead is included).\n")
+    print("LPUSH of one message → the worker's PUBLISH on `celery-task-meta-<id>` read by a subscriber. One "
+          "Python thread times both ends over raw sockets (`SocketProbe`); the first row is that probe's own "
+          "cost.\n")
     print("| load | tasks | p50 (ms) | p99 (ms) | max (ms) |")
     print("|---|---:|---:|---:|---:|")
     for label, n, values in rows:
