@@ -24,7 +24,8 @@ product() {
     esac
 }
 
-flags=(-c "$mode" -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library)
+# -Xcc -fsanitize=address: the C targets too, so the jansson arena poisons what it has not handed out.
+flags=(-c "$mode" -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library -Xcc -fsanitize=address)
 for target in "${targets[@]}"; do
     name=$(product "$target") || {
         echo "fuzz: unknown target $target (resp, json, task-message)" >&2

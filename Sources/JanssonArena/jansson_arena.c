@@ -6,6 +6,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+// Under AddressSanitizer (the fuzz builds) the unused part of each chunk is poisoned, so a read past a block or of a
+// block after `end` is reported as it would be for malloc's blocks.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#include <sanitizer/asan_interface.h>
+#define ARENA_POISON(address, size) ASAN_POISON_MEMORY_REGION(address, size)
+#define ARENA_UNPOISON(address, size) ASAN_UNPOISON_MEMORY_REGION(address, size)
+#endif
+#endif
+#ifndef ARENA_POISON
+#define ARENA_POISON(address, size) ((void)(address), (void)(size))
+#define ARENA_UNPOISON(address, size) ((void)(address), (void)(size))
+#endif
+
 // Small blocks are cut from 64 KiB chunks; a block of 16 KiB or more is a malloc of its own, tracked so that `end`
 // can free it (jansson never frees a parsed tree's blocks, because the tree is dropped without json_decref).
 enum { CHUNK_BYTES = 64 * 1024, LARGE_BYTES = 16 * 1024, ALIGNMENT = 16 };
@@ -34,6 +48,7 @@ static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 static void release_chunks(chunk_t *chunk) {
     while (chunk) {
         chunk_t *next = chunk->next;
+        ARENA_UNPOISON(chunk->data, chunk->size);
         free(chunk);
         chunk = next;
     }
@@ -55,6 +70,7 @@ static chunk_t *new_chunk(size_t size) {
         chunk->next = NULL;
         chunk->size = size;
         chunk->used = 0;
+        ARENA_POISON(chunk->data, size);
     }
     return chunk;
 }
@@ -85,6 +101,7 @@ static void *arena_malloc(size_t size) {
     }
     void *block = chunk->data + chunk->used;
     chunk->used += need;
+    ARENA_UNPOISON(block, size);
     return block;
 }
 
@@ -137,6 +154,7 @@ void swift_celery_json_arena_end(void) {
     arena->large_count = 0;
     release_chunks(arena->first->next);
     arena->first->next = NULL;
+    ARENA_POISON(arena->first->data, arena->first->used);
     arena->first->used = 0;
     arena->current = arena->first;
 }
