@@ -58,19 +58,45 @@ def percentile(values: list[float], p: float) -> float:
 
 # ---- drain ---------------------------------------------------------------------------------------------------
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its descendants (prefork's children included), from /proc."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, p in parents.items() if p == parent and child not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(times.get(member, 0.0) for member in tree)
+
+
 def drain(url: str, kind: str, n: int, concurrency: int, swift_bin, flags=(), pool="prefork") -> dict:
     r = redis.Redis.from_url(url)
     r.flushdb()
     jobs = enqueue(r, n)
     w = Worker(kind, url, concurrency, swift_bin, flags=flags, pool=pool)
     ready = w.start()
+    cpu_at_ready = tree_cpu_seconds(w.proc.pid)
     done = wait_all(r, [tid for tid, _, _ in jobs], timeout=max(600, n / 200))
+    cpu = tree_cpu_seconds(w.proc.pid) - cpu_at_ready
     w.stop()
     if done is None:
         raise RuntimeError(f"{kind}: not all results within the timeout\n{w.tail()}")
     check_sample(r, jobs)
     r.flushdb()
-    return {"rate": n / (done - ready), "seconds": done - ready}
+    return {"rate": n / (done - ready), "seconds": done - ready, "cpu_us": cpu * 1e6 / n}
 
 
 def section_drain(a) -> dict:
@@ -89,16 +115,18 @@ def section_drain(a) -> dict:
         label = f"Python Celery 5.7 ({pool} -c {c})" if kind == "python" else f"swift-celery (-c {c})"
         ack = "late" if flags else "early"
         results[(kind, pool, ack)] = res["rate"]
-        rows.append((label, ack, n, res["rate"]))
+        rows.append((label, ack, n, res["rate"], res["cpu_us"]))
         print(f"  drain {label} acks {ack}: {res['rate']:,.0f} tasks/s", file=sys.stderr)
     print("\n### Drain throughput\n")
-    print(f"`tasks.add` messages pre-enqueued, results stored and published; ready line → last result.\n")
-    print("| worker | ack | tasks | tasks/s | swift-celery × |")
-    print("|---|---|---:|---:|---:|")
-    for label, ack, n, rate in rows:
+    print("`tasks.add` messages pre-enqueued, results stored and published; ready line → last result. CPU per task: "
+          "the worker's processes (user + system, /proc) over the same span; it varies less between runs than "
+          "tasks/s.\n")
+    print("| worker | ack | tasks | tasks/s | swift-celery × | worker CPU per task (µs) |")
+    print("|---|---|---:|---:|---:|---:|")
+    for label, ack, n, rate, cpu_us in rows:
         swift = results.get(("swift", None, ack))
         ratio = f"{swift / rate:.1f}×" if swift and not label.startswith("swift") else ""
-        print(f"| {label} | {ack} | {n:,} | {rate:,.0f} | {ratio} |")
+        print(f"| {label} | {ack} | {n:,} | {rate:,.0f} | {ratio} | {cpu_us:,.1f} |")
     return results
 
 
