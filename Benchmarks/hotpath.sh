@@ -38,15 +38,37 @@ trap 'rm -rf "$work"' EXIT
 strip --strip-debug -o "$work/swift-celery" "$binary"
 
 tasks=2000
+# Refuses a run that did not do the work it was asked for: its report must name the phase and the task count, and
+# with tasks, show the phase's output (decoded messages, handler results, payload and command bytes).
+check_report() { # phase tasks stdout-file
+    python3 - "$@" <<'PY' || exit 1
+import json, sys
+phase, n, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+try:
+    report = json.loads(open(path).read())
+except ValueError:
+    sys.exit(f"hotpath: --phase {phase} --tasks {n} printed no report: {open(path).read()[:200]!r}")
+if report.get("tasks") != n or report.get("phase") != phase:
+    sys.exit(f"hotpath: asked for --phase {phase} --tasks {n}, the report says {report}")
+needed = {"inputs": ["payload_bytes"], "decode": ["result_sum"], "run": ["result_sum", "payload_bytes"],
+          "all": ["result_sum", "payload_bytes", "command_bytes"]}[phase]
+empty = [field for field in needed if n > 0 and not report.get(field)]
+if empty:
+    sys.exit(f"hotpath: --phase {phase} --tasks {n} measured nothing ({', '.join(empty)} zero): {report}")
+PY
+}
+
 measure() { # tool phase tasks -> count
     local tool=$1 phase=$2 n=$3 out="$work/$1-$2-$3.out"
     if [[ $tool == callgrind ]]; then
         valgrind --tool=callgrind --callgrind-out-file="$out" "$work/swift-celery" hot-path-benchmark \
             --tasks "$n" --phase "$phase" >"$work/stdout" 2>"$work/log" || { cat "$work/log" >&2; exit 1; }
+        check_report "$phase" "$n" "$work/stdout"
         sed -n 's/^==[0-9]*== Collected : \([0-9]*\)$/\1/p' "$work/log"
     else
         valgrind --tool=dhat --dhat-out-file="$out" "$work/swift-celery" hot-path-benchmark \
             --tasks "$n" --phase "$phase" >"$work/stdout" 2>"$work/log" || { cat "$work/log" >&2; exit 1; }
+        check_report "$phase" "$n" "$work/stdout"
         sed -n 's/^==[0-9]*== Total: *[0-9,]* bytes in \([0-9,]*\) blocks$/\1/p' "$work/log" | tr -d ,
     fi
 }
