@@ -18,3 +18,11 @@ func withJanssonArena<Result>(_ body: (_ arena: Bool) -> Result) -> Result {
 package func janssonArenaRetainedBytes() -> Int {
     Int(swift_celery_json_arena_retained_bytes())
 }
+
+/// How many chunks and large blocks the calling thread's jansson arena holds from malloc.
+package func janssonArenaLiveBlocks() -> (chunks: Int, large: Int) {
+    var chunks: UInt = 0
+    var large: UInt = 0
+    swift_celery_json_arena_live_blocks(&chunks, &large)
+    return (Int(chunks), Int(large))
+}

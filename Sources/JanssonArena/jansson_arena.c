@@ -39,17 +39,21 @@ typedef struct arena {
     void **large;      // blocks malloc'd in this scope and not yet freed
     size_t large_count;
     size_t large_capacity;
+    // Counted where malloc and free are called, for tests: what this thread's arena holds from the system.
+    size_t live_chunks;
+    size_t live_large;
 } arena_t;
 
 static _Thread_local arena_t thread_arena;
 static pthread_key_t exit_key;
 static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 
-static void release_chunks(chunk_t *chunk) {
+static void release_chunks(arena_t *arena, chunk_t *chunk) {
     while (chunk) {
         chunk_t *next = chunk->next;
         ARENA_UNPOISON(chunk->data, chunk->size);
         free(chunk);
+        arena->live_chunks--;
         chunk = next;
     }
 }
@@ -57,16 +61,17 @@ static void release_chunks(chunk_t *chunk) {
 static void thread_exit(void *unused) {
     (void)unused;
     arena_t *arena = &thread_arena;
-    release_chunks(arena->first);
+    release_chunks(arena, arena->first);
     free(arena->large);
     memset(arena, 0, sizeof *arena);
 }
 
 static void make_exit_key(void) { pthread_key_create(&exit_key, thread_exit); }
 
-static chunk_t *new_chunk(size_t size) {
+static chunk_t *new_chunk(arena_t *arena, size_t size) {
     chunk_t *chunk = malloc(sizeof(chunk_t) + size);
     if (chunk) {
+        arena->live_chunks++;
         chunk->next = NULL;
         chunk->size = size;
         chunk->used = 0;
@@ -87,14 +92,17 @@ static void *arena_malloc(size_t size) {
             arena->large_capacity = capacity;
         }
         void *block = malloc(size);
-        if (block) arena->large[arena->large_count++] = block;
+        if (block) {
+            arena->large[arena->large_count++] = block;
+            arena->live_large++;
+        }
         return block;
     }
     size_t need = (size + (ALIGNMENT - 1)) & ~(size_t)(ALIGNMENT - 1);
     chunk_t *chunk = arena->current;
     if (chunk->size - chunk->used < need) {
         // `current` is always the last chunk: `end` releases every chunk after the first.
-        chunk_t *added = new_chunk(CHUNK_BYTES);
+        chunk_t *added = new_chunk(arena, CHUNK_BYTES);
         if (!added) return NULL;
         chunk->next = added;
         arena->current = chunk = added;
@@ -124,6 +132,7 @@ static void arena_free(void *pointer) {
         if (arena->large[index - 1] == pointer) {
             arena->large[index - 1] = arena->large[--arena->large_count];
             free(pointer);
+            arena->live_large--;
             return;
         }
     }
@@ -138,7 +147,7 @@ int swift_celery_json_arena_begin(void) {
     }
     if (!arena->first) {
         pthread_once(&exit_key_once, make_exit_key);
-        arena->first = new_chunk(CHUNK_BYTES);
+        arena->first = new_chunk(arena, CHUNK_BYTES);
         if (!arena->first) return 0;  // out of memory: jansson keeps using malloc and free
         pthread_setspecific(exit_key, arena);
     }
@@ -150,13 +159,21 @@ int swift_celery_json_arena_begin(void) {
 void swift_celery_json_arena_end(void) {
     arena_t *arena = &thread_arena;
     if (arena->depth == 0 || --arena->depth > 0) return;
-    for (size_t index = 0; index < arena->large_count; index++) free(arena->large[index]);
+    for (size_t index = 0; index < arena->large_count; index++) {
+        free(arena->large[index]);
+        arena->live_large--;
+    }
     arena->large_count = 0;
-    release_chunks(arena->first->next);
+    release_chunks(arena, arena->first->next);
     arena->first->next = NULL;
     ARENA_POISON(arena->first->data, arena->first->used);
     arena->first->used = 0;
     arena->current = arena->first;
+}
+
+void swift_celery_json_arena_live_blocks(unsigned long *chunks, unsigned long *large) {
+    *chunks = thread_arena.live_chunks;
+    *large = thread_arena.live_large;
 }
 
 unsigned long swift_celery_json_arena_retained_bytes(void) {

@@ -17,4 +17,8 @@ void swift_celery_json_arena_end(void);
 /// Bytes in the chunks the calling thread's arena holds (for tests): one chunk between scopes.
 unsigned long swift_celery_json_arena_retained_bytes(void);
 
+/// How many chunks and large blocks the calling thread's arena has from malloc and has not freed (for tests):
+/// one chunk and no large block between scopes.
+void swift_celery_json_arena_live_blocks(unsigned long *chunks, unsigned long *large);
+
 #endif
