@@ -40,7 +40,8 @@ extension Worker {
                     logger.debug("remote control listening", metadata: ["celery.revoked": "\(loaded)"])
                     try await withThrowingTaskGroup(of: Void.self) { group in
                         group.addTask {
-                            while !self.isStopping { try? await Task.sleep(for: .milliseconds(100)) }
+                            // Until shutdown (stop() signals) or cancellation (the wait returns at once).
+                            while !self.isStopping { await self.controlStop.wait(for: nil) }
                         }
                         group.addTask {
                             for try await message in subscription.messages {

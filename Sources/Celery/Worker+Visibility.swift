@@ -47,7 +47,8 @@ extension Worker {
                     logger.warning("visibility-timeout restore failed", metadata: ["error": "\(error)"])
                 }
             }
-            try? await Task.sleep(for: .milliseconds(100))
+            // Until the next refresh or restore is due, or shutdown.
+            await visibilityStop.wait(for: max(.zero, min(nextRefresh, nextRestore) - clock.now))
         }
     }
 }

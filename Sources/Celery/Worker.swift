@@ -31,6 +31,10 @@ public final class Worker: Service, Sendable {
     let held = HeldMessages()
     /// Wakes the idle fetch loop when a message arrives (`IdleFetch.blmove`).
     let idleWake: IdleWake
+    /// Signalled by `stop()`: the visibility loop and the remote-control listener sleep on these instead of
+    /// waking every 100 ms to look.
+    let visibilityStop = TimerSignal()
+    let controlStop = TimerSignal()
     /// Remote control, revocation and rate limits (Worker+Control.swift).
     let control: WorkerControlState
     /// Delivery tags of every message this worker fetched and has not acked or given back: their
@@ -139,6 +143,8 @@ public final class Worker: Service, Sendable {
         logger.info("warm shutdown: finishing running tasks")
         gate.close()
         idleWake.close()
+        visibilityStop.signal()
+        controlStop.signal()
     }
 
     var isStopping: Bool { stopping.load(ordering: .relaxed) || Task.isCancelled }
