@@ -79,11 +79,12 @@ public struct BeatScheduleFile: Sendable, Equatable {
                 entriesNode = root
             case .mapping(let mapping):
                 let known: Set<String> = ["entries", "timezone", "starting_deadline"]
-                for key in mapping.keys {
-                    guard let name = key.string, known.contains(name) else {
-                        throw failure(nil, key, "\(describe(key))", "unknown top-level key; expected \(list(known))")
-                    }
-                }
+                try refuseUnknownKeys(
+                    of: mapping,
+                    known: known,
+                    entry: nil,
+                    why: "unknown top-level key; expected \(list(known))"
+                )
                 if let zone = root["timezone"] { defaultTimeZone = try timeZone(zone, entry: nil, field: "timezone") }
                 if let value = root["starting_deadline"], value.null == nil {
                     deadline = try duration(value, entry: nil, field: "starting_deadline")
@@ -130,16 +131,12 @@ public struct BeatScheduleFile: Sendable, Equatable {
             guard case .mapping(let mapping) = node else {
                 throw failure(name, node, "(entry)", "must be a mapping with name, task and schedule")
             }
-            for key in mapping.keys {
-                guard let field = key.string, BeatScheduleFile.entryKeys.contains(field) else {
-                    throw failure(
-                        name,
-                        key,
-                        describe(key),
-                        "unknown field; expected \(list(BeatScheduleFile.entryKeys))"
-                    )
-                }
-            }
+            try refuseUnknownKeys(
+                of: mapping,
+                known: BeatScheduleFile.entryKeys,
+                entry: name,
+                why: "unknown field; expected \(list(BeatScheduleFile.entryKeys))"
+            )
             guard let name, !name.isEmpty else {
                 throw failure(nil, node, "name", "missing or empty; every entry needs a unique name")
             }
@@ -178,16 +175,13 @@ public struct BeatScheduleFile: Sendable, Equatable {
             guard case .mapping(let mapping) = node else {
                 throw failure(name, node, "options", "must be a mapping")
             }
-            for key in mapping.keys {
-                guard let field = key.string, BeatScheduleFile.optionKeys.contains(field) else {
-                    throw failure(
-                        name,
-                        key,
-                        "options.\(describe(key))",
-                        "unknown option; expected \(list(BeatScheduleFile.optionKeys))"
-                    )
-                }
-            }
+            try refuseUnknownKeys(
+                of: mapping,
+                known: BeatScheduleFile.optionKeys,
+                entry: name,
+                prefix: "options.",
+                why: "unknown option; expected \(list(BeatScheduleFile.optionKeys))"
+            )
             if let queue = node["queue"] {
                 guard queue.tagName == .str, let text = queue.string, !text.isEmpty else {
                     throw failure(name, queue, "options.queue", "must be a non-empty queue name")
@@ -248,17 +242,14 @@ public struct BeatScheduleFile: Sendable, Equatable {
                     }
                     return .interval(milliseconds: try duration(every, entry: entry, field: "schedule.every"))
                 }
-                for key in mapping.keys {
-                    guard let field = key.string, BeatScheduleFile.crontabKeys.contains(field) else {
-                        throw failure(
-                            entry,
-                            key,
-                            "schedule.\(describe(key))",
-                            "unknown key; a schedule is an interval, {every: ...}, or a crontab with "
-                                + list(BeatScheduleFile.crontabKeys)
-                        )
-                    }
-                }
+                try refuseUnknownKeys(
+                    of: mapping,
+                    known: BeatScheduleFile.crontabKeys,
+                    entry: entry,
+                    prefix: "schedule.",
+                    why: "unknown key; a schedule is an interval, {every: ...}, or a crontab with "
+                        + list(BeatScheduleFile.crontabKeys)
+                )
                 let zone = try node["timezone"].map { (zone) throws(BeatError) in
                     try timeZone(zone, entry: entry, field: "schedule.timezone")
                 }
@@ -362,6 +353,21 @@ public struct BeatScheduleFile: Sendable, Equatable {
         }
 
         func describe(_ node: Node) -> String { node.string ?? "\(node)" }
+
+        /// Throws for the first key of `mapping` not in `known`, naming it as `prefix` + the key.
+        func refuseUnknownKeys(
+            of mapping: Node.Mapping,
+            known: Set<String>,
+            entry: String?,
+            prefix: String = "",
+            why: String
+        ) throws(BeatError) {
+            for key in mapping.keys {
+                guard let field = key.string, known.contains(field) else {
+                    throw failure(entry, key, prefix + describe(key), why)
+                }
+            }
+        }
 
         func list(_ keys: Set<String>) -> String { keys.sorted().joined(separator: ", ") }
 
