@@ -87,6 +87,16 @@ enum TimeLimits {
             outcome.complete(.failure(TaskTerminated()))
             handler.cancel()
         }
+        // A cold shutdown cancels the executor: pass it on to the handler.
+        @Sendable func outcomeOrCancel() async -> Result<JSONValue, any Error> {
+            await withTaskCancellationHandler {
+                await outcome.wait()
+            } onCancel: {
+                handler.cancel()
+            }
+        }
+        // Without limits (most tasks) there is no timer to run beside the handler: no task group either.
+        guard soft != nil || hard != nil else { return try Self.unwrap(await outcomeOrCancel(), soft: nil, outcome) }
         let result = await withTaskGroup(of: Void.self) { timers in
             if let soft {
                 timers.addTask {
@@ -102,15 +112,20 @@ enum TimeLimits {
                     outcome.complete(.failure(TimeLimitError.hard(seconds(hard))))
                 }
             }
-            // A cold shutdown cancels the executor: pass it on to the handler.
-            let result = await withTaskCancellationHandler {
-                await outcome.wait()
-            } onCancel: {
-                handler.cancel()
-            }
+            let result = await outcomeOrCancel()
             timers.cancelAll()
             return result
         }
+        return try Self.unwrap(result, soft: soft, outcome)
+    }
+
+    /// The handler's value, or the error to report: a soft limit that cancelled the handler wins over the error
+    /// the cancellation made it throw.
+    private static func unwrap(
+        _ result: Result<JSONValue, any Error>,
+        soft: Duration?,
+        _ outcome: Outcome
+    ) throws -> JSONValue {
         switch result {
         case .success(let value):
             return value
