@@ -293,7 +293,6 @@ class SocketProbe:
 
 def harness_floor(url: str, count: int) -> list[float]:
     """The probe against itself: LPUSH then PUBLISH from the probe, no worker running."""
-    r = redis.Redis.from_url(url)
     probe = SocketProbe(url)
     try:
         values = []
@@ -304,8 +303,8 @@ def harness_floor(url: str, count: int) -> list[float]:
                                            publish_itself=True))
         return values
     finally:
+        probe.push.call("DEL", "suite-floor")
         probe.close()
-        r.delete("suite-floor")
 
 
 def one_at_a_time(url: str, swift_bin, flags, count: int) -> list[float]:

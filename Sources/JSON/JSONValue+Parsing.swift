@@ -41,13 +41,10 @@ extension JSONValue {
 
     private static func parse(bytes: UnsafePointer<CChar>, count: Int) -> Result<JSONValue, JSONError> {
         // jansson's tree lives in the thread's arena only until it is converted.
-        withJanssonArena { arena in
+        withJanssonArena {
             var error = json_error_t()
             guard let root = json_loadb(bytes, count, Int(JSON_DECODE_ANY | JSON_ALLOW_NUL), &error) else {
                 return .failure(JSONError(jansson: error))
-            }
-            defer {
-                if !arena { json_decref(root) }
             }
             return .success(JSONValue(jansson: root))
         }

@@ -21,12 +21,9 @@ extension JSONValue {
     /// Compact JSON text in UTF-8, or an error if the value is nested deeper than `maximumDepth`.
     public func serialize() throws(JSONError) -> [UInt8] {
         // jansson's tree lives in the thread's arena only until it is dumped.
-        try withJanssonArena { arena -> Result<[UInt8], JSONError> in
+        try withJanssonArena { () -> Result<[UInt8], JSONError> in
             guard let (root, estimate) = self.makeJansson(maximumDepth: Self.maximumDepth) else {
                 return .failure(JSONError(message: "value nested deeper than \(Self.maximumDepth) arrays or objects"))
-            }
-            defer {
-                if !arena { json_decref(root) }
             }
             return Self.dump(root, estimate: estimate)
         }.get()
@@ -72,9 +69,9 @@ extension JSONValue {
         var index = 0
     }
 
-    /// Builds a jansson tree (a new reference) and estimates its compact text's size; nil if deeper than
-    /// `maximumDepth`.
-    func makeJansson(maximumDepth: Int) -> (tree: UnsafeMutablePointer<json_t>, estimatedSize: Int)? {
+    /// Builds a jansson tree and estimates its compact text's size; nil if deeper than `maximumDepth`. Called inside
+    /// `withJanssonArena`, which releases the tree, or what was built of it, when the scope ends.
+    private func makeJansson(maximumDepth: Int) -> (tree: UnsafeMutablePointer<json_t>, estimatedSize: Int)? {
         var stack: [BuildFrame] = []
         var current = self
         // Exact but for escapes in strings and digits of numbers (a little over); a comma or colon per value.
@@ -100,7 +97,7 @@ extension JSONValue {
                 built = Self.makeString(string)
                 estimate += string.utf8.count + 3
             case .array(let elements):
-                guard stack.count < maximumDepth else { return Self.release(stack) }
+                guard stack.count < maximumDepth else { return nil }
                 built = json_array()
                 estimate += 3
                 if let first = elements.first {
@@ -109,7 +106,7 @@ extension JSONValue {
                     continue descend
                 }
             case .object(let object):
-                guard stack.count < maximumDepth else { return Self.release(stack) }
+                guard stack.count < maximumDepth else { return nil }
                 built = json_object()
                 estimate += 3
                 if let first = object.values.first {
@@ -143,13 +140,6 @@ extension JSONValue {
             }
             return (built, estimate)
         }
-    }
-
-    private static func release(_ stack: [BuildFrame]) -> (tree: UnsafeMutablePointer<json_t>, estimatedSize: Int)? {
-        for frame in stack {
-            json_decref(frame.target)
-        }
-        return nil
     }
 
     private static func makeString(_ string: String) -> UnsafeMutablePointer<json_t> {

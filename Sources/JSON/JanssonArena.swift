@@ -1,17 +1,14 @@
 import CJansson
 import JanssonArena
 
-/// Runs `body` while jansson allocates from this thread's arena (see `jansson_arena.h`). `body` is told whether the
-/// arena is in use: when it is, the trees made inside are released all at once afterwards and need no
-/// `json_decref`; when it is not (out of memory), they must be released as usual. Nothing made by jansson inside may
-/// be used after `body` returns.
+/// Runs `body` while jansson allocates from this thread's arena (see `jansson_arena.h`): the trees made inside are
+/// released all at once afterwards and need no `json_decref`. Nothing made by jansson inside may be used after
+/// `body` returns.
 @inline(__always)
-func withJanssonArena<Result>(_ body: (_ arena: Bool) -> Result) -> Result {
-    let arena = swift_celery_json_arena_begin() != 0
-    defer {
-        if arena { swift_celery_json_arena_end() }
-    }
-    return body(arena)
+func withJanssonArena<Result>(_ body: () -> Result) -> Result {
+    swift_celery_json_arena_begin()
+    defer { swift_celery_json_arena_end() }
+    return body()
 }
 
 /// Bytes the calling thread's jansson arena keeps between uses.

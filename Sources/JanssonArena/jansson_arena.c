@@ -34,6 +34,7 @@ typedef struct chunk {
 
 typedef struct arena {
     unsigned depth;
+    int registered;    // the thread-exit destructor is set
     chunk_t *first;    // kept between scopes
     chunk_t *current;  // the chunk being cut
     void **large;      // blocks malloc'd in this scope and not yet freed
@@ -80,31 +81,38 @@ static chunk_t *new_chunk(arena_t *arena, size_t size) {
     return chunk;
 }
 
+/// A block malloc'd on its own and listed, so that `end` frees it if jansson does not.
+static void *tracked_malloc(arena_t *arena, size_t size) {
+    if (arena->large_count == arena->large_capacity) {
+        size_t capacity = arena->large_capacity ? arena->large_capacity * 2 : 16;
+        void **grown = realloc(arena->large, capacity * sizeof(void *));
+        if (!grown) return NULL;
+        arena->large = grown;
+        arena->large_capacity = capacity;
+    }
+    void *block = malloc(size);
+    if (block) {
+        arena->large[arena->large_count++] = block;
+        arena->live_large++;
+    }
+    return block;
+}
+
 static void *arena_malloc(size_t size) {
     arena_t *arena = &thread_arena;
     if (arena->depth == 0) return malloc(size);
-    if (size >= LARGE_BYTES) {
-        if (arena->large_count == arena->large_capacity) {
-            size_t capacity = arena->large_capacity ? arena->large_capacity * 2 : 16;
-            void **grown = realloc(arena->large, capacity * sizeof(void *));
-            if (!grown) return NULL;
-            arena->large = grown;
-            arena->large_capacity = capacity;
-        }
-        void *block = malloc(size);
-        if (block) {
-            arena->large[arena->large_count++] = block;
-            arena->live_large++;
-        }
-        return block;
-    }
+    if (size >= LARGE_BYTES) return tracked_malloc(arena, size);
     size_t need = (size + (ALIGNMENT - 1)) & ~(size_t)(ALIGNMENT - 1);
     chunk_t *chunk = arena->current;
-    if (chunk->size - chunk->used < need) {
+    if (!chunk || chunk->size - chunk->used < need) {
         // `current` is always the last chunk: `end` releases every chunk after the first.
         chunk_t *added = new_chunk(arena, CHUNK_BYTES);
-        if (!added) return NULL;
-        chunk->next = added;
+        if (!added) return tracked_malloc(arena, size);  // no chunk to be had: a listed block of its own
+        if (chunk) {
+            chunk->next = added;
+        } else {
+            arena->first = added;
+        }
         arena->current = chunk = added;
     }
     void *block = chunk->data + chunk->used;
@@ -139,21 +147,16 @@ static void arena_free(void *pointer) {
     free(pointer);  // allocated before the scope began
 }
 
-int swift_celery_json_arena_begin(void) {
+void swift_celery_json_arena_begin(void) {
     arena_t *arena = &thread_arena;
-    if (arena->depth > 0) {
-        arena->depth++;
-        return 1;
-    }
-    if (!arena->first) {
+    if (arena->depth++ > 0) return;
+    if (!arena->registered) {
         pthread_once(&exit_key_once, make_exit_key);
-        arena->first = new_chunk(arena, CHUNK_BYTES);
-        if (!arena->first) return 0;  // out of memory: jansson keeps using malloc and free
         pthread_setspecific(exit_key, arena);
+        arena->registered = 1;
     }
-    arena->depth = 1;
+    // With no first chunk yet (or none to be had), the first small block makes it.
     arena->current = arena->first;
-    return 1;
 }
 
 void swift_celery_json_arena_end(void) {
@@ -164,10 +167,12 @@ void swift_celery_json_arena_end(void) {
         arena->live_large--;
     }
     arena->large_count = 0;
-    release_chunks(arena, arena->first->next);
-    arena->first->next = NULL;
-    ARENA_POISON(arena->first->data, arena->first->used);
-    arena->first->used = 0;
+    if (arena->first) {
+        release_chunks(arena, arena->first->next);
+        arena->first->next = NULL;
+        ARENA_POISON(arena->first->data, arena->first->used);
+        arena->first->used = 0;
+    }
     arena->current = arena->first;
 }
 

@@ -7,11 +7,9 @@
 /// allocates comes from that thread's arena and jansson's frees of those blocks cost nothing; `end` releases them
 /// all at once. A tree built inside the scope must not be used, or released with json_decref, after `end`: the
 /// JSON module converts or dumps it inside the scope and then drops it. Outside a scope jansson uses malloc and
-/// free as usual. Scopes nest; only the outermost `end` releases.
-///
-/// `begin` returns 0 when no arena could be made (out of memory): the scope is then not entered, jansson keeps
-/// using malloc, and the caller must release its tree with json_decref and not call `end`.
-int swift_celery_json_arena_begin(void);
+/// free as usual. Scopes nest; only the outermost `end` releases. When no chunk can be had, blocks are malloc'd one by
+/// one and listed, so `end` still releases everything.
+void swift_celery_json_arena_begin(void);
 void swift_celery_json_arena_end(void);
 
 /// Bytes in the chunks the calling thread's arena holds (for tests): one chunk between scopes.
