@@ -188,7 +188,7 @@ struct EventDispatcherRedisTests {
         )
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await worker.run() }
-            let deadline = ContinuousClock.now + .seconds(10)
+            let deadline = ContinuousClock.now + TestRedis.readyWithin
             while !worker.isReady && ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(10))
             }

@@ -73,7 +73,7 @@ struct MonitoringServerTests {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await worker.run() }
             group.addTask { try await server.run() }
-            let deadline = ContinuousClock.now + .seconds(10)
+            let deadline = ContinuousClock.now + TestRedis.readyWithin
             while (!worker.isReady || server.boundPort == 0) && ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(10))
             }
