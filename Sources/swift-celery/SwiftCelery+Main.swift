@@ -5,7 +5,7 @@ extension SwiftCelery {
     /// ArgumentParser's `main()`, except that the client commands (`send`, `result`, `canvas`) exit with 2 on bad
     /// usage, as their help says, where ArgumentParser uses 64, and that passwords in URL arguments are masked in
     /// the process's argument vector (`ps`) as soon as the arguments are parsed.
-    static func main() async {
+    static func runMain() async {
         let clientCommand = ["send", "result", "canvas"].contains(CommandLine.arguments.dropFirst().first ?? "")
         do {
             var command = try parseAsRoot()
