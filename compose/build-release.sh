@@ -13,7 +13,13 @@ output=${1:-.build-compose/out}
 # Its own build folder, so that a release binary made here is never mistaken for .build/release (the
 # interop tests and the benchmarks use that one).
 scratch=.build-compose
-swift build -c release --scratch-path "$scratch" --product swift-celery --static-swift-stdlib
+# Linked with lld so that the relative relocations are packed (DT_RELR, read by glibc ≥ 2.36, bookworm's): the
+# 2.4 MB RELA table gold writes is read at every start and stays resident. Nothing loads this binary's symbols at
+# run time, so it exports none (SwiftPM asks for --export-dynamic). Together: 4 MiB less RSS in an idle worker
+# (README, Memory).
+flags=(--static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs
+    -Xlinker --no-export-dynamic)
+swift build -c release --scratch-path "$scratch" --product swift-celery "${flags[@]}"
 mkdir -p "$output"
-cp "$(swift build -c release --scratch-path "$scratch" --show-bin-path)/swift-celery" "$output/swift-celery"
+cp "$(swift build -c release --scratch-path "$scratch" --show-bin-path "${flags[@]}")/swift-celery" "$output/swift-celery"
 echo "build-release: $output/swift-celery" >&2

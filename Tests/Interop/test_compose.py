@@ -329,6 +329,12 @@ def test_build_release_script_makes_a_binary_that_runs(tmp_path, redis_url):
     libraries = subprocess.run(["ldd", str(binary)], capture_output=True, text=True).stdout
     assert "libswiftCore" not in libraries, libraries
     assert "libjansson" in libraries
+    # Relative relocations packed and no symbols exported (build-release.sh says why): the sizes an idle worker's
+    # RSS depends on.
+    dynamic = subprocess.run(["readelf", "-d", str(binary)], capture_output=True, text=True).stdout
+    assert "(RELR)" in dynamic, dynamic
+    exported = subprocess.run(["nm", "-D", "--defined-only", str(binary)], capture_output=True, text=True).stdout
+    assert len(exported.splitlines()) < 100, f"{len(exported.splitlines())} exported symbols"
     print(f"build-release.sh took {time.monotonic() - started:.0f} s")
 
 
