@@ -411,6 +411,16 @@ def section_memory(a) -> None:
             rows.append(("idle, swift-celery: proportional set size (shared code pages divided among users: Pss)",
                          pss))
         w.stop()
+    # The binary the container image ships (compose/build-release.sh: Swift runtime linked in, packed relocations).
+    if a.image_bin and a.image_bin.exists():
+        r.flushdb()
+        w = Worker("swift", a.redis_url, a.swift_concurrency, a.image_bin)
+        w.start()
+        time.sleep(2)
+        anonymous, _ = anonymous_and_pss_kib(w.proc.pid)
+        rows.append(("idle, swift-celery as the image ships it (compose/build-release.sh)", rss_kib(w.proc.pid)))
+        rows.append(("idle, swift-celery as the image ships it: anonymous memory only", anonymous))
+        w.stop()
 
     # Peak while a large backlog drains.
     r.flushdb()
@@ -592,6 +602,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--redis-url", required=True)
     p.add_argument("--swift-bin", type=Path, default=default_swift_bin())
+    p.add_argument("--image-bin", type=Path,
+                   default=Path(__file__).resolve().parents[1] / ".build-compose/out/swift-celery",
+                   help="the binary compose/build-release.sh made; its idle RSS is measured too when it exists")
     p.add_argument("--only", nargs="+", choices=["drain", "latency", "memory", "startup", "ceiling", "netlag"])
     p.add_argument("--quick", action="store_true", help="small counts, to check the suite itself runs")
     p.add_argument("-n", type=int, default=50_000, help="tasks per Swift drain")
