@@ -15,7 +15,7 @@ output=${1:-.build-compose/out}
 scratch=.build-compose
 # Linked with lld so that the relative relocations are packed (DT_RELR, read by glibc ≥ 2.36, bookworm's): the
 # 2.4 MB RELA table gold writes is read at every start and stays resident. Nothing loads this binary's symbols at
-# run time, so it exports none (SwiftPM asks for --export-dynamic). Together: 4 MiB less RSS in an idle worker
+# run time, so it exports none (SwiftPM asks for --export-dynamic). Together: 3 MiB less RSS in an idle worker
 # (README, Memory).
 flags=(--static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs
     -Xlinker --no-export-dynamic)
