@@ -72,14 +72,24 @@ enum TimeLimits {
     ) async throws -> JSONValue {
         guard soft != nil || hard != nil || termination != nil else { return try await body() }
         let outcome = Outcome()
-        // Unstructured on purpose: past the hard limit the worker must be able to stop waiting for a handler
-        // that ignores cancellation, which a child task would not allow.
-        let handler = Task {
+        @Sendable func runBody() async {
             do {
                 outcome.complete(.success(try await body()))
             } catch {
                 outcome.complete(.failure(error))
             }
+        }
+        // Unstructured on purpose: past the hard limit the worker must be able to stop waiting for a handler
+        // that ignores cancellation, which a child task would not allow.
+        let handler: Task<Void, Never>
+        if soft == nil, hard == nil, #available(macOS 26, *) {
+            // No timer to start first: the handler begins on this thread, and one that does not suspend has
+            // finished before the wait below, which then does not suspend either (no hand-off to another thread
+            // and back). One that suspends (`registerBlocking` handlers do, into the thread pool) can be
+            // terminated from then on, as before. One that never suspends could not be stopped in any case.
+            handler = Task.immediate { await runBody() }
+        } else {
+            handler = Task { await runBody() }
         }
         // `revoke --terminate`: stop waiting at once, as for the hard limit.
         // The outcome first: the cancelled handler's own error must not win the race.
