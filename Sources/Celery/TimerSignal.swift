@@ -7,35 +7,53 @@ final class TimerSignal: Sendable {
     private struct State {
         var pending = false
         var waiter: CheckedContinuation<Void, Never>?
+        /// Which wait is the current one, and the last wait whose time ran out (perhaps before it began to wait).
+        var generation: UInt64 = 0
+        var expired: UInt64 = 0
     }
 
     private let state = Mutex(State())
 
     /// Waits up to `duration` (nil: until signalled).
     func wait(for duration: Duration?) async {
-        await withTaskGroup(of: Void.self) { group in
-            if let duration {
-                group.addTask {
-                    if (try? await Task.sleep(for: duration)) != nil { self.signal() }
-                }
-            }
-            await withTaskCancellationHandler {
-                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                    let resumeNow = state.withLock { state -> Bool in
-                        if state.pending {
-                            state.pending = false
-                            return true
-                        }
-                        state.waiter = continuation
-                        return false
-                    }
-                    if resumeNow { continuation.resume() }
-                }
-            } onCancel: {
-                self.signal()
-            }
-            group.cancelAll()
+        let generation = state.withLock { state -> UInt64 in
+            state.generation &+= 1
+            return state.generation
         }
+        // The timer is not awaited: a signal ends the wait at once, without waiting for the cancelled timer to
+        // run again (a child task in a group would be), which is a hand-off to another thread on the idle path.
+        let timer = duration.map { duration in
+            Task {
+                if (try? await Task.sleep(for: duration)) != nil { self.expire(generation) }
+            }
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { state -> Bool in
+                    if state.pending || state.expired == generation {
+                        state.pending = false
+                        return true
+                    }
+                    state.waiter = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            self.signal()
+        }
+        timer?.cancel()
+    }
+
+    /// Ends wait number `generation` if it is still the current one; a later wait is not affected.
+    func expire(_ generation: UInt64) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard state.generation == generation else { return nil }
+            state.expired = generation
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
     }
 
     /// Forgets a signal given while nobody waited.
