@@ -267,13 +267,20 @@ public final class Worker: Service, Sendable {
                         deliveries = [delivery]
                     }
                 }
-                gate.release(credit - deliveries.count)
+                let popped = deliveries.count
+                gate.release(credit - popped)
                 deliveries = await rejectOversized(deliveries)
                 holding.withLock { held in
                     for delivery in deliveries { if let tag = delivery.tag { held.insert(tag) } }
                 }
                 for delivery in deliveries where !reserved.push(.fetched(delivery)) {
                     await restore(delivery)
+                }
+                if popped < credit, configuration.idleFetch == .blmove, !idleWake.isUnavailable, !isStopping {
+                    // The pop takes from every list until it has `credit` messages: fewer means it emptied them.
+                    // Wait for the next message now instead of popping nothing first (a watcher's BLMOVE answers
+                    // at once if one came meanwhile).
+                    await idleWake.wait(lists: lists, timeout: configuration.idlePollTimeout)
                 }
             } catch {
                 // Redis may have run the pop script and lost only its reply: look for those messages once it is back.

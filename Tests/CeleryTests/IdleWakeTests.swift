@@ -42,6 +42,26 @@ struct IdleWakeTests {
     }
 
     /// An ACL without `+blmove` (as an older Redis without the command): the worker says so and polls instead.
+    /// A pop that brings fewer messages than it asked for goes straight to the idle wait; a message pushed
+    /// between that pop and the wait must still be taken at once. With a 60 s idle wait, one the worker missed
+    /// would sit for a minute.
+    @Test func messagesPushedRightAfterAPartialPopAreTakenAtOnce() async throws {
+        let queue = TestRedis.uniqueQueue()
+        let configuration = WorkerConfiguration(queues: [queue], concurrency: 2, idlePollTimeout: .seconds(60))
+        try await TestRedis.withWorker(configuration) { _, redis in
+            var ids: [String] = []
+            for i in 0..<200 {
+                let message = TestRedis.envelope(task: "tasks.add", args: [.int(i), 1], queue: queue)
+                try await TestRedis.push(redis, queue, message.bytes)
+                ids.append(message.id)
+                if i % 3 == 0 { try await Task.sleep(for: .microseconds(Int.random(in: 0...2000))) }
+            }
+            for (i, id) in ids.enumerated() {
+                #expect(try await TestRedis.result(redis, id, timeout: .seconds(20))["result"] == .int(i + 1))
+            }
+        }
+    }
+
     @Test func aRefusedBLMOVEFallsBackToPolling() async throws {
         let admin = try TestRedis.client()
         let user = "idle-wake-\(UUID().uuidString.prefix(8))"
