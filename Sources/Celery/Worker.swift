@@ -382,6 +382,11 @@ public final class Worker: Service, Sendable {
                 await execute(message)
                 if keepsCredit { gate.release(1) }
             }
+            // A handler that does not suspend runs on this thread from start to end (TimeLimits.run), and taking
+            // the next reserved message does not suspend either: without this, busy executors would keep both
+            // threads of the pool and the fetch loop and the result batcher would wait until the reserved queue
+            // ran dry.
+            await Task.yield()
         }
     }
 
