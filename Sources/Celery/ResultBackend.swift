@@ -23,28 +23,58 @@ public enum TaskState: String, Sendable {
 /// the same name, so `AsyncResult.get()` wakes up.
 ///
 /// Writes are batched: every write waiting when a flush starts goes in one `EVALSHA` that, per key, skips the
-/// write if a SUCCESS is already stored (Celery's GET guard, made atomic), then SETEX + PUBLISH.
+/// write if a SUCCESS is already stored (Celery's GET guard, made atomic), then SETEX + PUBLISH; when results and
+/// acks go to the same Redis, the same script then acks the batch's messages.
 struct ResultBackend: Sendable {
     static let keyPrefix = "celery-task-meta-"
 
-    /// KEYS: meta keys; ARGV[1]: TTL in seconds (0: no expiry); ARGV[1 + i]: the payload for KEYS[i].
+    /// KEYS: the n meta keys, then (only when there are tags) `unacked` and `unacked_index`. ARGV[1]: TTL in seconds
+    /// (0: no expiry); ARGV[2]: n; ARGV[2 + i]: the payload for KEYS[i]; ARGV[n + 3...]: delivery tags to ack
+    /// (kombu's HDEL + ZREM), after the results, so under acks_late no message leaves `unacked` before its result
+    /// is stored.
     static let storeScript = RedisScript(
         """
         local ttl = tonumber(ARGV[1])
-        for i, key in ipairs(KEYS) do
+        local n = tonumber(ARGV[2])
+        for i = 1, n do
+          local key = KEYS[i]
           local current = redis.call('GET', key)
           if not (current and string.find(current, '^{"status": *"SUCCESS"')) then
             if ttl > 0 then
-              redis.call('SETEX', key, ttl, ARGV[i + 1])
+              redis.call('SETEX', key, ttl, ARGV[i + 2])
             else
-              redis.call('SET', key, ARGV[i + 1])
+              redis.call('SET', key, ARGV[i + 2])
             end
-            redis.call('PUBLISH', key, ARGV[i + 1])
+            redis.call('PUBLISH', key, ARGV[i + 2])
           end
         end
-        return #KEYS
+        if #ARGV > n + 2 then
+          redis.call('HDEL', KEYS[n + 1], unpack(ARGV, n + 3))
+          redis.call('ZREM', KEYS[n + 2], unpack(ARGV, n + 3))
+        end
+        return n
         """
     )
+
+    /// The `storeScript` call for a batch: keys and arguments. `acks` go in only when the results' Redis is the
+    /// broker's.
+    static func storeCall(
+        results: [(key: String, payload: String)],
+        acks: [String],
+        ttl: Int,
+        unackedKey: String,
+        unackedIndexKey: String
+    ) -> (keys: [String], arguments: [String]) {
+        var keys = results.map(\.key)
+        var arguments = [String(ttl), String(results.count)]
+        arguments.reserveCapacity(2 + results.count + acks.count)
+        for result in results { arguments.append(result.payload) }
+        if !acks.isEmpty {
+            keys += [unackedKey, unackedIndexKey]
+            arguments += acks
+        }
+        return (keys, arguments)
+    }
 
     var expires: Duration?
     var extended: Bool
@@ -220,12 +250,18 @@ final class WriteBatcher: Sendable {
     }
 
     private func flush(results: [(key: String, payload: String)], acks: [String]) async throws(RedisError) {
+        // One Redis for both: the acks ride in the results' script (one round trip, and atomic).
+        let together = backend === broker
         if !results.isEmpty {
-            try await backend.evaluate(
-                ResultBackend.storeScript,
-                keys: results.map(\.key),
-                arguments: [String(resultTTL)] + results.map(\.payload)
+            let call = ResultBackend.storeCall(
+                results: results,
+                acks: together ? acks : [],
+                ttl: resultTTL,
+                unackedKey: unackedKey,
+                unackedIndexKey: unackedIndexKey
             )
+            try await backend.evaluate(ResultBackend.storeScript, keys: call.keys, arguments: call.arguments)
+            if together { return }
         }
         if !acks.isEmpty {
             let replies = try await broker.pipeline(

@@ -50,10 +50,13 @@ import Testing
                 var buffer = ByteBuffer(bytes: report.lastCommand)
                 let command = try #require(try RESPToken(consuming: &buffer)?.array)
                 let parts = command.map { $0.string ?? "" }
+                // The last batch: 70 − 64 results, their acks in the same script.
                 #expect(parts.first == "EVALSHA")
-                #expect(parts[2] == "6")  // the last batch: 70 − 64 results
+                #expect(parts[2] == "8")  // six meta keys, unacked, unacked_index
                 #expect(parts[3] == ResultBackend.keyPrefix + HotPathBenchmark.id(64, 1))
-                #expect(parts.last == report.lastPayload)
+                #expect(Array(parts[9...12]) == ["unacked", "unacked_index", "86400", "6"])
+                #expect(parts[18] == report.lastPayload)
+                #expect(parts.count == 19 + 6)
                 #expect(report.commandBytes > report.payloadBytes)
             } else {
                 #expect(report.commandBytes == 0)
