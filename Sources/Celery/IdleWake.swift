@@ -30,6 +30,11 @@ final class IdleWake: Sendable {
     }
 
     private let state = Mutex(State())
+    /// The message the last watcher saw (BLMOVE answers with it), for the fetch loop to decode while its pop
+    /// travels; the pop most often takes that very message.
+    private let seen = Mutex<[UInt8]?>(nil)
+    /// Larger messages are not kept for decoding ahead.
+    static let largestSeen = 64 * 1024
     /// What the fetch loop waits on.
     private let bell = TimerSignal()
     let client: RedisClient
@@ -69,6 +74,14 @@ final class IdleWake: Sendable {
         coordinator?.resume()
         await bell.wait(for: timeout)
         state.withLock { $0.armed = false }
+    }
+
+    /// The message a watcher last saw, once (nil if none since the last call).
+    func takeSeen() -> [UInt8]? {
+        seen.withLock { seen in
+            defer { seen = nil }
+            return seen
+        }
     }
 
     /// Wakes the fetch loop (a watcher saw a message, Redis refused BLMOVE, or the worker is stopping).
@@ -159,7 +172,13 @@ final class IdleWake: Sendable {
                     blockingTimeout: blockTimeout
                 )
                 failures = 0
-                if !reply.isNull { ring() }
+                if !reply.isNull {
+                    if let bytes = reply.bytes, bytes.readableBytes <= Self.largestSeen {
+                        let copy = Array(bytes.readableBytesView)
+                        seen.withLock { $0 = copy }
+                    }
+                    ring()
+                }
             } catch {
                 if Task.isCancelled { break }
                 if let refusal = Self.refusal(error) {

@@ -41,6 +41,8 @@ struct Delivery: Sendable {
     /// Set when the message was larger than the size limit: it was not recorded, `envelope` is empty, and the
     /// message itself went to the dead-letter list.
     var oversized: OversizedMessage? = nil
+    /// The message, when it was decoded ahead while its pop travelled (from a copy an idle watcher saw).
+    var decoded: TaskMessage? = nil
 }
 
 /// Fetches, records, acks and restores messages in kombu's exact Redis layout, so Python and Swift workers share
@@ -173,12 +175,27 @@ struct KombuBroker: Sendable {
     /// `stamp` is the `unacked_index` score the popped messages get: if the reply is lost (Redis died or the
     /// connection dropped after the script ran), ``recoverLostPop(stamp:holding:)`` finds them by it.
     func pop(lists: [String], limit: Int, stamp: String = KombuBroker.now()) async throws(RedisError) -> [Delivery] {
-        let reply = try await client.evaluate(
+        try await startPop(lists: lists, limit: limit, stamp: stamp).deliveries()
+    }
+
+    /// A pop written to Redis whose reply has not been read yet.
+    struct PendingPop: Sendable {
+        let reply: RedisPendingReply
+
+        func deliveries() async throws(RedisError) -> [Delivery] {
+            KombuBroker.deliveries(popReply: try await reply.reply())
+        }
+    }
+
+    /// Sends ``popScript`` and returns before its reply: the caller can work while the pop travels.
+    func startPop(lists: [String], limit: Int, stamp: String = KombuBroker.now()) async throws(RedisError) -> PendingPop
+    {
+        let reply = try await client.startEvaluate(
             Self.popScript,
             keys: lists + [layout.unackedKey, layout.unackedIndexKey, layout.deadLetterKey],
             arguments: [String(limit), stamp, String(layout.deadLetterLimit), String(layout.maximumMessageSize)]
         )
-        return Self.deliveries(popReply: reply)
+        return PendingPop(reply: reply)
     }
 
     /// The deliveries in a reply of ``popScript``: list, envelope, tag (or false) triples.

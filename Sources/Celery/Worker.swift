@@ -230,10 +230,17 @@ public final class Worker: Service, Sendable {
                 continue
             }
             let stamp = KombuBroker.now()
+            // (Not one the pop will dead-letter for its size: that one is never decoded.)
+            let limit = configuration.maximumMessageSize
+            let seen = idleWake.takeSeen().flatMap { limit > 0 && $0.count > limit ? nil : $0 }
             var popInFlight = true
             do {
-                var deliveries = try await broker.pop(lists: lists, limit: credit, stamp: stamp)
+                let pending = try await broker.startPop(lists: lists, limit: credit, stamp: stamp)
+                // While the pop travels, decode the message a watcher saw: most often the one the pop brings.
+                let ahead = seen.flatMap { bytes in (try? TaskMessage(envelope: bytes)).map { (bytes, $0) } }
+                var deliveries = try await pending.deliveries()
                 popInFlight = false
+                if let ahead { Self.attach(ahead, to: &deliveries) }
                 fetchHealthy.store(true, ordering: .relaxed)
                 if failures > 0 {
                     logger.info("consuming again", metadata: ["redis.url": "\(brokerClient.configuration.redactedURL)"])
@@ -301,6 +308,13 @@ public final class Worker: Service, Sendable {
             }
         }
         await blocking?.close()
+    }
+
+    /// Gives the message decoded ahead to the first delivery with the same bytes (none if the pop brought another).
+    static func attach(_ ahead: ([UInt8], TaskMessage), to deliveries: inout [Delivery]) {
+        if let index = deliveries.firstIndex(where: { $0.oversized == nil && $0.envelope == ahead.0 }) {
+            deliveries[index].decoded = ahead.1
+        }
     }
 
     /// Closes the held list and the reserved queue; returns what they still had, in fetch order.
@@ -393,11 +407,15 @@ public final class Worker: Service, Sendable {
     /// Decodes and runs one fetched message; false when it went on hold (its credit is then already free).
     private func process(_ delivery: Delivery) async -> Bool {
         var message: TaskMessage
-        do {
-            message = try TaskMessage(envelope: delivery.envelope)
-        } catch {
-            await reject(delivery, error)
-            return true
+        if let decoded = delivery.decoded {
+            message = decoded
+        } else {
+            do {
+                message = try TaskMessage(envelope: delivery.envelope)
+            } catch {
+                await reject(delivery, error)
+                return true
+            }
         }
         // The pop recorded the message in `unacked` under the tag its text search found; ack that one, even if a
         // hostile envelope names another tag elsewhere.

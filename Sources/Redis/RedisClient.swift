@@ -74,6 +74,17 @@ public final class RedisClient: Sendable {
         return try await connection.evaluate(script, keys: keys, arguments: arguments)
     }
 
+    /// Writes a script's `EVALSHA` on the shared connection and returns without waiting for the reply, so the
+    /// caller can work while the command travels; ``RedisPendingReply/reply()`` waits for it.
+    public func startEvaluate(
+        _ script: RedisScript,
+        keys: [String] = [],
+        arguments: [String] = []
+    ) async throws(RedisError) -> RedisPendingReply {
+        let connection = try await connection()
+        return try await connection.startEvaluate(script, keys: keys, arguments: arguments)
+    }
+
     /// Opens a connection of its own (for blocking pops or long work) and closes it when `body` returns.
     public func withDedicatedConnection<R: Sendable>(
         _ body: (RedisConnection) async throws -> R
@@ -125,6 +136,32 @@ extension RedisConnection {
             // The server lost its scripts (SCRIPT FLUSH, a restart, a failover). EVAL with the source runs the script
             // whatever the cache holds at that instant, and caches it again under the same SHA for the next EVALSHA.
             return try await send(RESPCommand("EVAL", script.source, keys.count, keys, arguments))
+        }
+    }
+
+    /// Writes `EVALSHA` now and returns; the reply is read with ``RedisPendingReply/reply()``. A script this
+    /// process has not loaded yet is loaded and run before this returns (once per process).
+    public func startEvaluate(
+        _ script: RedisScript,
+        keys: [String] = [],
+        arguments: [String] = []
+    ) async throws(RedisError) -> RedisPendingReply {
+        guard let sha = script.loadedSHA else {
+            return RedisPendingReply(.success(try await evaluate(script, keys: keys, arguments: arguments)))
+        }
+        let promise = channel.eventLoop.makePromise(of: RESPToken.self)
+        RedisConnection.write(
+            RedisRequest(
+                commands: [RESPCommand("EVALSHA", sha, keys.count, keys, arguments)],
+                promises: [promise],
+                deadline: .now() + TimeAmount(configuration.commandTimeout)
+            ),
+            to: channel,
+            handler: handler
+        )
+        return RedisPendingReply(future: promise.futureResult) { () throws(RedisError) in
+            // NOSCRIPT: as `evaluate` does, the same call as EVAL with the source.
+            try await self.send(RESPCommand("EVAL", script.source, keys.count, keys, arguments))
         }
     }
 
@@ -279,6 +316,48 @@ private actor ConnectionManager {
         if case .connected(let connection) = state {
             state = .closed
             await connection.close()
+        }
+    }
+}
+
+/// The reply of a command already written (``RedisClient/startEvaluate(_:keys:arguments:)``).
+public struct RedisPendingReply: Sendable {
+    private enum State: Sendable {
+        case ready(Result<RESPToken, RedisError>)
+        case waiting(EventLoopFuture<RESPToken>, noScript: @Sendable () async throws(RedisError) -> RESPToken)
+    }
+
+    private let state: State
+
+    init(_ result: Result<RESPToken, RedisError>) {
+        state = .ready(result)
+    }
+
+    init(
+        future: EventLoopFuture<RESPToken>,
+        noScript: @escaping @Sendable () async throws(RedisError) -> RESPToken
+    ) {
+        state = .waiting(future, noScript: noScript)
+    }
+
+    /// Waits for the reply; an error reply throws ``RedisError/Code/serverError``.
+    public func reply() async throws(RedisError) -> RESPToken {
+        switch state {
+        case .ready(let result):
+            return try result.get()
+        case .waiting(let future, let noScript):
+            let token: RESPToken
+            do {
+                token = try await future.get()
+            } catch let error as RedisError {
+                throw error
+            } catch {
+                throw RedisError(.connectionClosed, "\(error)", underlyingError: ErrorBox(error))
+            }
+            guard let message = token.errorMessage else { return token }
+            let error = RedisError(.serverError, message)
+            if error.serverErrorPrefix == "NOSCRIPT" { return try await noScript() }
+            throw error
         }
     }
 }

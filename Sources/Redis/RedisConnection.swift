@@ -26,7 +26,7 @@ public final class RedisConnection: Sendable {
 
     let channel: Channel
     let logger: Logger
-    private let handler: NIOLoopBound<RedisChannelHandler>
+    let handler: NIOLoopBound<RedisChannelHandler>
 
     private init(
         id: Int,

@@ -119,6 +119,28 @@ struct RedisClientIntegrationTests {
         await client.close()
     }
 
+    @Test func startEvaluateWritesAtOnceAndReadsTheReplyLater() async throws {
+        let client = try TestServers.plainClient()
+        let key = TestServers.uniquePrefix() + "s"
+        let script = RedisScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+        // First use: loaded and run before it returns.
+        #expect(try await client.startEvaluate(script, keys: [key], arguments: ["5"]).reply().int == 5)
+        // Each call is written when it is started: the second reply read first already counts the first call.
+        let first = try await client.startEvaluate(script, keys: [key], arguments: ["1"])
+        let second = try await client.startEvaluate(script, keys: [key], arguments: ["10"])
+        #expect(try await second.reply().int == 16)
+        #expect(try await first.reply().int == 6)
+        // The server forgot the script: the same call as EVAL.
+        try await client.send(RESPCommand("SCRIPT", "FLUSH"))
+        #expect(try await client.startEvaluate(script, keys: [key], arguments: ["2"]).reply().int == 18)
+        // An error reply throws when the reply is read.
+        let failing = RedisScript("return redis.error_reply('ERR refused by the test')")
+        await #expect(throws: RedisError.self) { try await client.evaluate(failing) }
+        let pending = try await client.startEvaluate(failing)
+        await #expect(throws: RedisError.self) { try await pending.reply() }
+        await client.close()
+    }
+
     @Test func multiExec() async throws {
         let client = try TestServers.plainClient()
         let key = TestServers.uniquePrefix()

@@ -1,0 +1,44 @@
+import Testing
+
+@testable import Celery
+
+/// The message an idle watcher saw is decoded while the pop travels, and given to the delivery with the same bytes.
+struct FetchAheadTests {
+    static func message(_ x: Int) throws -> ([UInt8], TaskMessage) {
+        let bytes = TestRedis.envelope(task: "tasks.add", args: [.int(x), 1], queue: "ahead").bytes
+        return (bytes, try TaskMessage(envelope: bytes))
+    }
+
+    @Test func theDeliveryWithTheSameBytesGetsTheDecodedMessage() throws {
+        let seen = try Self.message(1)
+        let other = try Self.message(2)
+        var deliveries = [
+            Delivery(list: "ahead", envelope: other.0, tag: "t2"),
+            Delivery(list: "ahead", envelope: seen.0, tag: "t1"),
+            Delivery(list: "ahead", envelope: seen.0, tag: "t1-again"),
+        ]
+        Worker.attach(seen, to: &deliveries)
+        #expect(deliveries[0].decoded == nil)
+        #expect(deliveries[1].decoded?.id == seen.1.id)
+        #expect(deliveries[2].decoded == nil)  // only one delivery takes it
+    }
+
+    @Test func aPopThatBroughtOtherMessagesGetsNothing() throws {
+        let seen = try Self.message(1)
+        var deliveries = [Delivery(list: "ahead", envelope: try Self.message(3).0, tag: "t3")]
+        Worker.attach(seen, to: &deliveries)
+        #expect(deliveries[0].decoded == nil)
+        var none: [Delivery] = []
+        Worker.attach(seen, to: &none)
+        #expect(none.isEmpty)
+    }
+
+    @Test func anOversizedDeliveryNeverTakesIt() throws {
+        let seen = try Self.message(1)
+        var deliveries = [
+            Delivery(list: "ahead", envelope: seen.0, tag: nil, oversized: OversizedMessage(scriptReply: []))
+        ]
+        Worker.attach(seen, to: &deliveries)
+        #expect(deliveries[0].decoded == nil)
+    }
+}
