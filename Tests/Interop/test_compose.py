@@ -307,6 +307,8 @@ def test_dockerfile_builds_with_the_script_ci_runs_and_enters_the_binary():
     assert len(stages) == 2 and stages[0][1] == "build", stages
     runs = re.findall(r"^RUN\s+(.+)$", text, flags=re.MULTILINE)
     assert "compose/build-release.sh /out" in runs
+    # The link order build-release.sh reads must be in the build context.
+    assert re.search(r"^COPY compose/symbol-order.txt compose/symbol-order.txt$", text, flags=re.MULTILINE)
     assert "libjansson4" in text and "libjansson-dev" in text
     assert re.search(r'^COPY --from=build /out/swift-celery /usr/local/bin/swift-celery$', text, flags=re.MULTILINE)
     assert re.search(r'^ENTRYPOINT \["/usr/local/bin/swift-celery"\]$', text, flags=re.MULTILINE)
@@ -335,6 +337,23 @@ def test_build_release_script_makes_a_binary_that_runs(tmp_path, redis_url):
     assert "(RELR)" in dynamic, dynamic
     exported = subprocess.run(["nm", "-D", "--defined-only", str(binary)], capture_output=True, text=True).stdout
     assert len(exported.splitlines()) < 100, f"{len(exported.splitlines())} exported symbols"
+    # Linked in the order of compose/symbol-order.txt: the functions an idle worker runs lie together at the start
+    # of .text. (Of its first 1,000, about half land in the first tenth of .text, against 17% without the order.)
+    order = (COMPOSE_DIR / "symbol-order.txt").read_text().split()[:1000]
+    addresses = {}
+    symbols = subprocess.run(["nm", "--defined-only", str(binary)], capture_output=True, text=True).stdout
+    for line in symbols.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] in "tT":
+            addresses.setdefault(parts[2], int(parts[0], 16))
+    sections = subprocess.run(["readelf", "-SW", str(binary)], capture_output=True, text=True).stdout
+    fields = next(line for line in sections.splitlines() if " .text " in line).split()
+    at = fields.index(".text")
+    text_start, text_size = int(fields[at + 2], 16), int(fields[at + 4], 16)
+    placed = [addresses[name] for name in order if name in addresses]
+    assert len(placed) > 900, f"only {len(placed)} of the first 1,000 ordered functions are in the binary"
+    early = sum(1 for address in placed if address - text_start < text_size // 10) / len(placed)
+    assert early > 0.4, f"{early:.0%} of the ordered functions in the first tenth of .text: the order was not applied"
     print(f"build-release.sh took {time.monotonic() - started:.0f} s")
 
 
