@@ -42,7 +42,18 @@ struct Delivery: Sendable {
     /// message itself went to the dead-letter list.
     var oversized: OversizedMessage? = nil
     /// The message, when it was decoded ahead while its pop travelled (from a copy an idle watcher saw).
-    var decoded: TaskMessage? = nil
+    var decoded: TaskMessage? {
+        get { ahead?.message }
+        set { ahead = newValue.map(DecodedAhead.init) }
+    }
+    /// Boxed: a `TaskMessage` held inline would add its whole size to every delivery, and 100,000 held ETA
+    /// messages keep one delivery each.
+    var ahead: DecodedAhead? = nil
+}
+
+final class DecodedAhead: Sendable {
+    let message: TaskMessage
+    init(_ message: TaskMessage) { self.message = message }
 }
 
 /// Fetches, records, acks and restores messages in kombu's exact Redis layout, so Python and Swift workers share
