@@ -21,19 +21,15 @@ if [[ -z ${SWIFT_CELERY_BIN:-} ]]; then
     swift build -c release --product swift-celery >&2
 fi
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+source scripts/lib.sh
 dir=$(mktemp -d)
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" >"$dir/redis.log" 2>&1 &
-redis_pid=$!
 cleanup() {
-    kill "$redis_pid" 2>/dev/null || true
-    wait "$redis_pid" 2>/dev/null || true
+    kill "${scratch_redis_pid:-}" 2>/dev/null || true
+    wait "${scratch_redis_pid:-}" 2>/dev/null || true
     rm -rf "$dir"
 }
 trap cleanup EXIT
-for _ in $(seq 100); do
-    redis-cli -p "$port" ping >/dev/null 2>&1 && break
-    sleep 0.05
-done
+start_scratch_redis "$dir"
+port=$scratch_redis_port
 
 "$python" "${BENCH_SCRIPT:-Benchmarks/suite.py}" --redis-url "redis://127.0.0.1:$port/0" ${SWIFT_CELERY_BIN:+--swift-bin "$SWIFT_CELERY_BIN"} "$@"

@@ -4,6 +4,8 @@
 #   ensure_system_packages  apt-get install what the build and tests need, only when something is missing
 #   ensure_python_venv      make sure python3 can create a virtualenv (apt-get install python3-venv if not)
 #   section TITLE           print a section header
+#   start_scratch_redis DIR a throw-away redis-server (no persistence) on a free loopback port, data in DIR; sets
+#                           scratch_redis_port and scratch_redis_pid and returns once it answers PING
 
 section() {
     printf '\n==== %s ====\n' "$*"
@@ -76,4 +78,18 @@ ensure_swift() {
         log "error: no Swift toolchain found (looked on PATH and in /opt/swift/usr/bin); Swift 6 is required"
         return 1
     fi
+}
+
+start_scratch_redis() {
+    local dir=$1
+    scratch_redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+    redis-server --port "$scratch_redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
+        >"$dir/redis.log" 2>&1 &
+    scratch_redis_pid=$!
+    for _ in $(seq 100); do
+        redis-cli -p "$scratch_redis_port" ping >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    log "redis-server did not answer on port $scratch_redis_port: $(tail -5 "$dir/redis.log")"
+    return 1
 }

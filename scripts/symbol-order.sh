@@ -29,22 +29,17 @@ dir=$(mktemp -d)
 # information (the symbol table, which is all the list needs, stays).
 objcopy --strip-debug "$binary" "$dir/swift-celery"
 binary="$dir/swift-celery"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" >"$dir/redis.log" 2>&1 &
-redis_pid=$!
 worker_pid=
 cleanup() {
     [[ -n $worker_pid ]] && kill -9 "$worker_pid" 2>/dev/null
-    kill "$redis_pid" 2>/dev/null || true
+    kill "${scratch_redis_pid:-}" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$dir"
 }
 trap cleanup EXIT
-for _ in $(seq 100); do
-    redis-cli -p "$port" ping >/dev/null 2>&1 && break
-    sleep 0.05
-done
-url="redis://127.0.0.1:$port/0"
+source scripts/lib.sh
+start_scratch_redis "$dir"
+url="redis://127.0.0.1:$scratch_redis_port/0"
 
 # profile NAME TASKS: one worker under callgrind; idles 5 s, runs TASKS tasks, idles 2 s more, stops (SIGTERM).
 profile() {
