@@ -46,6 +46,16 @@ def test_swift_worker_restores_what_a_killed_python_worker_prefetched(redis_url,
     while redis_client.llen(queue) > 0 and time.time() < deadline:
         time.sleep(0.05)
     assert redis_client.llen(queue) == 0, "the Python worker did not prefetch"
+
+    # Killed only once Python has acked the running task (early ack, when its pool takes it): before that the
+    # blocker is still in `unacked` and is rightly restored too, and the Swift worker would then run a 30 s task.
+    def in_unacked(task_id: str) -> bool:
+        return any(task_id.encode() in value for value in redis_client.hvals("unacked"))
+
+    while in_unacked(blocker.id) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not in_unacked(blocker.id), "the Python worker did not start (and ack) the blocking task"
+    assert all(in_unacked(r.id) for r in waiting), "the prefetched tasks are not in unacked"
     python.kill()
     swift = WorkerProcess("swift", redis_url, queue=queue, name=f"{unique('rescue')}@localhost",
                           flags=["--visibility-timeout=2"]).start()
