@@ -1,4 +1,5 @@
-# Helpers shared by scripts/test.sh and scripts/run.sh. Source it; it defines functions only.
+# Helpers shared by scripts/test.sh, scripts/run.sh, scripts/symbol-order.sh and Benchmarks/suite.sh.
+# Source it; it defines functions only.
 #
 #   ensure_swift            put /opt/swift/usr/bin on PATH when swift is not there already, or fail
 #   ensure_system_packages  apt-get install what the build and tests need, only when something is missing
