@@ -126,33 +126,24 @@ extension RedisConnection {
     ) async throws(RedisError)
         -> RESPToken
     {
-        var sha = script.loadedSHA
-        if sha == nil {
-            sha = try await load(script)
-        }
-        do {
-            return try await send(RESPCommand("EVALSHA", sha!, keys.count, keys, arguments))
-        } catch  where error.serverErrorPrefix == "NOSCRIPT" {
-            // The server lost its scripts (SCRIPT FLUSH, a restart, a failover). EVAL with the source runs the script
-            // whatever the cache holds at that instant, and caches it again under the same SHA for the next EVALSHA.
-            return try await send(RESPCommand("EVAL", script.source, keys.count, keys, arguments))
-        }
+        try await startEvaluate(script, keys: keys, arguments: arguments).reply()
     }
 
-    /// Writes `EVALSHA` now and returns; the reply is read with ``RedisPendingReply/reply()``. A script this
-    /// process has not loaded yet is loaded and run before this returns (once per process).
+    /// Writes `EVALSHA` now (after `SCRIPT LOAD` the first time this process uses the script) and returns; the
+    /// reply is read with ``RedisPendingReply/reply()``.
     public func startEvaluate(
         _ script: RedisScript,
         keys: [String] = [],
         arguments: [String] = []
     ) async throws(RedisError) -> RedisPendingReply {
-        guard let sha = script.loadedSHA else {
-            return RedisPendingReply(.success(try await evaluate(script, keys: keys, arguments: arguments)))
+        var sha = script.loadedSHA
+        if sha == nil {
+            sha = try await load(script)
         }
         let promise = channel.eventLoop.makePromise(of: RESPToken.self)
         RedisConnection.write(
             RedisRequest(
-                commands: [RESPCommand("EVALSHA", sha, keys.count, keys, arguments)],
+                commands: [RESPCommand("EVALSHA", sha!, keys.count, keys, arguments)],
                 promises: [promise],
                 deadline: .now() + TimeAmount(configuration.commandTimeout)
             ),
@@ -160,7 +151,8 @@ extension RedisConnection {
             handler: handler
         )
         return RedisPendingReply(future: promise.futureResult) { () throws(RedisError) in
-            // NOSCRIPT: as `evaluate` does, the same call as EVAL with the source.
+            // The server lost its scripts (SCRIPT FLUSH, a restart, a failover). EVAL with the source runs the script
+            // whatever the cache holds at that instant, and caches it again under the same SHA for the next EVALSHA.
             try await self.send(RESPCommand("EVAL", script.source, keys.count, keys, arguments))
         }
     }
@@ -322,42 +314,31 @@ private actor ConnectionManager {
 
 /// The reply of a command already written (``RedisClient/startEvaluate(_:keys:arguments:)``).
 public struct RedisPendingReply: Sendable {
-    private enum State: Sendable {
-        case ready(Result<RESPToken, RedisError>)
-        case waiting(EventLoopFuture<RESPToken>, noScript: @Sendable () async throws(RedisError) -> RESPToken)
-    }
-
-    private let state: State
-
-    init(_ result: Result<RESPToken, RedisError>) {
-        state = .ready(result)
-    }
+    private let future: EventLoopFuture<RESPToken>
+    /// What answers instead when the server replies NOSCRIPT.
+    private let noScript: @Sendable () async throws(RedisError) -> RESPToken
 
     init(
         future: EventLoopFuture<RESPToken>,
         noScript: @escaping @Sendable () async throws(RedisError) -> RESPToken
     ) {
-        state = .waiting(future, noScript: noScript)
+        self.future = future
+        self.noScript = noScript
     }
 
     /// Waits for the reply; an error reply throws ``RedisError/Code/serverError``.
     public func reply() async throws(RedisError) -> RESPToken {
-        switch state {
-        case .ready(let result):
-            return try result.get()
-        case .waiting(let future, let noScript):
-            let token: RESPToken
-            do {
-                token = try await future.get()
-            } catch let error as RedisError {
-                throw error
-            } catch {
-                throw RedisError(.connectionClosed, "\(error)", underlyingError: ErrorBox(error))
-            }
-            guard let message = token.errorMessage else { return token }
-            let error = RedisError(.serverError, message)
-            if error.serverErrorPrefix == "NOSCRIPT" { return try await noScript() }
+        let token: RESPToken
+        do {
+            token = try await future.get()
+        } catch let error as RedisError {
             throw error
+        } catch {
+            throw RedisError(.connectionClosed, "\(error)", underlyingError: ErrorBox(error))
         }
+        guard let message = token.errorMessage else { return token }
+        let error = RedisError(.serverError, message)
+        if error.serverErrorPrefix == "NOSCRIPT" { return try await noScript() }
+        throw error
     }
 }

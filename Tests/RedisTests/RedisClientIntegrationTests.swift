@@ -123,7 +123,7 @@ struct RedisClientIntegrationTests {
         let client = try TestServers.plainClient()
         let key = TestServers.uniquePrefix() + "s"
         let script = RedisScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
-        // First use: loaded and run before it returns.
+        // First use: SCRIPT LOAD, then the EVALSHA.
         #expect(try await client.startEvaluate(script, keys: [key], arguments: ["5"]).reply().int == 5)
         // Each call is written when it is started: the second reply read first already counts the first call.
         let first = try await client.startEvaluate(script, keys: [key], arguments: ["1"])
