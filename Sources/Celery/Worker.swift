@@ -147,6 +147,20 @@ public final class Worker: Service, Sendable {
         controlStop.signal()
     }
 
+    /// A second after the worker is ready: ``ExecutablePages/release()``.
+    private func releaseStartupPagesSoon() {
+        Task { [logger] in
+            try? await Task.sleep(for: .seconds(1))
+            guard !isStopping, let released = ExecutablePages.release() else { return }
+            logger.debug(
+                "start-up pages released",
+                metadata: [
+                    "mappings": "\(released.mappings)", "bytes": "\(released.residentBytes)",
+                ]
+            )
+        }
+    }
+
     var isStopping: Bool { stopping.load(ordering: .relaxed) || Task.isCancelled }
 
     private func runUntilStopped() async throws {
@@ -168,6 +182,7 @@ public final class Worker: Service, Sendable {
                     "redis.url": "\(brokerClient.configuration.redactedURL)",
                 ]
             )
+            if configuration.releaseStartupPages { releaseStartupPagesSoon() }
             let leftovers = await withDiscardingTaskGroup(returning: [Delivery].self) { inner in
                 for _ in 0..<configuration.concurrency {
                     inner.addTask { await self.executorLoop() }

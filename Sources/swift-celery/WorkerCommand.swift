@@ -88,6 +88,15 @@ struct WorkerCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Send no worker-heartbeat events (worker-online and -offline still go out).")
     var withoutHeartbeat = false
 
+    @Flag(
+        name: .long,
+        help: """
+            Keep the executable's start-up pages mapped (by default the worker gives back to the page cache, once \
+            ready, the code pages start-up used; those it runs again come back on use).
+            """
+    )
+    var keepStartupPages = false
+
     @Option(name: .long, help: "Serve /metrics (Prometheus) and /healthz on this port (0: any free port).")
     var metricsPort: Int?
 
@@ -194,6 +203,7 @@ struct WorkerCommand: AsyncParsableCommand {
         workerConfiguration.maximumMessageSize = ByteSize(parsing: maxMessageSize)?.bytes ?? 0
         workerConfiguration.idleFetch = WorkerConfiguration.IdleFetch(rawValue: idleFetch) ?? .blmove
         workerConfiguration.taskEvents = taskEvents
+        workerConfiguration.releaseStartupPages = !keepStartupPages
         if withoutHeartbeat { workerConfiguration.heartbeatInterval = nil }
         let metrics = metricsPort == nil ? WorkerMetrics() : WorkerMetrics.prometheus()
         let worker = Worker(

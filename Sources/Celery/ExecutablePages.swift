@@ -1,0 +1,141 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Gives the page cache back the pages of this program's own executable that the process mapped and never wrote:
+/// the code and read-only data that start-up ran and read.
+///
+/// A program's code is mapped from its file; every page it touches stays in its page tables, and counts in its
+/// resident set, until it exits, and the kernel maps up to 64 KiB of neighbouring cached pages around each one
+/// ("fault-around"). Argument parsing, configuration and connection set-up run once, yet hold megabytes. Once the
+/// worker is ready, ``release()`` unmaps those pages with `madvise(MADV_DONTNEED)`, as an operating system frees
+/// its start-up code after boot: the file's pages stay in the page cache, and any page the worker runs again comes
+/// back on first use (a minor fault, no disk read). Only mappings of the executable that are not writable and hold
+/// no page of their own (`Anonymous: 0 kB` in `/proc/self/smaps`) are released, so nothing written is discarded:
+/// the read-only segment the dynamic loader relocated (`.data.rel.ro`) and a page a debugger patched are kept.
+public enum ExecutablePages {
+    /// What ``release()`` did.
+    public struct Release: Sendable, Equatable {
+        /// How many mappings of the executable were released.
+        public var mappings: Int
+        /// The resident bytes they held just before.
+        public var residentBytes: Int
+
+        public init(mappings: Int, residentBytes: Int) {
+            self.mappings = mappings
+            self.residentBytes = residentBytes
+        }
+    }
+
+    /// One entry of `/proc/PID/smaps`.
+    struct Mapping: Sendable, Equatable {
+        var start: UInt
+        var end: UInt
+        var permissions: String
+        var path: String
+        /// Resident kilobytes (`Rss:`).
+        var resident: Int
+        /// Kilobytes of the process's own pages in it (`Anonymous:`): written pages of a file mapping.
+        var anonymous: Int
+
+        var isWritable: Bool { permissions.hasPrefix("rw") || permissions.dropFirst().first == "w" }
+    }
+
+    /// Releases the executable's unwritten pages (Linux; elsewhere nothing). Nil when `/proc` cannot be read.
+    public static func release() -> Release? {
+        #if os(Linux)
+        guard let executable = executablePath(), let smaps = readFile("/proc/self/smaps") else { return nil }
+        var done = Release(mappings: 0, residentBytes: 0)
+        for mapping in releasable(mappings(smaps: smaps), executable: executable) {
+            let start = UnsafeMutableRawPointer(bitPattern: mapping.start)
+            if madvise(start, Int(mapping.end - mapping.start), MADV_DONTNEED) == 0 {
+                done.mappings += 1
+                done.residentBytes += mapping.resident * 1024
+            }
+        }
+        return done
+        #else
+        return Release(mappings: 0, residentBytes: 0)
+        #endif
+    }
+
+    /// The mappings of `executable` that can be released without losing anything: not writable, no page written.
+    static func releasable(_ mappings: [Mapping], executable: String) -> [Mapping] {
+        mappings.filter { $0.path == executable && !$0.isWritable && $0.anonymous == 0 }
+    }
+
+    /// Parses `/proc/PID/smaps`: a header line per mapping (`start-end perms offset dev inode [path]`), then
+    /// `Key: value kB` lines.
+    static func mappings(smaps: String) -> [Mapping] {
+        var found: [Mapping] = []
+        for line in smaps.split(separator: "\n") {
+            if let header = header(line) {
+                found.append(header)
+            } else if !found.isEmpty, let colon = line.firstIndex(of: ":") {
+                let key = line[..<colon]
+                guard key == "Rss" || key == "Anonymous" else { continue }
+                let value = Int(line[line.index(after: colon)...].split(separator: " ").first ?? "") ?? 0
+                if key == "Rss" {
+                    found[found.count - 1].resident = value
+                } else {
+                    found[found.count - 1].anonymous = value
+                }
+            }
+        }
+        return found
+    }
+
+    private static func header(_ line: Substring) -> Mapping? {
+        // Fields are separated by runs of spaces; the path (which may hold spaces) is the rest of the line.
+        var rest = line[...]
+        var fields: [Substring] = []
+        while fields.count < 5 {
+            rest = rest.drop { $0 == " " }
+            guard let end = rest.firstIndex(of: " ") else {
+                if !rest.isEmpty { fields.append(rest) }
+                rest = rest[rest.endIndex...]
+                break
+            }
+            fields.append(rest[..<end])
+            rest = rest[end...]
+        }
+        guard fields.count == 5 else { return nil }
+        let range = fields[0].split(separator: "-")
+        guard range.count == 2, let start = UInt(range[0], radix: 16), let end = UInt(range[1], radix: 16),
+            fields[1].count == 4
+        else { return nil }
+        return Mapping(
+            start: start,
+            end: end,
+            permissions: String(fields[1]),
+            path: String(rest.drop { $0 == " " }),
+            resident: 0,
+            anonymous: 0
+        )
+    }
+
+    #if os(Linux)
+    private static func executablePath() -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard count > 0 else { return nil }
+        return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    private static func readFile(_ path: String) -> String? {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count >= 0 else { return nil }
+            if count == 0 { break }
+            bytes.append(contentsOf: chunk[..<count])
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+    #endif
+}
