@@ -19,14 +19,18 @@ scratch=.build-compose
 # (README, Memory).
 #
 # Every function in a section of its own, linked in the order of compose/symbol-order.txt (scripts/symbol-order.sh
-# writes it: what start-up and the idle wait run comes first): the kernel maps up to 64 KiB of file pages around
-# each page a process touches, so code run while idle that lies together costs fewer resident pages (README,
-# Memory). Functions the list does not name follow in the linker's order.
+# writes it: what a ready worker runs while idle comes first, then its tasks' and shutdown's code, start-up's last):
+# the kernel maps up to 64 KiB of file pages around each page a process touches, and the worker gives back the
+# pages start-up used once it is ready (ExecutablePages), so code run while idle that lies together costs fewer
+# resident pages (README, Memory). Functions the list does not name follow in the linker's order.
 flags=(--static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs
     -Xlinker --no-export-dynamic
     -Xswiftc -Xfrontend -Xswiftc -function-sections -Xcc -ffunction-sections
     -Xlinker "--symbol-ordering-file=$PWD/compose/symbol-order.txt" -Xlinker --no-warn-symbol-ordering)
+# SwiftPM does not know the link depends on the list: a list newer than the binary forces the link again.
+linked="$(swift build -c release --scratch-path "$scratch" --show-bin-path "${flags[@]}")/swift-celery"
+if [[ -e $linked && compose/symbol-order.txt -nt $linked ]]; then rm -f "$linked"; fi
 swift build -c release --scratch-path "$scratch" --product swift-celery "${flags[@]}"
 mkdir -p "$output"
-cp "$(swift build -c release --scratch-path "$scratch" --show-bin-path "${flags[@]}")/swift-celery" "$output/swift-celery"
+cp "$linked" "$output/swift-celery"
 echo "build-release: $output/swift-celery" >&2

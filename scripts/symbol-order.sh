@@ -5,21 +5,23 @@
 # compose/symbol-order.txt), so that the code an idle worker runs lies together instead of spread over the binary.
 #
 # Why: the kernel maps up to 64 KiB of cached file pages around every page a process touches, so each function
-# run at start-up or while idle that sits alone among unused code costs up to 16 resident pages. With the functions
-# in this order, start-up and the idle wait touch a few dense megabytes.
+# run while idle that sits alone among unused code costs up to 16 resident pages; and a second after it is ready
+# the worker gives back every page of its executable that start-up used (Sources/Celery/ExecutablePages.swift), so
+# only what it runs again comes back. With the functions in this order, the idle wait touches a few dense pages.
 #
 # How: a copy of BINARY (default .build-compose/out/swift-celery, which build-release.sh builds with one section per
-# function) runs twice under valgrind's callgrind against a throw-away redis-server: a worker that starts, idles
-# 5 s and stops; then one that also runs 20 tasks. Every function of the binary that ran is listed: first those of
-# the idle run (by instructions, most first), then those only the tasks ran. Functions missing from the list keep
-# the linker's order after them, so an old list only makes the layout less dense, never wrong. Takes about two
-# minutes; rerun it after large changes (needs valgrind and redis-server).
+# function) runs under valgrind's callgrind against a throw-away redis-server, its profile dumped at the end of each
+# phase: start-up (to 3 s after "worker ready"), 8 s idle, 20 tasks, the warm shutdown. The list holds every
+# function of the binary that ran: the idle spell's (by instructions, most first), then those only the tasks ran,
+# then the shutdown's, then start-up's. Functions missing from the list keep the linker's order after them, so an
+# old list only makes the layout less dense, never wrong. Takes under a minute; rerun it after large changes (needs
+# valgrind and redis-server). build-release.sh links again when the list is newer than its binary.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 binary=${1:-.build-compose/out/swift-celery}
 out=${2:-compose/symbol-order.txt}
-for tool in valgrind redis-server python3 objcopy; do
+for tool in valgrind callgrind_control redis-server python3 objcopy; do
     command -v "$tool" >/dev/null || { echo "symbol-order: $tool is needed" >&2; exit 1; }
 done
 [[ -x $binary ]] || { echo "symbol-order: no binary at $binary (run compose/build-release.sh)" >&2; exit 1; }
@@ -41,37 +43,42 @@ source scripts/lib.sh
 start_scratch_redis "$dir"
 url="redis://127.0.0.1:$scratch_redis_port/0"
 
-# profile NAME TASKS: one worker under callgrind; idles 5 s, runs TASKS tasks, idles 2 s more, stops (SIGTERM).
-profile() {
-    local name=$1 tasks=$2 log="$dir/$1.log"
-    valgrind --tool=callgrind --callgrind-out-file="$dir/$name.out" --compress-strings=no --compress-pos=no \
-        --demangle=no "$binary" worker --broker "$url" -Q symbol-order -c 8 -n "symbol-order@localhost" \
-        >"$log" 2>&1 &
-    worker_pid=$!
-    for _ in $(seq 600); do
-        grep -q "worker ready" "$log" && break
-        kill -0 "$worker_pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
-        sleep 0.2
-    done
-    grep -q "worker ready" "$log" || { echo "symbol-order: the worker did not start" >&2; exit 1; }
-    sleep 5
-    for i in $(seq "$tasks"); do
-        "$binary" send --broker "$url" -Q symbol-order --wait --timeout 60 tasks.add "$i" 1 >/dev/null
-    done
-    sleep 2
-    kill -TERM "$worker_pid"
-    wait "$worker_pid" || { echo "symbol-order: the worker exited with $?" >&2; exit 1; }
-    worker_pid=
-    echo "symbol-order: $name profiled" >&2
+# One worker under callgrind, its profile dumped at each phase's end: start-up (to 3 s after "worker ready": the
+# worker releases its start-up pages after 1 s), an idle spell of 8 s, 20 tasks, then the warm shutdown.
+valgrind --tool=callgrind --callgrind-out-file="$dir/profile.out" --compress-strings=no --compress-pos=no \
+    --demangle=no "$binary" worker --broker "$url" -Q symbol-order -c 8 -n "symbol-order@localhost" \
+    >"$dir/worker.log" 2>&1 &
+worker_pid=$!
+for _ in $(seq 600); do
+    grep -q "worker ready" "$dir/worker.log" && break
+    kill -0 "$worker_pid" 2>/dev/null || { cat "$dir/worker.log" >&2; exit 1; }
+    sleep 0.2
+done
+grep -q "worker ready" "$dir/worker.log" || { echo "symbol-order: the worker did not start" >&2; exit 1; }
+# dump PHASE: writes what ran since the last dump to profile.out.N and counts afresh.
+dump() {
+    callgrind_control --dump="$1" "$worker_pid" >/dev/null 2>&1
+    echo "symbol-order: $1 profiled" >&2
 }
-profile idle 0
-profile tasks 20
+sleep 3
+dump start-up
+sleep 8
+dump idle
+for i in $(seq 20); do
+    "$binary" send --broker "$url" -Q symbol-order --wait --timeout 60 tasks.add "$i" 1 >/dev/null
+done
+dump tasks
+kill -TERM "$worker_pid"
+wait "$worker_pid" || { echo "symbol-order: the worker exited with $?" >&2; exit 1; }
+worker_pid=
+echo "symbol-order: shutdown profiled" >&2
 
-python3 - "$binary" "$dir/idle.out" "$dir/tasks.out" "$out" <<'EOF'
+python3 - "$binary" "$dir" "$out" <<'EOF'
+import glob
 import re
 import sys
 
-binary, idle_file, tasks_file, out = sys.argv[1:]
+binary, folder, out = sys.argv[1:]
 
 
 def functions(path):
@@ -102,13 +109,22 @@ def functions(path):
     return costs
 
 
-idle = functions(idle_file)
-tasks = functions(tasks_file)
-order = sorted(idle, key=lambda name: -idle[name])
-extra = sorted((name for name in tasks if name not in idle), key=lambda name: -tasks[name])
+# The dumps in the order written: profile.out.1 (start-up), .2 (idle), .3 (tasks); profile.out (shutdown).
+parts = sorted(glob.glob(f"{folder}/profile.out.*"), key=lambda path: int(path.rsplit(".", 1)[1]))
+if len(parts) != 3:
+    sys.exit(f"symbol-order: expected 3 dumps, found {len(parts)}: {parts}")
+start_up, idle, tasks = (functions(path) for path in parts)
+shutdown = functions(f"{folder}/profile.out")
+# What a ready worker runs again comes first, densely: the idle spell's functions, then the tasks', then the warm
+# shutdown's; start-up's (released a second after the worker is ready) last.
+order, seen = [], set()
+for phase in (idle, tasks, shutdown, start_up):
+    for name in sorted(phase, key=lambda name: -phase[name]):
+        if name not in seen:
+            seen.add(name)
+            order.append(name)
 with open(out, "w") as f:
-    for name in order + extra:
+    for name in order:
         f.write(name + "\n")
-print(f"symbol-order: {out}: {len(order)} functions of the idle run, then {len(extra)} more that tasks ran",
-      file=sys.stderr)
+print(f"symbol-order: {out}: {len(order)} functions, the idle spell's {len(idle)} first", file=sys.stderr)
 EOF
