@@ -59,6 +59,17 @@ public enum ExecutablePages {
         #endif
     }
 
+    /// Returns the heap's free pages to the system (glibc's `malloc_trim(0)`, looked up at run time: Swift's
+    /// Glibc module does not declare it). Elsewhere nothing.
+    public static func trimHeap() {
+        #if canImport(Glibc)
+        typealias MallocTrim = @convention(c) (Int) -> Int32
+        // RTLD_DEFAULT (a null handle): the symbol wherever the process has it.
+        guard let symbol = dlsym(nil, "malloc_trim") else { return }
+        _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
+        #endif
+    }
+
     /// The mappings of `executable` that can be released without losing anything: not writable, no page written.
     static func releasable(_ mappings: [Mapping], executable: String) -> [Mapping] {
         mappings.filter { $0.path == executable && !$0.isWritable && $0.anonymous == 0 }

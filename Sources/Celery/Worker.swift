@@ -35,6 +35,9 @@ public final class Worker: Service, Sendable {
     /// waking every 100 ms to look.
     let visibilityStop = TimerSignal()
     let controlStop = TimerSignal()
+    let pagesStop = TimerSignal()
+    /// Messages executors have taken from the reserved queue: the pages loop tells an idle spell by it.
+    let worked = Atomic<Int>(0)
     /// Remote control, revocation and rate limits (Worker+Control.swift).
     let control: WorkerControlState
     /// Delivery tags of every message this worker fetched and has not acked or given back: their
@@ -145,20 +148,7 @@ public final class Worker: Service, Sendable {
         idleWake.close()
         visibilityStop.signal()
         controlStop.signal()
-    }
-
-    /// A second after the worker is ready: ``ExecutablePages/release()``.
-    private func releaseStartupPagesSoon() {
-        Task { [logger] in
-            try? await Task.sleep(for: .seconds(1))
-            guard !isStopping, let released = ExecutablePages.release() else { return }
-            logger.debug(
-                "start-up pages released",
-                metadata: [
-                    "mappings": "\(released.mappings)", "bytes": "\(released.residentBytes)",
-                ]
-            )
-        }
+        pagesStop.signal()
     }
 
     var isStopping: Bool { stopping.load(ordering: .relaxed) || Task.isCancelled }
@@ -182,13 +172,13 @@ public final class Worker: Service, Sendable {
                     "redis.url": "\(brokerClient.configuration.redactedURL)",
                 ]
             )
-            if configuration.releaseStartupPages { releaseStartupPagesSoon() }
             let leftovers = await withDiscardingTaskGroup(returning: [Delivery].self) { inner in
                 for _ in 0..<configuration.concurrency {
                     inner.addTask { await self.executorLoop() }
                 }
                 inner.addTask { await self.held.run(worker: self) }
                 inner.addTask { await self.visibilityLoop() }
+                if configuration.releasePages { inner.addTask { await self.pagesLoop() } }
                 inner.addTask { await self.control.rateLimited.run(worker: self) }
                 if configuration.idleFetch == .blmove { inner.addTask { await self.idleWake.run() } }
                 await fetchLoop()
@@ -391,6 +381,7 @@ public final class Worker: Service, Sendable {
 
     private func executorLoop() async {
         while let work = await reserved.pop() {
+            worked.add(1, ordering: .relaxed)
             if isStopping {
                 // Shutdown began: nothing new starts; the message goes back with the rest.
                 switch work {

@@ -51,11 +51,13 @@ public struct WorkerConfiguration: Sendable {
     public var idlePolling: Duration = .milliseconds(25)
     /// `-E` / `worker_send_task_events`: publish task events for monitors (Flower, `celery events`).
     public var taskEvents = false
-    /// Once ready (and a second later, so connection set-up is done), give the page cache back the pages of the
-    /// program's own executable that start-up mapped and never wrote (``ExecutablePages``): an idle worker keeps
-    /// only the code it runs again. Off for a library embedding the worker; the `worker` command turns it on
-    /// (`--keep-startup-pages` keeps them).
-    public var releaseStartupPages = false
+    /// Give the page cache back the pages of the program's own executable that it mapped and never wrote
+    /// (``ExecutablePages``): a second after the worker is ready (start-up's code), and again once it has run no
+    /// task for ``idlePageRelease`` (then with the free heap, `malloc_trim`). An idle worker keeps only the code it
+    /// runs again. Off for a library embedding the worker; the `worker` command turns it on (`--keep-pages`).
+    public var releasePages = false
+    /// How long without a task before ``releasePages`` releases again.
+    public var idlePageRelease: Duration = .seconds(30)
     /// Seconds between `worker-heartbeat` events (Celery's 2 s); nil sends none (`--without-heartbeat`).
     public var heartbeatInterval: Duration? = .seconds(2)
     /// How long one idle BRPOP or BLMOVE waits before the worker checks for shutdown and queue changes again

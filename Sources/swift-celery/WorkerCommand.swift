@@ -91,11 +91,14 @@ struct WorkerCommand: AsyncParsableCommand {
     @Flag(
         name: .long,
         help: """
-            Keep the executable's start-up pages mapped (by default the worker gives back to the page cache, once \
-            ready, the code pages start-up used; those it runs again come back on use).
+            Keep code pages mapped (by default the worker gives back to the page cache the pages of its executable \
+            once ready, and after 30 s without tasks; those it runs again come back on use).
             """
     )
-    var keepStartupPages = false
+    var keepPages = false
+
+    @Option(name: .long, help: "Seconds without a task before the worker releases code pages again (see --keep-pages).")
+    var idlePageRelease: Double = 30
 
     @Option(name: .long, help: "Serve /metrics (Prometheus) and /healthz on this port (0: any free port).")
     var metricsPort: Int?
@@ -131,6 +134,9 @@ struct WorkerCommand: AsyncParsableCommand {
         guard maxHeld >= 0 else { throw ValidationError("--max-held must be 0 or more, got \(maxHeld)") }
         guard visibilityTimeout > 0, visibilityTimeout.isFinite else {
             throw ValidationError("--visibility-timeout must be a positive number of seconds")
+        }
+        guard idlePageRelease > 0, idlePageRelease <= 86_400 else {
+            throw ValidationError("--idle-page-release must be more than 0 and at most 86400 seconds")
         }
         guard resultExpires >= 0 else { throw ValidationError("--result-expires must be 0 or more seconds") }
         guard !queueList.isEmpty else { throw ValidationError("--queues names no queue") }
@@ -203,7 +209,8 @@ struct WorkerCommand: AsyncParsableCommand {
         workerConfiguration.maximumMessageSize = ByteSize(parsing: maxMessageSize)?.bytes ?? 0
         workerConfiguration.idleFetch = WorkerConfiguration.IdleFetch(rawValue: idleFetch) ?? .blmove
         workerConfiguration.taskEvents = taskEvents
-        workerConfiguration.releaseStartupPages = !keepStartupPages
+        workerConfiguration.releasePages = !keepPages
+        workerConfiguration.idlePageRelease = .milliseconds(Int64(idlePageRelease * 1000))
         if withoutHeartbeat { workerConfiguration.heartbeatInterval = nil }
         let metrics = metricsPort == nil ? WorkerMetrics() : WorkerMetrics.prometheus()
         let worker = Worker(

@@ -29,6 +29,9 @@ def run(*args, env=None, timeout=30):
     (["worker", "--result-expires=-5"], "--result-expires must be 0 or more"),
     (["worker", "-Q", ","], "--queues names no queue"),
     (["worker", "-l", "loud"], "--loglevel must be one of"),
+    (["worker", "--idle-page-release", "0"], "--idle-page-release must be more than 0"),
+    (["worker", "--idle-page-release", "inf"], "--idle-page-release must be more than 0"),
+    (["worker", "--idle-page-release", "nan"], "--idle-page-release must be more than 0"),
     (["worker", "--broker", "http://127.0.0.1:6379/0"], "scheme"),
     (["worker", "--broker", "redis://:s3cret-pw@127.0.0.1:6379/notadb"], "database"),
 ])
@@ -72,46 +75,69 @@ def test_worker_waits_for_redis_and_says_why():
 
 
 def executable_resident_kib(pid: int) -> int:
-    """Resident kilobytes of the mappings of a process's own executable that are not writable."""
+    """Resident kilobytes of the mappings of a process's own executable that it may release: not writable, no
+    page of its own (Anonymous: 0 kB)."""
     exe = os.readlink(f"/proc/{pid}/exe")
-    total, counting = 0, False
+    mappings = []  # [releasable so far, resident]
     with open(f"/proc/{pid}/smaps") as smaps:
         for line in smaps:
             fields = line.split()
             if re.match(r"^[0-9a-f]+-[0-9a-f]+$", fields[0]):
-                counting = len(fields) >= 6 and line.rstrip("\n").endswith(exe) and "w" not in fields[1]
-            elif counting and fields[0] == "Rss:":
-                total += int(fields[1])
-    return total
+                ours = len(fields) >= 6 and line.rstrip("\n").endswith(exe) and "w" not in fields[1]
+                mappings.append([ours, 0])
+            elif mappings and fields[0] == "Rss:":
+                mappings[-1][1] = int(fields[1])
+            elif mappings and fields[0] == "Anonymous:" and int(fields[1]) > 0:
+                mappings[-1][0] = False
+    return sum(resident for releasable, resident in mappings if releasable)
 
 
-def test_worker_releases_its_start_up_pages_and_runs_on(redis_url):
-    """A second after it is ready, the worker gives back the pages of its executable that start-up used (README,
-    Memory); whatever it runs afterwards comes back on use, and tasks run as before."""
+def released_kib(worker: WorkerProcess, phase: str, after: int = 0) -> tuple[int, int]:
+    """Waits for the worker's n-th "pages released" line of a phase, from line `after` on; (its KiB, its index)."""
+    def find():
+        for index, line in enumerate(worker.lines[after:], after):
+            if "pages released" in line and f"after={phase}" in line:
+                return index
+        return None
+    index = wait_for(find, 10)
+    assert index is not None, f"no release after {phase}\n{worker.log()}"
+    return int(re.search(r"bytes=(\d+)", worker.lines[index]).group(1)) // 1024, index
+
+
+def test_worker_releases_its_pages_once_ready_and_when_idle_and_runs_on(redis_url):
+    """A second after it is ready, and again after a spell without tasks (--idle-page-release), the worker gives
+    back the pages of its executable that it mapped and never wrote (README, Memory); whatever it runs afterwards
+    comes back on use, and tasks run as before."""
     from swift_tasks import make_app
 
     worker = WorkerProcess("swift", redis_url, queue=unique("interop-pages"), name=f"{unique('pages')}@localhost",
-                           flags=["-l", "debug"]).start()
+                           flags=["-l", "debug", "--idle-page-release", "1"]).start()
     app = make_app("interop-pages", broker=redis_url, backend=redis_url, queue=worker.queue)
     try:
-        line = wait_for(lambda: next((l for l in worker.lines if "start-up pages released" in l), None), 10)
-        assert line, worker.log()
-        released_kib = int(re.search(r"bytes=(\d+)", line).group(1)) // 1024
-        assert released_kib > 1024, line
-        assert executable_resident_kib(worker.pid) < released_kib
-        assert app.send_task("tasks.add", args=(2, 3), queue=worker.queue).get(timeout=RESULT_TIMEOUT) == 5
+        released, index = released_kib(worker, "start-up")
+        assert released > 1024, worker.lines[index]
+        assert executable_resident_kib(worker.pid) < released
+        # No task ran: an idle spell alone releases nothing more.
+        time.sleep(2.5)
+        assert not any("after=idle" in line for line in worker.lines), worker.log()
+        results = [app.send_task("tasks.add", args=(i, 1), queue=worker.queue) for i in range(200)]
+        assert [r.get(timeout=RESULT_TIMEOUT) for r in results] == [i + 1 for i in range(200)]
         echoed = app.send_task("tasks.echo", args=("after",), queue=worker.queue).get(timeout=RESULT_TIMEOUT)
         assert echoed == {"args": ["after"], "kwargs": {}}
+        busy = executable_resident_kib(worker.pid)
+        released, index = released_kib(worker, "idle", after=index + 1)
+        assert executable_resident_kib(worker.pid) < busy <= released + 64, worker.lines[index]
+        assert app.send_task("tasks.add", args=(40, 2), queue=worker.queue).get(timeout=RESULT_TIMEOUT) == 42
     finally:
         app.close()
         stopped_cleanly(worker)
 
 
-def test_keep_startup_pages_releases_nothing(redis_url):
+def test_keep_pages_releases_nothing(redis_url):
     worker = WorkerProcess("swift", redis_url, queue=unique("interop-keep"), name=f"{unique('keep')}@localhost",
-                           flags=["-l", "debug", "--keep-startup-pages"]).start()
+                           flags=["-l", "debug", "--keep-pages"]).start()
     try:
         time.sleep(2.5)
-        assert not any("start-up pages released" in line for line in worker.lines), worker.log()
+        assert not any("pages released" in line for line in worker.lines), worker.log()
     finally:
         stopped_cleanly(worker)

@@ -1,0 +1,39 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Worker {
+    /// Releases the executable's unwritten pages (``ExecutablePages``) a second after the worker is ready, and again
+    /// each time it has run no task for ``WorkerConfiguration/idlePageRelease`` after running some, returning the
+    /// free heap too. Pages the worker runs again come back on use.
+    func pagesLoop() async {
+        await pagesStop.wait(for: .seconds(1))
+        guard !isStopping else { return }
+        releasePages(after: "start-up")
+        let period = configuration.idlePageRelease
+        var releasedAt = worked.load(ordering: .relaxed)
+        var lastSeen = releasedAt
+        while !isStopping {
+            await pagesStop.wait(for: period)
+            guard !isStopping else { return }
+            let now = worked.load(ordering: .relaxed)
+            // Idle for a whole period, after tasks ran since the last release.
+            if now == lastSeen && now != releasedAt {
+                releasePages(after: "idle")
+                releasedAt = now
+            }
+            lastSeen = now
+        }
+    }
+
+    private func releasePages(after phase: String) {
+        guard let released = ExecutablePages.release() else { return }
+        if phase == "idle" { ExecutablePages.trimHeap() }
+        logger.debug(
+            "pages released",
+            metadata: [
+                "after": "\(phase)", "mappings": "\(released.mappings)", "bytes": "\(released.residentBytes)",
+            ]
+        )
+    }
+}
