@@ -10,7 +10,8 @@ Sections (all by default, in this order):
     latency   enqueue → result published (the PUBLISH on celery-task-meta-<id>): p50/p99/max, one task at a time
               (--idle-fetch blmove, the default, poll and brpop), and under open-loop loads at a tenth, a quarter
               and half of the drain rate; timed over raw sockets from one thread, whose own floor is a row too
-    memory    idle RSS; peak RSS while 1,000,000 queued tasks drain; RSS holding 100,000 ETA tasks
+    memory    idle RSS (the image's binary also idle again after 10,000 tasks, and with --keep-pages); peak RSS
+              while 1,000,000 queued tasks drain; RSS holding 100,000 ETA tasks
     startup   process start → `worker ready`, and → the first result of a task waiting in the queue
     ceiling   redis-benchmark pipelined ops/s on this machine, Redis commands and Redis CPU per task (INFO
               commandstats over a drain), and the tasks/s that Redis CPU allows
@@ -412,6 +413,8 @@ def section_memory(a) -> None:
                          pss))
         w.stop()
     # The binary the container image ships (compose/build-release.sh: Swift runtime linked in, packed relocations).
+    # A second after it is ready, and after 30 s without a message, the worker gives back its executable's pages
+    # (ExecutablePages): measured with and without, and idle again after it has run tasks.
     if a.image_bin and a.image_bin.exists():
         r.flushdb()
         w = Worker("swift", a.redis_url, a.swift_concurrency, a.image_bin)
@@ -420,6 +423,21 @@ def section_memory(a) -> None:
         anonymous, _ = anonymous_and_pss_kib(w.proc.pid)
         rows.append(("idle, swift-celery as the image ships it (compose/build-release.sh)", rss_kib(w.proc.pid)))
         rows.append(("idle, swift-celery as the image ships it: anonymous memory only", anonymous))
+        jobs = enqueue(r, a.idle_after_tasks, consumed=True)
+        if wait_all(r, [tid for tid, _, _ in jobs], timeout=600) is None:
+            raise RuntimeError("tasks before the second idle measurement did not finish")
+        time.sleep(2)
+        rows.append((f"idle 2 s after {a.idle_after_tasks:,} tasks, as the image ships it", rss_kib(w.proc.pid)))
+        # The worker releases again after 30 s without a message (checked every 30 s).
+        time.sleep(63)
+        rows.append((f"idle 65 s after {a.idle_after_tasks:,} tasks (released again), as the image ships it",
+                     rss_kib(w.proc.pid)))
+        w.stop()
+        r.flushdb()
+        w = Worker("swift", a.redis_url, a.swift_concurrency, a.image_bin, flags=("--keep-pages",))
+        w.start()
+        time.sleep(2)
+        rows.append(("idle, as the image ships it, pages kept (--keep-pages)", rss_kib(w.proc.pid)))
         w.stop()
 
     # Peak while a large backlog drains.
@@ -615,11 +633,13 @@ def main() -> int:
     p.add_argument("--load-seconds", type=float, default=10)
     p.add_argument("--backlog", type=int, default=1_000_000)
     p.add_argument("--held", type=int, default=100_000)
+    p.add_argument("--idle-after-tasks", type=int, default=10_000,
+                   help="tasks the image's binary runs before its idle RSS is measured again")
     p.add_argument("--startup-runs", type=int, default=10)
     a = p.parse_args()
     if a.quick:
         a.n, a.python_n, a.latency_count, a.load_seconds = 5000, 1000, 100, 3
-        a.backlog, a.held, a.startup_runs = 20_000, 5000, 3
+        a.backlog, a.held, a.startup_runs, a.idle_after_tasks = 20_000, 5000, 3, 1000
     if not a.swift_bin.exists():
         print(f"swift-celery binary not found at {a.swift_bin}", file=sys.stderr)
         return 2
