@@ -29,6 +29,8 @@ let package = Package(
             pkgConfig: "jansson",
             providers: [.apt(["libjansson-dev"])]
         ),
+        // glibc's malloc.h (malloc_trim), which Swift's Glibc module leaves out.
+        .systemLibrary(name: "CMalloc"),
         .target(
             name: "JanssonArena",
             dependencies: ["CJansson"]
@@ -60,6 +62,7 @@ let package = Package(
         .target(
             name: "Celery",
             dependencies: [
+                "CMalloc",
                 "JSON",
                 "Redis",
                 "RESP",

@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import CMalloc
 import Glibc
 #endif
 
@@ -38,7 +39,8 @@ public enum ExecutablePages {
         /// Kilobytes of the process's own pages in it (`Anonymous:`): written pages of a file mapping.
         var anonymous: Int
 
-        var isWritable: Bool { permissions.hasPrefix("rw") || permissions.dropFirst().first == "w" }
+        /// `rw-p`, `-w-p`, …: the second letter of the permissions.
+        var isWritable: Bool { permissions.dropFirst().first == "w" }
     }
 
     /// Releases the executable's unwritten pages (Linux; elsewhere nothing). Nil when `/proc` cannot be read.
@@ -59,14 +61,10 @@ public enum ExecutablePages {
         #endif
     }
 
-    /// Returns the heap's free pages to the system (glibc's `malloc_trim(0)`, looked up at run time: Swift's
-    /// Glibc module does not declare it). Elsewhere nothing.
+    /// Returns the heap's free pages to the system (glibc's `malloc_trim(0)`). Elsewhere nothing.
     public static func trimHeap() {
         #if canImport(Glibc)
-        typealias MallocTrim = @convention(c) (Int) -> Int32
-        // RTLD_DEFAULT (a null handle): the symbol wherever the process has it.
-        guard let symbol = dlsym(nil, "malloc_trim") else { return }
-        _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
+        _ = malloc_trim(0)
         #endif
     }
 
