@@ -52,8 +52,9 @@ public struct WorkerConfiguration: Sendable {
     /// `-E` / `worker_send_task_events`: publish task events for monitors (Flower, `celery events`).
     public var taskEvents = false
     /// Give the page cache back the pages of the program's own executable that it mapped and never wrote
-    /// (``ExecutablePages``): a second after the worker is ready (start-up's code), and again once it has run no
-    /// task for ``idlePageRelease`` (then with the free heap, `malloc_trim`). An idle worker keeps only the code it
+    /// (``ExecutablePages``): a second after the worker is ready (start-up's code), and again once it has taken no
+    /// message for ``idlePageRelease`` after taking some (checked every ``idlePageRelease``, so within twice that;
+    /// then with the free heap, `malloc_trim`). An idle worker keeps only the code it
     /// runs again. Off for a library embedding the worker; the `worker` command turns it on (`--keep-pages`).
     public var releasePages = false
     /// How long without a task before ``releasePages`` releases again.
