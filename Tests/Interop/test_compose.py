@@ -338,7 +338,9 @@ def test_build_release_script_makes_a_binary_that_runs(tmp_path, redis_url):
     exported = subprocess.run(["nm", "-D", "--defined-only", str(binary)], capture_output=True, text=True).stdout
     assert len(exported.splitlines()) < 100, f"{len(exported.splitlines())} exported symbols"
     # Linked in the order of compose/symbol-order.txt: the functions an idle worker runs lie together at the start
-    # of .text. (Of its first 1,000, about half land in the first tenth of .text, against 17% without the order.)
+    # of .text. (Of its first 1,000, about 40% land in the first tenth of .text, against 6% without the order: a
+    # listed function in a large section of a prebuilt library moves that whole section forward, which spreads the
+    # ordered part over a third of .text.)
     order = (COMPOSE_DIR / "symbol-order.txt").read_text().split()[:1000]
     addresses = {}
     symbols = subprocess.run(["nm", "--defined-only", str(binary)], capture_output=True, text=True).stdout
@@ -353,7 +355,7 @@ def test_build_release_script_makes_a_binary_that_runs(tmp_path, redis_url):
     placed = [addresses[name] for name in order if name in addresses]
     assert len(placed) > 900, f"only {len(placed)} of the first 1,000 ordered functions are in the binary"
     early = sum(1 for address in placed if address - text_start < text_size // 10) / len(placed)
-    assert early > 0.4, f"{early:.0%} of the ordered functions in the first tenth of .text: the order was not applied"
+    assert early > 0.25, f"{early:.0%} of the ordered functions in the first tenth of .text: the order was not applied"
     print(f"build-release.sh took {time.monotonic() - started:.0f} s")
 
 
