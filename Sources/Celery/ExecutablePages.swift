@@ -95,29 +95,18 @@ public enum ExecutablePages {
     }
 
     private static func header(_ line: Substring) -> Mapping? {
-        // Fields are separated by runs of spaces; the path (which may hold spaces) is the rest of the line.
-        var rest = line[...]
-        var fields: [Substring] = []
-        while fields.count < 5 {
-            rest = rest.drop { $0 == " " }
-            guard let end = rest.firstIndex(of: " ") else {
-                if !rest.isEmpty { fields.append(rest) }
-                rest = rest[rest.endIndex...]
-                break
-            }
-            fields.append(rest[..<end])
-            rest = rest[end...]
-        }
-        guard fields.count == 5 else { return nil }
+        // Fields are separated by runs of spaces; the path, which may hold spaces, is the rest of the line.
+        let fields = line.split(separator: " ", maxSplits: 5)
+        guard fields.count >= 5, fields[1].count == 4 else { return nil }
         let range = fields[0].split(separator: "-")
-        guard range.count == 2, let start = UInt(range[0], radix: 16), let end = UInt(range[1], radix: 16),
-            fields[1].count == 4
-        else { return nil }
+        guard range.count == 2, let start = UInt(range[0], radix: 16), let end = UInt(range[1], radix: 16) else {
+            return nil
+        }
         return Mapping(
             start: start,
             end: end,
             permissions: String(fields[1]),
-            path: String(rest.drop { $0 == " " }),
+            path: fields.count == 6 ? String(fields[5].drop { $0 == " " }) : "",
             resident: 0,
             anonymous: 0
         )

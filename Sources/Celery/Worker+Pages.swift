@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
 extension Worker {
     /// Releases the executable's unwritten pages (``ExecutablePages``) a second after the worker is ready, and again
     /// each time it has run no task for ``WorkerConfiguration/idlePageRelease`` after running some, returning the
@@ -20,6 +16,7 @@ extension Worker {
             // Idle for a whole period, after tasks ran since the last release.
             if now == lastSeen && now != releasedAt {
                 releasePages(after: "idle")
+                ExecutablePages.trimHeap()
                 releasedAt = now
             }
             lastSeen = now
@@ -28,7 +25,6 @@ extension Worker {
 
     private func releasePages(after phase: String) {
         guard let released = ExecutablePages.release() else { return }
-        if phase == "idle" { ExecutablePages.trimHeap() }
         logger.debug(
             "pages released",
             metadata: [
