@@ -69,5 +69,13 @@ struct ExecutablePagesTests {
         #expect(again.mappings == released.mappings)
         #expect(again.residentBytes < released.residentBytes)
     }
+
+    /// The arena limit is glibc's to set unless the environment already chose one, and a count of 0 is refused.
+    @Test func theArenaLimitYieldsToTheEnvironment() {
+        #expect(!ExecutablePages.limitHeapArenas(to: 2, environment: ["MALLOC_ARENA_MAX": "8"]))
+        #expect(!ExecutablePages.limitHeapArenas(to: 0, environment: [:]))
+        // This test process already has its threads; the limit only bounds the arenas made from now on.
+        #expect(ExecutablePages.limitHeapArenas(to: 8, environment: [:]))
+    }
     #endif
 }

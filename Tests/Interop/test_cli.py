@@ -133,6 +133,48 @@ def test_worker_releases_its_pages_once_ready_and_when_idle_and_runs_on(redis_ur
         stopped_cleanly(worker)
 
 
+def thread_heaps(pid: int) -> int:
+    """How many heaps glibc's malloc made for threads besides its main one: each is a 64 MiB-aligned reservation,
+    read-write as far as it grew and inaccessible beyond, 64 MiB in all."""
+    rows = []
+    with open(f"/proc/{pid}/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            rows.append((start, end, fields[1], len(fields) > 5))
+    heaps = 0
+    for (start, end, permissions, named), following in zip(rows, rows[1:] + [None]):
+        if permissions == "rw-p" and not named and start % (64 << 20) == 0:
+            if following and following[0] == end and following[2] == "---p":
+                end = following[1]
+            heaps += end - start == 64 << 20
+    return heaps
+
+
+@pytest.mark.parametrize("arena_max, heaps", [(None, "at most one"), ("8", "more than one")])
+def test_worker_keeps_two_malloc_arenas_unless_the_environment_says(redis_url, monkeypatch, arena_max, heaps):
+    """The worker's threads share two malloc arenas (README, Memory); MALLOC_ARENA_MAX in the environment wins."""
+    from swift_tasks import make_app
+
+    if arena_max is None:
+        monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    else:
+        monkeypatch.setenv("MALLOC_ARENA_MAX", arena_max)
+    worker = WorkerProcess("swift", redis_url, queue=unique("interop-arenas"), name=f"{unique('arenas')}@localhost",
+                           flags=["-c", "4"]).start()
+    app = make_app("interop-arenas", broker=redis_url, backend=redis_url, queue=worker.queue)
+    try:
+        results = [app.send_task("tasks.add", args=(i, 1), queue=worker.queue) for i in range(200)]
+        assert [r.get(timeout=RESULT_TIMEOUT) for r in results] == [i + 1 for i in range(200)]
+        threads = len(os.listdir(f"/proc/{worker.pid}/task"))
+        assert threads >= 4, threads
+        found = thread_heaps(worker.pid)
+        assert (found <= 1) if heaps == "at most one" else (found > 1), (found, threads)
+    finally:
+        app.close()
+        stopped_cleanly(worker)
+
+
 def test_keep_pages_releases_nothing(redis_url):
     worker = WorkerProcess("swift", redis_url, queue=unique("interop-keep"), name=f"{unique('keep')}@localhost",
                            flags=["-l", "debug", "--keep-pages"]).start()
