@@ -14,6 +14,8 @@ public final class BeatScheduler: Service, Sendable {
         public var sent: [String]
         public var skipped: [String]
         public var wake: Int64
+        /// Whether this step wrote the schedule into Redis.
+        public var synced = false
     }
 
     let configuration: BeatConfiguration
@@ -69,8 +71,22 @@ public final class BeatScheduler: Service, Sendable {
             ]
         )
         await cancelWhenGracefulShutdown {
+            var pagesReleased = false
             while !Task.isCancelled {
                 let report = await self.step()
+                if self.configuration.releaseMemory && (report.synced || !report.sent.isEmpty) {
+                    if !pagesReleased, let released = ExecutablePages.release() {
+                        pagesReleased = true
+                        self.logger.debug(
+                            "pages released",
+                            metadata: [
+                                "after": "start-up", "mappings": "\(released.mappings)",
+                                "bytes": "\(released.residentBytes)",
+                            ]
+                        )
+                    }
+                    ExecutablePages.trimHeap()
+                }
                 do {
                     try await self.clock.sleep(until: report.wake)
                 } catch {
@@ -136,6 +152,7 @@ public final class BeatScheduler: Service, Sendable {
                     try await self.renewIfDue()
                 }
                 loop.withLock { $0.synced = true }
+                report.synced = true
             }
             try await fireDue(now: now, file: file, report: &report)
             let earliest = try await state.earliestDue() ?? .max

@@ -49,6 +49,15 @@ struct BeatCommand: AsyncParsableCommand {
     @Option(name: [.short, .long], help: "Log level: trace, debug, info, warning, error, critical.")
     var loglevel = "info"
 
+    @Flag(
+        name: .long,
+        help: """
+            Keep all memory mapped: do not give back the executable's unwritten pages after the first sync, nor \
+            the heap's free pages after each sync or send.
+            """
+    )
+    var keepPages = false
+
     func validate() throws {
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
         guard lockTimeout.isFinite, lockTimeout >= 0.1, lockTimeout < 1e6 else {
@@ -100,6 +109,7 @@ struct BeatCommand: AsyncParsableCommand {
         configuration.lockTimeout = Int64((lockTimeout * 1000).rounded())
         configuration.startingDeadline = startingDeadline.map { Int64(($0 * 1000).rounded()) }
         configuration.historyLimit = historyLimit
+        configuration.releaseMemory = !keepPages
 
         let client = RedisClient(configuration: brokerConfiguration, logger: logger)
         let path = schedule

@@ -181,6 +181,30 @@ def test_sighup_reloads_the_schedule(redis_url, redis_client, tmp_path, beats):
     assert beat.stop() == 0, beat.log()
 
 
+@pytest.mark.parametrize("keep", [False, True])
+def test_beat_gives_back_memory_after_its_first_sync_and_runs_on(redis_url, redis_client, tmp_path, beats, keep):
+    """Once its schedule is synced, beat releases its executable's unwritten pages (and trims the heap after each
+    sync or send: README, Periodic tasks); what it runs again comes back on use. --keep-pages keeps them."""
+    prefix = unique("beat-pages") + ":"
+    queue = unique("beat-pages-q")
+    schedule = tmp_path / "beat.json"
+    write_schedule(schedule, [{"name": f"e{i}", "task": "tasks.add", "schedule": 0.5, "args": [i, 1],
+                               "options": {"queue": queue}} for i in range(200)])
+    beats.append(BeatProcess(schedule, redis_url, prefix, "-l", "debug", *(["--keep-pages"] if keep else [])))
+    beat = beats[0]
+    assert wait_for(lambda: len(history(redis_client, prefix)) >= 400, 30), beat.log()
+    released = [line for line in beat.lines if "pages released" in line]
+    if keep:
+        assert released == [], beat.log()
+    else:
+        assert len(released) == 1 and "after=start-up" in released[0], beat.log()
+        assert int(released[0].split("bytes=")[1].split()[0]) > 1 << 20, released[0]
+    sent = len(history(redis_client, prefix))
+    assert wait_for(lambda: len(history(redis_client, prefix)) >= sent + 400, 15), beat.log()
+    assert redis_client.llen(queue) >= 800
+    assert beat.stop() == 0, beat.log()
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     binary = swift_binary()
     if not binary.exists():
