@@ -13,6 +13,8 @@ Sections (all by default, in this order):
     memory    idle RSS (the image's binary also idle again after 10,000 tasks, and with --keep-pages); peak RSS
               while 1,000,000 queued tasks drain; RSS holding 100,000 ETA tasks
     startup   process start → `worker ready`, and → the first result of a task waiting in the queue
+    beat      Python's `celery beat` and `swift-celery beat` with the same 10,000 entries all due together every
+              30 s (Python 1 round, Swift 3): CPU, RSS, and how long each round takes to go out
     ceiling   redis-benchmark pipelined ops/s on this machine, Redis commands and Redis CPU per task (INFO
               commandstats over a drain), and the tasks/s that Redis CPU allows
     netlag    the drain again with 1 ms of added round-trip latency between worker and Redis (the condition
@@ -507,6 +509,113 @@ def section_startup(a) -> None:
         print(f"| {label} | {statistics.median(values):.0f} | {min(values):.0f} | {max(values):.0f} |")
 
 
+# ---- beat ----------------------------------------------------------------------------------------------------
+
+PYTHON_BEAT_APP = """
+from celery import Celery
+import json, os
+app = Celery("beatbench", broker=os.environ["BEAT_BENCH_URL"])
+app.conf.beat_schedule = {
+    entry["name"]: {"task": entry["task"], "schedule": entry["schedule"], "args": tuple(entry["args"]),
+                    "options": entry["options"]}
+    for entry in json.load(open(os.environ["BEAT_BENCH_SCHEDULE"]))["entries"]
+}
+"""
+
+
+def beat_run(a, kind: str, rounds: int, workdir: Path) -> dict:
+    """One beat (Python Celery's `celery beat` or `swift-celery beat`) with the same entries, all falling due at
+    the same instant each interval (one interval after start, in both): counts the messages in the queues every
+    5 ms, and per round takes the time from its first message to its last (how late the last entry of the round
+    went out, since the first goes out at its due time)."""
+    r = redis.Redis.from_url(a.redis_url)
+    r.flushdb()
+    n = a.beat_entries
+    queues = [f"bench{i}" for i in range(10)]
+    schedule = workdir / "beat.json"
+    schedule.write_text(json.dumps({"entries": [
+        {"name": f"e{i}", "task": "tasks.add", "schedule": a.beat_interval, "args": [i, 1],
+         "options": {"queue": queues[i % 10]}} for i in range(n)]}))
+    log = open(workdir / f"{kind}-beat.log", "w")
+    if kind == "python":
+        (workdir / "beatbench.py").write_text(PYTHON_BEAT_APP)
+        env = dict(os.environ, BEAT_BENCH_URL=a.redis_url, BEAT_BENCH_SCHEDULE=str(schedule),
+                   PYTHONPATH=str(workdir))
+        command = [sys.executable, "-m", "celery", "-A", "beatbench", "beat", "-l", "warning",
+                   "-s", str(workdir / "celerybeat-schedule"), "--pidfile="]
+    else:
+        env = dict(os.environ)
+        command = [str(a.swift_bin.resolve()), "beat", "--schedule", str(schedule), "--broker", a.redis_url,
+                   "--loglevel", "warning"]
+    proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    first, last = [None] * rounds, [None] * rounds
+    deadline = time.monotonic() + rounds * a.beat_interval + a.beat_timeout
+    try:
+        while last[-1] is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{kind} beat: {sum(l is not None for l in last)} of {rounds} rounds sent; "
+                                   f"log {workdir / f'{kind}-beat.log'}")
+            pipe = r.pipeline(transaction=False)
+            for q in queues:
+                pipe.llen(q)
+            count, now = sum(pipe.execute()), time.monotonic()
+            for k in range(rounds):
+                if first[k] is None and count > k * n:
+                    first[k] = now
+                if last[k] is None and count >= (k + 1) * n:
+                    last[k] = now
+            time.sleep(0.005)
+        cpu = tree_cpu_seconds(proc.pid)
+        rss = rss_kib(proc.pid)
+        with open(f"/proc/{proc.pid}/status") as f:
+            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+    sent = sum(r.llen(q) for q in queues)
+    message = json.loads(r.lindex(queues[0], 0))
+    if message["headers"]["task"] != "tasks.add" or sent < rounds * n:
+        raise RuntimeError(f"{kind} beat: {sent} messages, first {message['headers']}")
+    r.flushdb()
+    bursts = [(l - f) * 1000 for f, l in zip(first, last)]
+    return {"rounds": rounds, "sent": sent, "cpu": cpu, "rss": rss, "peak": peak, "bursts": bursts}
+
+
+def section_beat(a) -> None:
+    import tempfile
+    results = {}
+    for kind, rounds in (("python", a.beat_python_rounds), ("swift", a.beat_rounds)):
+        with tempfile.TemporaryDirectory(prefix="beat-bench-") as workdir:
+            results[kind] = beat_run(a, kind, rounds, Path(workdir))
+        print(f"  beat {kind}: {results[kind]['cpu']:.2f} s CPU, rounds "
+              f"{', '.join(f'{b:.0f}' for b in results[kind]['bursts'])} ms", file=sys.stderr)
+    print(f"\n### Beat with {a.beat_entries:,} entries\n")
+    print(f"Each beat has the same {a.beat_entries:,} interval entries (`tasks.add` to ten queues, every "
+          f"{a.beat_interval:g} s), all due at the same instant each round. A round: from its first message in Redis to its last (queue lengths read every 5 ms), which is how late "
+          "its last entry went out. CPU: the whole run, start-up included. Python: `celery beat` with its default "
+          "scheduler (a shelve file), for fewer rounds: before each message it sends it compares every entry of "
+          "its schedule with its previous copy, so a round of many entries takes minutes; swift-celery: `swift-celery beat` with its state in "
+          "Redis.\n")
+    print("| beat | rounds | messages | CPU (s) | CPU per round (s) | RSS at end (MiB) | peak RSS (MiB) | round p50 (ms) "
+          "| round max (ms) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for kind, label in (("python", "Python Celery 5.7 `celery beat`"), ("swift", "`swift-celery beat`")):
+        res = results[kind]
+        print(f"| {label} | {res['rounds']} | {res['sent']:,} | {res['cpu']:.2f} | {res['cpu'] / res['rounds']:.2f} "
+              f"| {mib(res['rss'])} | {mib(res['peak'])} | {statistics.median(res['bursts']):,.0f} "
+              f"| {max(res['bursts']):,.0f} |")
+    py, sw = results["python"], results["swift"]
+    print(f"\nswift-celery beat: {(py['cpu'] / py['rounds']) / (sw['cpu'] / sw['rounds']):.1f}× less CPU per round, "
+          f"{statistics.median(py['bursts']) / max(statistics.median(sw['bursts']), 1):.1f}× shorter rounds "
+          f"(p50), {py['peak'] / sw['peak']:.1f}× less peak memory than Python's.")
+
+
 # ---- ceiling -------------------------------------------------------------------------------------------------
 
 def commandstats(r: redis.Redis) -> dict[str, tuple[int, float]]:
@@ -623,7 +732,7 @@ def main() -> int:
     p.add_argument("--image-bin", type=Path,
                    default=Path(__file__).resolve().parents[1] / ".build-compose/out/swift-celery",
                    help="the binary compose/build-release.sh made; its idle RSS is measured too when it exists")
-    p.add_argument("--only", nargs="+", choices=["drain", "latency", "memory", "startup", "ceiling", "netlag"])
+    p.add_argument("--only", nargs="+", choices=["drain", "latency", "memory", "startup", "beat", "ceiling", "netlag"])
     p.add_argument("--quick", action="store_true", help="small counts, to check the suite itself runs")
     p.add_argument("-n", type=int, default=50_000, help="tasks per Swift drain")
     p.add_argument("--python-n", type=int, default=10_000, help="tasks per Python drain")
@@ -636,14 +745,21 @@ def main() -> int:
     p.add_argument("--idle-after-tasks", type=int, default=10_000,
                    help="tasks the image's binary runs before its idle RSS is measured again")
     p.add_argument("--startup-runs", type=int, default=10)
+    p.add_argument("--beat-entries", type=int, default=10_000)
+    p.add_argument("--beat-interval", type=float, default=30)
+    p.add_argument("--beat-rounds", type=int, default=3)
+    p.add_argument("--beat-python-rounds", type=int, default=1)
+    p.add_argument("--beat-timeout", type=float, default=900,
+                   help="seconds a beat may take beyond its rounds' intervals before the section fails")
     a = p.parse_args()
     if a.quick:
         a.n, a.python_n, a.latency_count, a.load_seconds = 5000, 1000, 100, 3
         a.backlog, a.held, a.startup_runs, a.idle_after_tasks = 20_000, 5000, 3, 1000
+        a.beat_entries, a.beat_interval, a.beat_rounds, a.beat_python_rounds = 1000, 3, 2, 2
     if not a.swift_bin.exists():
         print(f"swift-celery binary not found at {a.swift_bin}", file=sys.stderr)
         return 2
-    sections = a.only or ["drain", "latency", "memory", "startup", "ceiling", "netlag"]
+    sections = a.only or ["drain", "latency", "memory", "startup", "beat", "ceiling", "netlag"]
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True,
                          text=True).stdout.strip()
     print(f"## swift-celery benchmark suite\n\nMachine: {os.cpu_count()} cores ({cpu}), Redis "
@@ -659,6 +775,8 @@ def main() -> int:
         section_memory(a)
     if "startup" in sections:
         section_startup(a)
+    if "beat" in sections:
+        section_beat(a)
     if "ceiling" in sections:
         section_ceiling(a, swift_rate)
     if "netlag" in sections:
