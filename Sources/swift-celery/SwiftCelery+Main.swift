@@ -7,8 +7,11 @@ extension SwiftCelery {
     /// usage, as their help says, where ArgumentParser uses 64, and that passwords in URL arguments are masked in
     /// the process's argument vector (`ps`) as soon as the arguments are parsed.
     static func runMain() async {
-        // Before any thread allocates: every command runs with two malloc arenas (ExecutablePages).
-        ExecutablePages.limitHeapArenas(to: 2, environment: ProcessInfo.processInfo.environment)
+        // Before any thread allocates: one malloc arena per core, at least two (ExecutablePages.limitHeapArenas).
+        ExecutablePages.limitHeapArenas(
+            to: Int32(clamping: max(2, ProcessInfo.processInfo.activeProcessorCount)),
+            environment: ProcessInfo.processInfo.environment
+        )
         let clientCommand = ["send", "result", "canvas"].contains(CommandLine.arguments.dropFirst().first ?? "")
         do {
             var command = try parseAsRoot()
