@@ -76,7 +76,6 @@ public final class BeatScheduler: Service, Sendable {
                 let report = await self.step()
                 if self.configuration.releaseMemory && (report.synced || !report.sent.isEmpty) {
                     if !pagesReleased, let released = ExecutablePages.release() {
-                        pagesReleased = true
                         self.logger.debug(
                             "pages released",
                             metadata: [
@@ -85,6 +84,7 @@ public final class BeatScheduler: Service, Sendable {
                             ]
                         )
                     }
+                    pagesReleased = true  // once: start-up's code; what rounds run stays warm
                     ExecutablePages.trimHeap()
                 }
                 do {
