@@ -16,9 +16,9 @@ public struct BeatConfiguration: Sendable {
     public var origin: String
     /// This process's lock token: unique per process.
     public var token: String
-    /// Whether beat gives memory back when it goes quiet: its executable's unwritten pages once the first sync is
-    /// done (``ExecutablePages/release()``), and the heap's free pages (``ExecutablePages/trimHeap()``) after every
-    /// step that synced or sent. A sync or a round of many entries builds large commands that leave the heap
+    /// Whether beat gives memory back when it goes quiet: its executable's unwritten pages once, after its first
+    /// step (the leader's first sync, or a standby's first try for the lock: ``ExecutablePages/release()``), and the
+    /// heap's free pages (``ExecutablePages/trimHeap()``) after every step that synced or sent. A sync or a round of many entries builds large commands that leave the heap
     /// fragmented and resident otherwise. Default false (a library's host decides); `swift-celery beat` turns it on.
     public var releaseMemory = false
 

@@ -74,7 +74,10 @@ public final class BeatScheduler: Service, Sendable {
             var pagesReleased = false
             while !Task.isCancelled {
                 let report = await self.step()
-                if self.configuration.releaseMemory && (report.synced || !report.sent.isEmpty) {
+                // After the first step (a leader's sync, or a standby's first try for the lock) the start-up code
+                // is released, once; the heap is trimmed after every step that synced or sent.
+                let busy = report.synced || !report.sent.isEmpty
+                if self.configuration.releaseMemory && (busy || !pagesReleased) {
                     if !pagesReleased, let released = ExecutablePages.release() {
                         self.logger.debug(
                             "pages released",
@@ -84,7 +87,7 @@ public final class BeatScheduler: Service, Sendable {
                             ]
                         )
                     }
-                    pagesReleased = true  // once: start-up's code; what rounds run stays warm
+                    pagesReleased = true
                     ExecutablePages.trimHeap()
                 }
                 do {

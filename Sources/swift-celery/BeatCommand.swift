@@ -52,7 +52,7 @@ struct BeatCommand: AsyncParsableCommand {
     @Flag(
         name: .long,
         help: """
-            Keep all memory mapped: do not give back the executable's unwritten pages after the first sync, nor \
+            Keep all memory mapped: do not give back the executable's unwritten pages after the first step, nor \
             the heap's free pages after each sync or send.
             """
     )

@@ -182,9 +182,10 @@ def test_sighup_reloads_the_schedule(redis_url, redis_client, tmp_path, beats):
 
 
 @pytest.mark.parametrize("keep", [False, True])
-def test_beat_gives_back_memory_after_its_first_sync_and_runs_on(redis_url, redis_client, tmp_path, beats, keep):
-    """Once its schedule is synced, beat releases its executable's unwritten pages (and trims the heap after each
-    sync or send: README, Periodic tasks); what it runs again comes back on use. --keep-pages keeps them."""
+def test_beat_gives_back_memory_after_its_first_step_and_runs_on(redis_url, redis_client, tmp_path, beats, keep):
+    """After its first step (a leader's sync, a standby's try for the lock) beat releases its executable's unwritten
+    pages (and trims the heap after each sync or send: README, Periodic tasks); what it runs again comes back on
+    use. --keep-pages keeps them."""
     prefix = unique("beat-pages") + ":"
     queue = unique("beat-pages-q")
     schedule = tmp_path / "beat.json"
@@ -202,6 +203,16 @@ def test_beat_gives_back_memory_after_its_first_sync_and_runs_on(redis_url, redi
     sent = len(history(redis_client, prefix))
     assert wait_for(lambda: len(history(redis_client, prefix)) >= sent + 400, 15), beat.log()
     assert redis_client.llen(queue) >= 800
+    # A standby never syncs; it releases after its first try for the lock all the same.
+    beats.append(BeatProcess(schedule, redis_url, prefix, "-l", "debug", *(["--keep-pages"] if keep else [])))
+    standby = beats[1]
+    if keep:
+        time.sleep(2)
+        assert not any("pages released" in line for line in standby.lines), standby.log()
+    else:
+        assert wait_for(lambda: any("pages released" in line for line in standby.lines), 10), standby.log()
+    assert leader_pid(redis_client, prefix) == beat.pid
+    assert standby.stop() == 0, standby.log()
     assert beat.stop() == 0, beat.log()
 
 
