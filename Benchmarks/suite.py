@@ -554,8 +554,10 @@ def beat_run(a, kind: str, rounds: int, workdir: Path) -> dict:
     try:
         while last[-1] is None:
             if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                tail = (workdir / f"{kind}-beat.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"{kind} beat: {sum(l is not None for l in last)} of {rounds} rounds sent; "
-                                   f"log {workdir / f'{kind}-beat.log'}")
+                                   f"its log ends:\n{tail}")
             pipe = r.pipeline(transaction=False)
             for q in queues:
                 pipe.llen(q)
