@@ -18,8 +18,9 @@ public struct BeatConfiguration: Sendable {
     public var token: String
     /// Whether beat gives memory back when it goes quiet: its executable's unwritten pages once, after its first
     /// step (the leader's first sync, or a standby's first try for the lock: ``ExecutablePages/release()``), and the
-    /// heap's free pages (``ExecutablePages/trimHeap()``) after every step that synced or sent. A sync or a round of many entries builds large commands that leave the heap
-    /// fragmented and resident otherwise. Default false (a library's host decides); `swift-celery beat` turns it on.
+    /// heap's free pages (``ExecutablePages/trimHeap()``) after every step that synced or sent. A sync or a round of
+    /// many entries builds large commands that leave the heap fragmented and resident otherwise. Default false (a
+    /// library's host decides); `swift-celery beat` turns it on.
     public var releaseMemory = false
 
     /// Creates a configuration with the defaults above.

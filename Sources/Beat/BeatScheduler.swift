@@ -78,15 +78,7 @@ public final class BeatScheduler: Service, Sendable {
                 // is released, once; the heap is trimmed after every step that synced or sent.
                 let busy = report.synced || !report.sent.isEmpty
                 if self.configuration.releaseMemory && (busy || !pagesReleased) {
-                    if !pagesReleased, let released = ExecutablePages.release() {
-                        self.logger.debug(
-                            "pages released",
-                            metadata: [
-                                "after": "start-up", "mappings": "\(released.mappings)",
-                                "bytes": "\(released.residentBytes)",
-                            ]
-                        )
-                    }
+                    if !pagesReleased { ExecutablePages.release(after: "start-up", logger: self.logger) }
                     pagesReleased = true
                     ExecutablePages.trimHeap()
                 }

@@ -1,3 +1,5 @@
+import Logging
+
 #if canImport(Glibc)
 import CMalloc
 import Glibc
@@ -59,6 +61,18 @@ public enum ExecutablePages {
         #else
         return Release(mappings: 0, residentBytes: 0)
         #endif
+    }
+
+    /// ``release()``, logged at debug level as `pages released` with the phase it followed (the line the worker's
+    /// and beat's tests wait for).
+    public static func release(after phase: String, logger: Logger) {
+        guard let released = release() else { return }
+        logger.debug(
+            "pages released",
+            metadata: [
+                "after": "\(phase)", "mappings": "\(released.mappings)", "bytes": "\(released.residentBytes)",
+            ]
+        )
     }
 
     /// Returns the heap's free pages to the system (glibc's `malloc_trim(0)`). Elsewhere nothing.

@@ -5,7 +5,7 @@ extension Worker {
     func pagesLoop() async {
         await pagesStop.wait(for: .seconds(1))
         guard !isStopping else { return }
-        releasePages(after: "start-up")
+        ExecutablePages.release(after: "start-up", logger: logger)
         let period = configuration.idlePageRelease
         var releasedAt = worked.load(ordering: .relaxed)
         var lastSeen = releasedAt
@@ -15,21 +15,11 @@ extension Worker {
             let now = worked.load(ordering: .relaxed)
             // Idle for a whole period, after tasks ran since the last release.
             if now == lastSeen && now != releasedAt {
-                releasePages(after: "idle")
+                ExecutablePages.release(after: "idle", logger: logger)
                 ExecutablePages.trimHeap()
                 releasedAt = now
             }
             lastSeen = now
         }
-    }
-
-    private func releasePages(after phase: String) {
-        guard let released = ExecutablePages.release() else { return }
-        logger.debug(
-            "pages released",
-            metadata: [
-                "after": "\(phase)", "mappings": "\(released.mappings)", "bytes": "\(released.residentBytes)",
-            ]
-        )
     }
 }
