@@ -85,6 +85,51 @@ public struct TaskMessageError: Error, Sendable, CustomStringConvertible {
 }
 
 extension TaskMessage {
+    /// Where the envelope's first member is `"body"` and its value a string of base64 characters only (kombu's
+    /// layout: `{"body": "<base64>", ...}`), the range of that text between its quotes. Such a string has no escapes,
+    /// so its bytes are its value. Nil for any other envelope.
+    static func leadingBodyText(in bytes: [UInt8]) -> Range<Int>? {
+        bytes.withUnsafeBufferPointer { buffer -> Range<Int>? in
+            var index = 0
+            func skipSpace() {
+                while index < buffer.count {
+                    switch buffer[index] {
+                    case UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r"): index += 1
+                    default: return
+                    }
+                }
+            }
+            func expect(_ byte: UInt8) -> Bool {
+                guard index < buffer.count, buffer[index] == byte else { return false }
+                index += 1
+                return true
+            }
+            skipSpace()
+            guard expect(UInt8(ascii: "{")) else { return nil }
+            skipSpace()
+            for byte in #""body""#.utf8 {
+                guard expect(byte) else { return nil }
+            }
+            skipSpace()
+            guard expect(UInt8(ascii: ":")) else { return nil }
+            skipSpace()
+            guard expect(UInt8(ascii: "\"")) else { return nil }
+            let start = index
+            while index < buffer.count {
+                switch buffer[index] {
+                case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                    UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "+"), UInt8(ascii: "/"), UInt8(ascii: "="):
+                    index += 1
+                case UInt8(ascii: "\""):
+                    return start..<index
+                default:
+                    return nil
+                }
+            }
+            return nil
+        }
+    }
+
     /// The content types this worker accepts, as Celery's default `accept_content = ["json"]`.
     public static let acceptedContentTypes: Set<String> = ["application/json"]
 
@@ -99,13 +144,30 @@ extension TaskMessage {
         ) -> TaskMessageError {
             TaskMessageError(code: code, detail: detail, taskID: id, taskName: name, deliveryTag: tag)
         }
-        let envelope: JSONValue
-        do {
-            envelope = try JSONValue(parsing: bytes)
-        } catch {
-            throw fail(.envelopeNotJSON, error.description)
+        // kombu writes the body first, as base64 (`{"body": "<base64>", ...}`): jansson's lexer reads a string one
+        // byte at a time, so the base64 text is cut out before it parses the rest and decoded from the envelope's
+        // bytes. Anything else (another order, escapes, a duplicate "body") is parsed whole, as are errors, so that
+        // their positions refer to the bytes the sender wrote.
+        var envelope: JSONValue?
+        var rawBody: ArraySlice<UInt8>?
+        if let range = Self.leadingBodyText(in: bytes) {
+            var rest: [UInt8] = []
+            rest.reserveCapacity(bytes.count - range.count)
+            rest.append(contentsOf: bytes[..<range.lowerBound])
+            rest.append(contentsOf: bytes[range.upperBound...])
+            if let parsed = try? JSONValue(parsing: rest), parsed.objectValue?["body"] == .string("") {
+                envelope = parsed
+                rawBody = bytes[range]
+            }
         }
-        guard let object = envelope.objectValue else {
+        if envelope == nil {
+            do {
+                envelope = try JSONValue(parsing: bytes)
+            } catch {
+                throw fail(.envelopeNotJSON, error.description)
+            }
+        }
+        guard let object = envelope?.objectValue else {
             throw fail(.envelopeShape, "top level is not an object")
         }
         let properties = object["properties"]?.objectValue ?? [:]
@@ -134,12 +196,16 @@ extension TaskMessage {
         switch properties["body_encoding"]?.stringValue {
         case "base64":
             do {
-                bodyBytes = try Base64.decode(string: bodyText)
+                if let rawBody {
+                    bodyBytes = try Base64.decode(bytes: rawBody)
+                } else {
+                    bodyBytes = try Base64.decode(string: bodyText)
+                }
             } catch {
                 throw fail(.bodyEncoding, "invalid base64 (\(error))", id: headerID, name: headerName, tag: tag)
             }
         case nil, "utf-8", "utf8":
-            bodyBytes = Array(bodyText.utf8)
+            bodyBytes = rawBody.map { Array($0) } ?? Array(bodyText.utf8)
         case let other?:
             throw fail(.bodyEncoding, "unknown body_encoding \(other)", id: headerID, name: headerName, tag: tag)
         }

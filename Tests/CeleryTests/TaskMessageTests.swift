@@ -120,4 +120,69 @@ import Testing
             #expect(error.deliveryTag == "tag-1")
         }
     }
+
+    // kombu writes `{"body": "<base64>", ...}`: the decoder cuts the base64 text out before jansson parses the rest
+    // (its lexer copies a string one byte at a time) and decodes it from the envelope's bytes.
+
+    @Test func findsTheBase64BodyKombuWritesFirst() throws {
+        let bytes = try Self.fixture("add-v2.json")
+        let range = try #require(TaskMessage.leadingBodyText(in: bytes))
+        let body = try #require(try JSONValue(parsing: bytes).objectValue?["body"]?.stringValue)
+        #expect(String(decoding: bytes[range], as: UTF8.self) == body)
+        let compact = Array(" {\"body\":\"W10=\",\"headers\":{}}".utf8)
+        let compactRange = try #require(TaskMessage.leadingBodyText(in: compact))
+        #expect(String(decoding: compact[compactRange], as: UTF8.self) == "W10=")
+    }
+
+    @Test(arguments: [
+        #"{"headers": {}, "body": "W10="}"#, #"{"body": "W1\u0030="}"#, #"{"body": "W10=\n"}"#, #"{"body": "W10="#,
+        #"{"body": 5}"#, #"{"bodyx": "W10="}"#, #"["body", "W10="]"#, #"{"body": "é"}"#, #"{"body" "W10="}"#, "",
+    ])
+    func leavesOtherEnvelopesToTheWholeParse(text: String) {
+        #expect(TaskMessage.leadingBodyText(in: Array(text.utf8)) == nil)
+    }
+
+    /// The same message with its body first (cut out) and last (parsed whole by jansson) decodes the same.
+    @Test(arguments: ["add-v2.json", "echo-send-task.json"])
+    func decodesTheSameWhereverTheBodyIs(fixture: String) throws {
+        let first = try Self.fixture(fixture)
+        #expect(TaskMessage.leadingBodyText(in: first) != nil)
+        var object = try #require(try JSONValue(parsing: first).objectValue)
+        let body = object.removeValue(forKey: "body")
+        #expect(body != nil)
+        object["body"] = body
+        let last = JSONValue.object(object).serialized()
+        #expect(TaskMessage.leadingBodyText(in: last) == nil)
+        let (a, b) = (try TaskMessage(envelope: first), try TaskMessage(envelope: last))
+        #expect(a.args == b.args && a.kwargs == b.kwargs && a.embed == b.embed && a.headers == b.headers)
+        #expect(a.id == b.id && a.taskName == b.taskName && a.deliveryTag == b.deliveryTag)
+        #expect(a.rawEnvelope == first)
+        #expect(!a.args.isEmpty)
+    }
+
+    /// A second "body" member wins, as when jansson (or Python) parses the whole envelope.
+    @Test func aDuplicateBodyKeepsItsLastValue() throws {
+        var bytes = Self.envelope(body: [[9], [:], [:]])
+        #expect(TaskMessage.leadingBodyText(in: bytes) != nil)
+        let second = Base64.encodeToString(bytes: Array(#"[[1, 2], {}, {}]"#.utf8))
+        bytes.removeLast()
+        bytes += Array(#", "body": "\#(second)"}"#.utf8)
+        #expect(try TaskMessage(envelope: bytes).args == [1, 2])
+    }
+
+    /// A syntax error after the body is reported at its place in the bytes the sender wrote.
+    @Test func anErrorAfterTheBodyIsReportedAtItsPlace() throws {
+        let bytes = Array(#"{"body": "W10=", "headers": {"task": "tasks.add",, }}"#.utf8)
+        #expect(TaskMessage.leadingBodyText(in: bytes) != nil)
+        var expected = ""
+        do { _ = try JSONValue(parsing: bytes) } catch { expected = error.description }
+        #expect(expected.contains("column"))
+        do {
+            _ = try TaskMessage(envelope: bytes)
+            Issue.record("decoded")
+        } catch {
+            #expect(error.code == .envelopeNotJSON)
+            #expect(error.detail == expected)
+        }
+    }
 }
