@@ -294,14 +294,21 @@ class SocketProbe:
         self.sub.close()
 
 
-def harness_floor(url: str, count: int) -> list[float]:
+def idle_gap(back_to_back: bool) -> None:
+    """The pause before each single task: 5–30 ms, as a real trickle has it (so polling backs off as it would, and
+    the machine's idle CPUs go to sleep), or none (the next task follows the last result at once)."""
+    if not back_to_back:
+        time.sleep(random.uniform(0.005, 0.03))
+
+
+def harness_floor(url: str, count: int, back_to_back: bool = False) -> list[float]:
     """The probe against itself: LPUSH then PUBLISH from the probe, no worker running."""
     probe = SocketProbe(url)
     try:
         values = []
         for i in range(count):
             task_id = str(uuid.uuid4())
-            time.sleep(random.uniform(0.005, 0.03))
+            idle_gap(back_to_back)
             values.append(probe.round_trip(task_id, envelope(task_id, [i, i]), queue="suite-floor",
                                            publish_itself=True))
         return values
@@ -310,7 +317,7 @@ def harness_floor(url: str, count: int) -> list[float]:
         probe.close()
 
 
-def one_at_a_time(url: str, swift_bin, flags, count: int) -> list[float]:
+def one_at_a_time(url: str, swift_bin, flags, count: int, back_to_back: bool = False) -> list[float]:
     r = redis.Redis.from_url(url)
     r.flushdb()
     w = Worker("swift", url, 16, swift_bin, flags=flags)
@@ -321,8 +328,7 @@ def one_at_a_time(url: str, swift_bin, flags, count: int) -> list[float]:
         for i in range(count):
             task_id = str(uuid.uuid4())
             message = envelope(task_id, [i, i])
-            # An idle gap as a real trickle has it, so polling backs off as it would.
-            time.sleep(random.uniform(0.005, 0.03))
+            idle_gap(back_to_back)
             latencies.append(probe.round_trip(task_id, message))
     finally:
         probe.close()
@@ -357,6 +363,12 @@ def section_latency(a, peak: float | None) -> None:
                          (("--idle-fetch", "brpop"), "one at a time, --idle-fetch brpop")):
         values = one_at_a_time(a.redis_url, a.swift_bin, flags, a.latency_count)
         rows.append((label, len(values), values))
+    # Without the idle gap the machine's CPUs stay awake between tasks: the difference from the rows above is what
+    # waking them costs on this machine, for the probe and Redis as much as for the worker.
+    awake = harness_floor(a.redis_url, a.latency_count, back_to_back=True)
+    rows.append(("the probe alone, back to back (no idle gap)", len(awake), awake))
+    values = one_at_a_time(a.redis_url, a.swift_bin, (), a.latency_count, back_to_back=True)
+    rows.append(("one at a time, back to back (no idle gap), default", len(values), values))
     if peak:
         # The Python probe shares the 2 cores with the worker and Redis: near half the drain rate it takes most
         # of a core itself, so lighter loads are measured too.
@@ -367,7 +379,7 @@ def section_latency(a, peak: float | None) -> None:
     print("\n### Latency: enqueue → result published\n")
     print("LPUSH of one message → the worker's PUBLISH on `celery-task-meta-<id>` read by a subscriber. One "
           "Python thread times both ends over raw sockets (`SocketProbe`); the first row is that probe's own "
-          "cost.\n")
+          "cost. One at a time, each task follows an idle gap of 5–30 ms, or none (back to back).\n")
     print("| load | tasks | p50 (ms) | p99 (ms) | max (ms) |")
     print("|---|---:|---:|---:|---:|")
     for label, n, values in rows:
