@@ -64,6 +64,10 @@ extension JSONValue {
         var keys: [String] = []
     }
 
+    /// Containers nested this deep fit the conversion's first stack (a Celery envelope nests three deep), so it is
+    /// allocated once instead of growing 1, 2, 4, ...
+    private static let typicalDepth = 8
+
     /// Converts a jansson tree (borrowed, not released here).
     init(jansson root: UnsafeMutablePointer<json_t>) {
         var stack: [PendingContainer] = []
@@ -90,6 +94,7 @@ extension JSONValue {
                 } else {
                     var pending = PendingContainer(source: node, count: count)
                     pending.elements.reserveCapacity(count)
+                    if stack.isEmpty { stack.reserveCapacity(Self.typicalDepth) }
                     stack.append(pending)
                     node = json_array_get(node, 0)
                     continue descend
@@ -104,6 +109,7 @@ extension JSONValue {
                 pending.elements.reserveCapacity(count)
                 pending.keys.reserveCapacity(count)
                 pending.keys.append(Self.key(iterator))
+                if stack.isEmpty { stack.reserveCapacity(Self.typicalDepth) }
                 stack.append(pending)
                 node = json_object_iter_value(iterator)
                 continue descend
