@@ -83,17 +83,23 @@ extension CeleryTimestamp {
         return String(decoding: output, as: UTF8.self)
     }
 
+    /// Appends the decimal digits of `value` (not negative), zero-padded to `width`.
     private static func append(_ value: Int, width: Int, to output: inout [UInt8]) {
-        var digits: [UInt8] = []
-        var value = value
-        repeat {
-            digits.append(UInt8(ascii: "0") + UInt8(value % 10))
-            value /= 10
-        } while value > 0
-        for _ in digits.count..<max(width, digits.count) {
+        var divisor = 1
+        var count = 1
+        while divisor <= value / 10 {
+            divisor *= 10
+            count += 1
+        }
+        for _ in count..<max(width, count) {
             output.append(UInt8(ascii: "0"))
         }
-        output.append(contentsOf: digits.reversed())
+        var value = value
+        while divisor > 0 {
+            output.append(UInt8(ascii: "0") + UInt8(value / divisor))
+            value %= divisor
+            divisor /= 10
+        }
     }
 
     static func floorDivide(_ value: Int, _ divisor: Int) -> Int {
