@@ -101,13 +101,16 @@ public struct TaskArguments: Sendable {
 
 /// Binds a call's positional and keyword arguments to named parameters, with Python's error messages.
 final class ArgumentBinder {
-    let function: String
+    let taskName: String
     let parameters: [String]
     let arguments: TaskArguments
     private var position = 0
 
+    /// How Python names the function in a TypeError: `add()` for `tasks.add` (made only for an error).
+    var function: String { (taskName.split(separator: ".").last.map(String.init) ?? taskName) + "()" }
+
     init(taskName: String, parameters: [String], arguments: TaskArguments) throws(PythonException) {
-        self.function = (taskName.split(separator: ".").last.map(String.init) ?? taskName) + "()"
+        self.taskName = taskName
         self.parameters = parameters
         self.arguments = arguments
         if arguments.args.count > parameters.count {
