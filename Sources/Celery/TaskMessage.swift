@@ -146,8 +146,8 @@ extension TaskMessage {
         }
         // kombu writes the body first, as base64 (`{"body": "<base64>", ...}`): jansson's lexer reads a string one
         // byte at a time, so the base64 text is cut out before it parses the rest and decoded from the envelope's
-        // bytes. Anything else (another order, escapes, a duplicate "body") is parsed whole, as are errors, so that
-        // their positions refer to the bytes the sender wrote.
+        // bytes. Anything else (another order, escapes, any key named twice, which could be another "body") is
+        // parsed whole, as are errors, so that their positions refer to the bytes the sender wrote.
         var envelope: JSONValue?
         var rawBody: ArraySlice<UInt8>?
         if let range = Self.leadingBodyText(in: bytes) {
@@ -155,7 +155,9 @@ extension TaskMessage {
             rest.reserveCapacity(bytes.count - range.count)
             rest.append(contentsOf: bytes[..<range.lowerBound])
             rest.append(contentsOf: bytes[range.upperBound...])
-            if let parsed = try? JSONValue(parsing: rest), parsed.objectValue?["body"] == .string("") {
+            if let parsed = try? JSONValue(parsingRejectingDuplicateKeys: rest),
+                parsed.objectValue?["body"] == .string("")
+            {
                 envelope = parsed
                 rawBody = bytes[range]
             }

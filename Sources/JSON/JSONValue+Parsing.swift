@@ -28,22 +28,37 @@ extension JSONValue {
         self = try Self.parse(buffer).get()
     }
 
+    /// Parses JSON text as ``init(parsing:)-(some Collection<UInt8>)`` does, but fails where an object names a key
+    /// twice (at any depth; keys compared after unescaping), where that initializer keeps the last value.
+    @inlinable
+    public init(parsingRejectingDuplicateKeys bytes: some Collection<UInt8>) throws(JSONError) {
+        let parsed = bytes.withContiguousStorageIfAvailable { buffer in
+            Self.parse(UnsafeRawBufferPointer(buffer), rejectingDuplicateKeys: true)
+        }
+        self = try (parsed ?? Array(bytes).withUnsafeBytes { Self.parse($0, rejectingDuplicateKeys: true) }).get()
+    }
+
     @usableFromInline
-    static func parse(_ buffer: UnsafeRawBufferPointer) -> Result<JSONValue, JSONError> {
+    static func parse(
+        _ buffer: UnsafeRawBufferPointer,
+        rejectingDuplicateKeys: Bool = false
+    ) -> Result<JSONValue, JSONError> {
+        var flags = JSON_DECODE_ANY | JSON_ALLOW_NUL
+        if rejectingDuplicateKeys { flags |= JSON_REJECT_DUPLICATES }
         // jansson refuses a NULL buffer even when empty: hand it a real (empty) one so it reports
         // the same "end of file" error as for any other empty input.
         guard let base = buffer.baseAddress else {
             var empty: CChar = 0
-            return Self.parse(bytes: &empty, count: 0)
+            return Self.parse(bytes: &empty, count: 0, flags: flags)
         }
-        return Self.parse(bytes: base.assumingMemoryBound(to: CChar.self), count: buffer.count)
+        return Self.parse(bytes: base.assumingMemoryBound(to: CChar.self), count: buffer.count, flags: flags)
     }
 
-    private static func parse(bytes: UnsafePointer<CChar>, count: Int) -> Result<JSONValue, JSONError> {
+    private static func parse(bytes: UnsafePointer<CChar>, count: Int, flags: Int32) -> Result<JSONValue, JSONError> {
         // jansson's tree lives in the thread's arena only until it is converted.
         withJanssonArena {
             var error = json_error_t()
-            guard let root = json_loadb(bytes, count, Int(JSON_DECODE_ANY | JSON_ALLOW_NUL), &error) else {
+            guard let root = json_loadb(bytes, count, Int(flags), &error) else {
                 return .failure(JSONError(jansson: error))
             }
             return .success(JSONValue(jansson: root))

@@ -170,6 +170,22 @@ import Testing
         #expect(try TaskMessage(envelope: bytes).args == [1, 2])
     }
 
+    /// A later "body" that is empty, or names the key with an escape, still wins over the first: any key named
+    /// twice sends the envelope through the whole parse.
+    @Test(arguments: [#""body""#, #""bo\u0064y""#])
+    func aLaterEmptyBodyWinsToo(key: String) throws {
+        var bytes = Self.envelope(body: [[9], [:], [:]])
+        bytes.removeLast()
+        bytes += Array(#", \#(key): ""}"#.utf8)
+        #expect(TaskMessage.leadingBodyText(in: bytes) != nil)
+        do {
+            _ = try TaskMessage(envelope: bytes)
+            Issue.record("decoded the first body")
+        } catch {
+            #expect(error.code == .bodyNotJSON)
+        }
+    }
+
     /// A syntax error after the body is reported at its place in the bytes the sender wrote.
     @Test func anErrorAfterTheBodyIsReportedAtItsPlace() throws {
         let bytes = Array(#"{"body": "W10=", "headers": {"task": "tasks.add",, }}"#.utf8)

@@ -68,6 +68,25 @@ struct JSONValueParsingTests {
         #expect(try bytes.withUnsafeBytes { buffer throws(JSONError) in try JSONValue(parsing: buffer) } == expected)
     }
 
+    /// `parsingRejectingDuplicateKeys` fails where `parsing` keeps a repeated key's last value (at its first place).
+    @Test(arguments: [
+        (#"{"a":1,"b":2,"a":3}"#, #"{"a":3,"b":2}"#),
+        (#"{"x":{"a":1,"a":2}}"#, #"{"x":{"a":2}}"#),
+        (#"[{"a":1},{"a":1,"\u0061":2}]"#, #"[{"a":1},{"a":2}]"#),
+    ])
+    func duplicateKeysCanBeRefused(text: String, lastWins: String) throws {
+        #expect(try JSONValue(parsing: text) == JSONValue(parsing: lastWins))
+        #expect(throws: JSONError.self) { try JSONValue(parsingRejectingDuplicateKeys: Array(text.utf8)) }
+    }
+
+    @Test func distinctKeysPassTheDuplicateCheck() throws {
+        let text = #"{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}"#
+        #expect(try JSONValue(parsingRejectingDuplicateKeys: Array(text.utf8)) == JSONValue(parsing: text))
+        #expect(
+            try JSONValue(parsingRejectingDuplicateKeys: Array(text.utf8).lazy.map { $0 }) == JSONValue(parsing: text)
+        )
+    }
+
     @Test func keyOrderIsPreserved() throws {
         let keys = (0..<500).map { "key\(($0 * 7919) % 500)" }
         let text = "{" + keys.map { #""\#($0)":0"# }.joined(separator: ",") + "}"

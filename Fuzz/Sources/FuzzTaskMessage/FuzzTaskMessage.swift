@@ -1,5 +1,5 @@
-import FuzzDriver
 import ExtrasBase64
+import FuzzDriver
 import JSON
 
 // libFuzzer entry point for the Celery message decoder (`TaskMessage(envelope:)`, the same source file the worker
@@ -13,7 +13,8 @@ import JSON
 //   4: the properties object, spliced into an otherwise valid envelope
 // Checks, beyond "no crash": a decoded message always has a task name, a task id and a delivery tag; every
 // failure carries a message; every derived field (eta, expires, time limit, ...) and every argument conversion
-// can be read.
+// can be read. And where the decoder cuts a leading base64 body out before jansson parses the rest, the same
+// envelope with its body moved last (which is parsed whole) decodes to the same message, or fails the same way.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzTaskMessage(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     guard let data else { return 0 }
@@ -28,6 +29,36 @@ public func fuzzTaskMessage(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt 
     case 3: envelope = splice(headers: fuzzed)
     default: envelope = splice(properties: fuzzed)
     }
+    let outcome = decode(envelope)
+    if TaskMessage.leadingBodyText(in: envelope) != nil, var object = (try? JSONValue(parsing: envelope))?.objectValue,
+        object.count > 1, let body = object.removeValue(forKey: "body")
+    {
+        object["body"] = body
+        if let last = try? JSONValue.object(object).serialize() {
+            precondition(TaskMessage.leadingBodyText(in: last) == nil, "the body is still first")
+            let again = decode(last)
+            precondition(again == outcome, "moving the body last changed the outcome: \(outcome) against \(again)")
+        }
+    }
+    return 0
+}
+
+/// What decoding gave, to compare two decodings.
+private enum Outcome: Equatable {
+    case decoded(
+        name: String,
+        id: String,
+        tag: String,
+        version: Int,
+        headers: JSONObject,
+        args: [JSONValue],
+        kwargs: JSONObject,
+        embed: JSONObject
+    )
+    case failed(TaskMessageError.Code, taskID: String?)
+}
+
+private func decode(_ envelope: [UInt8]) -> Outcome {
     do {
         let message = try TaskMessage(envelope: envelope)
         precondition(!message.taskName.isEmpty, "a decoded message without a task name")
@@ -38,10 +69,20 @@ public func fuzzTaskMessage(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt 
         _ = (message.parentID, message.rootID, message.ignoreResult, message.timeLimit, message.priority)
         for value in message.args + Array(message.kwargs.values) { convert(value) }
         for value in message.embed.values { convert(value) }
+        return .decoded(
+            name: message.taskName,
+            id: message.id,
+            tag: message.deliveryTag,
+            version: message.protocolVersion,
+            headers: message.headers,
+            args: message.args,
+            kwargs: message.kwargs,
+            embed: message.embed
+        )
     } catch {
         precondition(!error.description.isEmpty)
+        return .failed(error.code, taskID: error.taskID)
     }
-    return 0
 }
 
 /// Every conversion a handler's parameter types make.
