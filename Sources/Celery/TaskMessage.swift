@@ -155,9 +155,8 @@ extension TaskMessage {
             rest.reserveCapacity(bytes.count - range.count)
             rest.append(contentsOf: bytes[..<range.lowerBound])
             rest.append(contentsOf: bytes[range.upperBound...])
-            if let parsed = try? JSONValue(parsingRejectingDuplicateKeys: rest),
-                parsed.objectValue?["body"] == .string("")
-            {
+            // With no key named twice, the object's "body" is the empty string left in place of the text.
+            if let parsed = try? JSONValue(parsingRejectingDuplicateKeys: rest) {
                 envelope = parsed
                 rawBody = bytes[range]
             }
