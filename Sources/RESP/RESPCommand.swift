@@ -23,7 +23,9 @@ public struct RESPCommand: Sendable, Hashable {
         self.writeHeader()
     }
 
-    /// A command from its name and arguments of any argument types.
+    /// A command from its name and arguments of any argument types. Inlinable, so each call site gets a copy made
+    /// for its own argument types instead of the generic one that looks up their metadata at every call.
+    @inlinable
     public init<each A: RESPArgument>(_ name: String, _ arguments: repeat each A) {
         self.init(name)
         for argument in repeat each arguments {
@@ -32,41 +34,78 @@ public struct RESPCommand: Sendable, Hashable {
     }
 
     /// Appends arguments (an array argument appends each of its elements).
+    @inlinable
     public mutating func append(_ argument: some RESPArgument) {
         argument.encode(into: &self)
     }
 
     /// Appends one bulk string from raw bytes.
     public mutating func appendBulk(_ bytes: some Collection<UInt8>) {
-        appendBulk(length: bytes.count) { $0.writeBytes(bytes) }
+        let done: Void? = bytes.withContiguousStorageIfAvailable { appendBulk(UnsafeRawBufferPointer($0)) }
+        if done == nil { Array(bytes).withUnsafeBytes { appendBulk($0) } }
     }
 
     /// Appends one bulk string from a string's UTF-8.
     public mutating func appendBulk(_ string: String) {
         var string = string
-        string.withUTF8 { appendBulk($0) }
+        string.withUTF8 { appendBulk(UnsafeRawBufferPointer($0)) }
     }
 
     /// Appends one bulk string from a buffer's readable bytes.
     public mutating func appendBulk(_ bytes: ByteBuffer) {
-        appendBulk(length: bytes.readableBytes) { $0.writeImmutableBuffer(bytes) }
+        bytes.withUnsafeReadableBytes { appendBulk($0) }
     }
 
-    /// `$<length>\r\n<payload>\r\n`, then the array header is rewritten for the new count.
-    @inline(__always)
-    private mutating func appendBulk(length: Int, _ writePayload: (inout ByteBuffer) -> Void) {
-        prepareAppend(payloadLength: length)
-        buffer.writeInteger(UInt8(ascii: "$"))
-        buffer.writeDecimal(length)
-        buffer.writeStaticString("\r\n")
-        writePayload(&buffer)
-        buffer.writeStaticString("\r\n")
+    /// Appends an integer's decimal digits as one bulk string (without making a `String` of them).
+    public mutating func appendBulk(decimal value: Int) {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for Int.min's 20 characters
+        withUnsafeMutableBytes(of: &digits) { raw in
+            let length = Self.writeDecimal(value, endingAt: raw.count, in: raw)
+            appendBulk(UnsafeRawBufferPointer(rebasing: raw[(raw.count - length)...]))
+        }
+    }
+
+    /// `$<length>\r\n<payload>\r\n` written in one pass into the buffer, then the array header rewritten for the new
+    /// count.
+    public mutating func appendBulk(_ payload: UnsafeRawBufferPointer) {
+        let length = payload.count
+        // "$", at most 20 digits, CRLF, the payload, CRLF.
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length + 25) { out in
+            var prefix: (UInt64, UInt64, UInt64) = (0, 0, 0)
+            let prefixLength = withUnsafeMutableBytes(of: &prefix) { raw -> Int in
+                raw[raw.count - 2] = UInt8(ascii: "\r")
+                raw[raw.count - 1] = UInt8(ascii: "\n")
+                let digits = Self.writeDecimal(length, endingAt: raw.count - 2, in: raw)
+                let start = raw.count - 2 - digits - 1
+                raw[start] = UInt8(ascii: "$")
+                out.baseAddress!.copyMemory(from: raw.baseAddress! + start, byteCount: raw.count - start)
+                return raw.count - start
+            }
+            if length > 0 {
+                (out.baseAddress! + prefixLength).copyMemory(from: payload.baseAddress!, byteCount: length)
+            }
+            out[prefixLength + length] = UInt8(ascii: "\r")
+            out[prefixLength + length + 1] = UInt8(ascii: "\n")
+            return prefixLength + length + 2
+        }
         count += 1
         writeHeader()
     }
 
-    private mutating func prepareAppend(payloadLength: Int) {
-        buffer.reserveCapacity(minimumWritableBytes: payloadLength + 24)
+    /// Writes `value` in decimal so that it ends right before `end`; returns how many bytes it took.
+    private static func writeDecimal(_ value: Int, endingAt end: Int, in raw: UnsafeMutableRawBufferPointer) -> Int {
+        var magnitude = value.magnitude
+        var index = end
+        repeat {
+            index -= 1
+            raw[index] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+            magnitude /= 10
+        } while magnitude > 0
+        if value < 0 {
+            index -= 1
+            raw[index] = UInt8(ascii: "-")
+        }
+        return end - index
     }
 
     /// Rewrites `*<count>\r\n` right before the first argument and moves the reader index onto it.
@@ -103,17 +142,6 @@ public struct RESPCommand: Sendable, Hashable {
     }
 }
 
-extension ByteBuffer {
-    @inlinable
-    mutating func writeDecimal(_ value: Int) {
-        if value < 10 {
-            writeInteger(UInt8(ascii: "0") + UInt8(value))
-        } else {
-            writeString(String(value))
-        }
-    }
-}
-
 /// A value that can be appended to a command as one or more bulk strings.
 public protocol RESPArgument {
     /// Appends this value's bulk string(s) to the command.
@@ -133,7 +161,7 @@ extension ByteBuffer: RESPArgument {
 }
 
 extension Int: RESPArgument {
-    public func encode(into command: inout RESPCommand) { command.appendBulk(String(self)) }
+    public func encode(into command: inout RESPCommand) { command.appendBulk(decimal: self) }
 }
 
 extension Double: RESPArgument {

@@ -40,4 +40,27 @@ import Testing
         #expect(String(buffer: command.buffer).contains("+inf"))
         #expect(String(buffer: command.buffer).contains("-inf"))
     }
+
+    @Test func integersAreWrittenInDecimalAsStringWouldWriteThem() {
+        for value in [0, 7, 10, -1, -10, 1_234_567_890, Int.max, Int.min] {
+            let command = RESPCommand("INCRBY", value)
+            let text = String(value)
+            #expect(String(buffer: command.buffer) == "*2\r\n$6\r\nINCRBY\r\n$\(text.utf8.count)\r\n\(text)\r\n")
+        }
+    }
+
+    @Test func emptyLargeAndNonContiguousPayloads() throws {
+        let large = String(repeating: "x", count: 100_000)
+        var command = RESPCommand("SET", "")
+        command.append(large)
+        command.appendBulk(repeatElement(UInt8(ascii: "y"), count: 3))
+        #expect(command.count == 4)
+        var buffer = command.buffer
+        let token = try #require(try RESPToken(consuming: &buffer))
+        let parts = try #require(token.array)
+        #expect(parts.map { $0.string?.utf8.count } == [3, 0, 100_000, 3])
+        #expect(parts[2].string == large)
+        #expect(parts[3].string == "yyy")
+        #expect(buffer.readableBytes == 0)
+    }
 }
