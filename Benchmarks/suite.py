@@ -9,7 +9,8 @@ Sections (all by default, in this order):
               swift-celery vs Python Celery prefork -c 2 and threads -c 8 (tasks/s and ratios)
     latency   enqueue → result published (the PUBLISH on celery-task-meta-<id>): p50/p99/max, one task at a time
               (--idle-fetch blmove, the default, poll and brpop), and under open-loop loads at a tenth, a quarter
-              and half of the drain rate; timed over raw sockets from one thread, whose own floor is a row too
+              and half of the drain rate; timed over raw sockets from one thread, whose own floor is a row too,
+              as are two reference workers in C (Benchmarks/reference_worker.c) that make only the trips through Redis
     memory    idle RSS (the image's binary also idle again after 10,000 tasks, and with --keep-pages); peak RSS
               while 1,000,000 queued tasks drain; RSS holding 100,000 ETA tasks
     startup   process start → `worker ready`, and → the first result of a task waiting in the queue
@@ -36,6 +37,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -317,6 +319,56 @@ def harness_floor(url: str, count: int, back_to_back: bool = False) -> list[floa
         probe.close()
 
 
+def reference_worker_binary() -> Path | None:
+    """Benchmarks/reference_worker.c compiled with the system's C compiler (once per run), or None without one."""
+    global _reference_binary
+    if _reference_binary is None:
+        compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+        if compiler is None:
+            print("  no C compiler: the reference rows are left out", file=sys.stderr)
+            return None
+        out = Path(tempfile.mkdtemp(prefix="suite-reference-")) / "reference_worker"
+        subprocess.run([compiler, "-O2", "-o", str(out), str(Path(__file__).with_name("reference_worker.c"))],
+                       check=True)
+        _reference_binary = out
+    return _reference_binary
+
+
+_reference_binary: Path | None = None
+
+
+def reference_one_at_a_time(url: str, mode: str, count: int, back_to_back: bool = False) -> list[float] | None:
+    """The probe against Benchmarks/reference_worker.c (`brpop`: two trips through Redis per task, the least any
+    worker makes; `blmove`: the three swift-celery makes), one task at a time as `one_at_a_time` sends them."""
+    binary = reference_worker_binary()
+    if binary is None:
+        return None
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    options = redis.connection.parse_url(url)
+    command = [str(binary), options.get("host", "127.0.0.1"), str(options.get("port", 6379)), QUEUE, mode]
+    if options.get("password"):
+        command.append(options["password"])
+    worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    probe = None
+    try:
+        if worker.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"reference worker did not start: {worker.stderr.read().decode(errors='replace')}")
+        probe = SocketProbe(url)
+        latencies = []
+        for i in range(count):
+            task_id = str(uuid.uuid4())
+            idle_gap(back_to_back)
+            latencies.append(probe.round_trip(task_id, envelope(task_id, [i, i])))
+        return latencies
+    finally:
+        if probe:
+            probe.close()
+        worker.kill()
+        worker.wait()
+        r.flushdb()
+
+
 def one_at_a_time(url: str, swift_bin, flags, count: int, back_to_back: bool = False) -> list[float]:
     r = redis.Redis.from_url(url)
     r.flushdb()
@@ -358,6 +410,12 @@ def under_load(url: str, swift_bin, rate: float, seconds: float) -> tuple[list[f
 def section_latency(a, peak: float | None) -> None:
     floor = harness_floor(a.redis_url, a.latency_count)
     rows = [("the probe alone: its LPUSH and a PUBLISH of its own, no worker (the floor)", len(floor), floor)]
+    # What the trips through Redis cost by themselves on this machine: a C program that makes them and nothing else.
+    for mode, label in (("brpop", "reference, two trips (BRPOP; SETEX + PUBLISH): the least any worker makes"),
+                        ("blmove", "reference, swift-celery's three trips (BLMOVE; pop + record; store + ack)")):
+        values = reference_one_at_a_time(a.redis_url, mode, a.latency_count)
+        if values:
+            rows.append((label, len(values), values))
     for flags, label in (((), "one at a time, --idle-fetch blmove (default)"),
                          (("--idle-fetch", "poll"), "one at a time, --idle-fetch poll"),
                          (("--idle-fetch", "brpop"), "one at a time, --idle-fetch brpop")):
@@ -367,6 +425,11 @@ def section_latency(a, peak: float | None) -> None:
     # waking them costs on this machine, for the probe and Redis as much as for the worker.
     awake = harness_floor(a.redis_url, a.latency_count, back_to_back=True)
     rows.append(("the probe alone, back to back (no idle gap)", len(awake), awake))
+    for mode, label in (("brpop", "reference, two trips, back to back"),
+                        ("blmove", "reference, swift-celery's three trips, back to back")):
+        values = reference_one_at_a_time(a.redis_url, mode, a.latency_count, back_to_back=True)
+        if values:
+            rows.append((label, len(values), values))
     values = one_at_a_time(a.redis_url, a.swift_bin, (), a.latency_count, back_to_back=True)
     rows.append(("one at a time, back to back (no idle gap), default", len(values), values))
     if peak:
@@ -379,7 +442,9 @@ def section_latency(a, peak: float | None) -> None:
     print("\n### Latency: enqueue → result published\n")
     print("LPUSH of one message → the worker's PUBLISH on `celery-task-meta-<id>` read by a subscriber. One "
           "Python thread times both ends over raw sockets (`SocketProbe`); the first row is that probe's own "
-          "cost. One at a time, each task follows an idle gap of 5–30 ms, or none (back to back).\n")
+          "cost. The reference rows are Benchmarks/reference_worker.c, a C program that makes a worker's trips "
+          "through Redis and does nothing else. One at a time, each task follows an idle gap of 5–30 ms, or none "
+          "(back to back).\n")
     print("| load | tasks | p50 (ms) | p99 (ms) | max (ms) |")
     print("|---|---:|---:|---:|---:|")
     for label, n, values in rows:
