@@ -1,7 +1,7 @@
 /* Benchmarks/reference_worker.c: the least a Celery worker on Redis can do for one task, as a yardstick for the
  * suite's latency rows (not a worker: it runs nothing, and loses what it holds if killed).
  *
- *     reference_worker HOST PORT QUEUE brpop|blmove [PASSWORD]
+ *     reference_worker HOST PORT DB QUEUE brpop|blmove [PASSWORD [USERNAME]]
  *
  * One thread, one blocking connection. brpop: BRPOP QUEUE, find the task id in the envelope (the `"id": "` header
  * kombu writes), then SETEX celery-task-meta-<id> and PUBLISH it in one write, and read both replies: two trips
@@ -9,7 +9,7 @@
  * swift-celery makes by default, without its work: wake on BLMOVE QUEUE QUEUE RIGHT RIGHT (the message stays in
  * the list), pop it and record it in a hash and a sorted set as kombu's `unacked` and `unacked_index` (keys of
  * its own) in one script, then SETEX + PUBLISH and the ack's HDEL + ZREM: three trips.
- * Prints "ready" once connected and authenticated; exits 1 with a message on any error.
+ * Prints "ready" once connected, authenticated and on database DB; exits 1 with a message on any error.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -117,11 +117,11 @@ static void command(const char **arguments, const size_t *lengths, int count, ch
 }
 
 int main(int argc, char **argv) {
-    if (argc < 5 || argc > 6 || (strcmp(argv[4], "brpop") != 0 && strcmp(argv[4], "blmove") != 0)) {
-        fprintf(stderr, "usage: reference_worker HOST PORT QUEUE brpop|blmove [PASSWORD]\n");
+    if (argc < 6 || argc > 8 || (strcmp(argv[5], "brpop") != 0 && strcmp(argv[5], "blmove") != 0)) {
+        fprintf(stderr, "usage: reference_worker HOST PORT DB QUEUE brpop|blmove [PASSWORD [USERNAME]]\n");
         return 2;
     }
-    int blmove = strcmp(argv[4], "blmove") == 0;
+    int blmove = strcmp(argv[5], "blmove") == 0;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *address;
     int status = getaddrinfo(argv[1], argv[2], &hints, &address);
     if (status != 0) {
@@ -136,9 +136,23 @@ int main(int argc, char **argv) {
 
     char *request = NULL;
     size_t request_length = 0;
-    if (argc == 6) {
-        const char *arguments[] = {"AUTH", argv[5]};
-        size_t lengths[] = {4, strlen(argv[5])};
+    if (argc == 8) {
+        const char *arguments[] = {"AUTH", argv[7], argv[6]};
+        size_t lengths[] = {4, strlen(argv[7]), strlen(argv[6])};
+        command(arguments, lengths, 3, &request, &request_length);
+        send_all(request, request_length);
+        expect_simple();
+    } else if (argc == 7) {
+        const char *arguments[] = {"AUTH", argv[6]};
+        size_t lengths[] = {4, strlen(argv[6])};
+        command(arguments, lengths, 2, &request, &request_length);
+        send_all(request, request_length);
+        expect_simple();
+    }
+    if (strcmp(argv[3], "0") != 0) {
+        request_length = 0;
+        const char *arguments[] = {"SELECT", argv[3]};
+        size_t lengths[] = {6, strlen(argv[3])};
         command(arguments, lengths, 2, &request, &request_length);
         send_all(request, request_length);
         expect_simple();
@@ -146,7 +160,7 @@ int main(int argc, char **argv) {
     printf("ready\n");
     fflush(stdout);
 
-    const char *queue = argv[3];
+    const char *queue = argv[4];
     /* Keys of its own, so no worker ever restores what it records. */
     static const char unacked[] = "reference:unacked", unacked_index[] = "reference:unacked_index";
     static const char record[] = "local m = redis.call('RPOP', KEYS[1]) if m then redis.call('HSET', KEYS[2], "

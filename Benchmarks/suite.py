@@ -346,9 +346,12 @@ def reference_one_at_a_time(url: str, mode: str, count: int, back_to_back: bool 
     r = redis.Redis.from_url(url)
     r.flushdb()
     options = redis.connection.parse_url(url)
-    command = [str(binary), options.get("host", "127.0.0.1"), str(options.get("port", 6379)), QUEUE, mode]
+    command = [str(binary), options.get("host") or "127.0.0.1", str(options.get("port") or 6379),
+               str(options.get("db") or 0), QUEUE, mode]
     if options.get("password"):
         command.append(options["password"])
+        if options.get("username"):
+            command.append(options["username"])
     worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     probe = None
     try:
