@@ -177,7 +177,8 @@ int main(int argc, char **argv) {
             bulk(&length);
             request_length = 0;
             const char *pop[] = {"EVAL", record, "3", queue, unacked, unacked_index, "reference", "0"};
-            size_t pop_lengths[] = {4, sizeof record - 1, 1, strlen(queue), strlen(unacked), strlen(unacked_index), 9, 1};
+            size_t pop_lengths[] = {4, sizeof record - 1, 1, strlen(queue), sizeof unacked - 1, sizeof unacked_index - 1,
+                                    9, 1};
             command(pop, pop_lengths, 8, &request, &request_length);
             send_all(request, request_length);
             offset = bulk(&length);
@@ -208,10 +209,10 @@ int main(int argc, char **argv) {
         command(publish, publish_lengths, 3, &request, &request_length);
         if (blmove) {
             const char *hdel[] = {"HDEL", unacked, "reference"};
-            size_t hdel_lengths[] = {4, strlen(unacked), 9};
+            size_t hdel_lengths[] = {4, sizeof unacked - 1, 9};
             command(hdel, hdel_lengths, 3, &request, &request_length);
             const char *zrem[] = {"ZREM", unacked_index, "reference"};
-            size_t zrem_lengths[] = {4, strlen(unacked_index), 9};
+            size_t zrem_lengths[] = {4, sizeof unacked_index - 1, 9};
             command(zrem, zrem_lengths, 3, &request, &request_length);
         }
         send_all(request, request_length);

@@ -10,7 +10,7 @@ Sections (all by default, in this order):
     latency   enqueue → result published (the PUBLISH on celery-task-meta-<id>): p50/p99/max, one task at a time
               (--idle-fetch blmove, the default, poll and brpop), and under open-loop loads at a tenth, a quarter
               and half of the drain rate; timed over raw sockets from one thread, whose own floor is a row too,
-              as are two reference workers in C (Benchmarks/reference_worker.c) that make only the trips through Redis
+              as are two reference workers in C (Benchmarks/reference_worker.c) making only the trips through Redis
     memory    idle RSS (the image's binary also idle again after 10,000 tasks, and with --keep-pages); peak RSS
               while 1,000,000 queued tasks drain; RSS holding 100,000 ETA tasks
     startup   process start → `worker ready`, and → the first result of a task waiting in the queue
@@ -28,6 +28,7 @@ Prints markdown tables; nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
@@ -327,7 +328,9 @@ def reference_worker_binary() -> Path | None:
         if compiler is None:
             print("  no C compiler: the reference rows are left out", file=sys.stderr)
             return None
-        out = Path(tempfile.mkdtemp(prefix="suite-reference-")) / "reference_worker"
+        directory = tempfile.mkdtemp(prefix="suite-reference-")
+        atexit.register(shutil.rmtree, directory, True)
+        out = Path(directory) / "reference_worker"
         subprocess.run([compiler, "-O2", "-o", str(out), str(Path(__file__).with_name("reference_worker.c"))],
                        check=True)
         _reference_binary = out
