@@ -54,9 +54,14 @@ static void fill(size_t need) {
             buffer = realloc(buffer, capacity);
             if (!buffer) fail("realloc");
         }
+        errno = 0;
         ssize_t n = read(fd, buffer + end, capacity - end);
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) fail("read");
+        if (n == 0) {
+            fprintf(stderr, "reference_worker: Redis closed the connection\n");
+            exit(1);
+        }
+        if (n < 0) fail("read");
         end += (size_t)n;
     }
 }
