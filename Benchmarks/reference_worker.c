@@ -121,6 +121,16 @@ static void command(const char **arguments, const size_t *lengths, int count, ch
     *out_length = (size_t)(p - *out);
 }
 
+/* Sends one command and reads its one-line reply. */
+static void call_simple(const char **arguments, const size_t *lengths, int count) {
+    char *request = NULL;
+    size_t request_length = 0;
+    command(arguments, lengths, count, &request, &request_length);
+    send_all(request, request_length);
+    free(request);
+    expect_simple();
+}
+
 int main(int argc, char **argv) {
     if (argc < 6 || argc > 8 || (strcmp(argv[5], "brpop") != 0 && strcmp(argv[5], "blmove") != 0)) {
         fprintf(stderr, "usage: reference_worker HOST PORT DB QUEUE brpop|blmove [PASSWORD [USERNAME]]\n");
@@ -141,26 +151,15 @@ int main(int argc, char **argv) {
 
     char *request = NULL;
     size_t request_length = 0;
-    if (argc == 8) {
-        const char *arguments[] = {"AUTH", argv[7], argv[6]};
-        size_t lengths[] = {4, strlen(argv[7]), strlen(argv[6])};
-        command(arguments, lengths, 3, &request, &request_length);
-        send_all(request, request_length);
-        expect_simple();
-    } else if (argc == 7) {
-        const char *arguments[] = {"AUTH", argv[6]};
-        size_t lengths[] = {4, strlen(argv[6])};
-        command(arguments, lengths, 2, &request, &request_length);
-        send_all(request, request_length);
-        expect_simple();
+    if (argc >= 7) { /* AUTH [USERNAME] PASSWORD */
+        const char *arguments[] = {"AUTH", argv[argc - 1], argv[6]};
+        size_t lengths[] = {4, strlen(argv[argc - 1]), strlen(argv[6])};
+        call_simple(arguments, lengths, argc - 5);
     }
     if (strcmp(argv[3], "0") != 0) {
-        request_length = 0;
         const char *arguments[] = {"SELECT", argv[3]};
         size_t lengths[] = {6, strlen(argv[3])};
-        command(arguments, lengths, 2, &request, &request_length);
-        send_all(request, request_length);
-        expect_simple();
+        call_simple(arguments, lengths, 2);
     }
     printf("ready\n");
     fflush(stdout);
@@ -182,8 +181,8 @@ int main(int argc, char **argv) {
             bulk(&length);
             request_length = 0;
             const char *pop[] = {"EVAL", record, "3", queue, unacked, unacked_index, "reference", "0"};
-            size_t pop_lengths[] = {4, sizeof record - 1, 1, strlen(queue), sizeof unacked - 1, sizeof unacked_index - 1,
-                                    9, 1};
+            size_t pop_lengths[] = {
+                4, sizeof record - 1, 1, strlen(queue), sizeof unacked - 1, sizeof unacked_index - 1, 9, 1};
             command(pop, pop_lengths, 8, &request, &request_length);
             send_all(request, request_length);
             offset = bulk(&length);

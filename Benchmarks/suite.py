@@ -320,6 +320,9 @@ def harness_floor(url: str, count: int, back_to_back: bool = False) -> list[floa
         probe.close()
 
 
+_reference_binary: Path | None = None
+
+
 def reference_worker_binary() -> Path | None:
     """Benchmarks/reference_worker.c compiled with the system's C compiler (once per run), or None without one."""
     global _reference_binary
@@ -335,9 +338,6 @@ def reference_worker_binary() -> Path | None:
                        check=True)
         _reference_binary = out
     return _reference_binary
-
-
-_reference_binary: Path | None = None
 
 
 def reference_one_at_a_time(url: str, mode: str, count: int, back_to_back: bool = False) -> list[float] | None:
@@ -356,11 +356,20 @@ def reference_one_at_a_time(url: str, mode: str, count: int, back_to_back: bool 
         if options.get("username"):
             command.append(options["username"])
     worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    probe = None
     try:
         if worker.stdout.readline().strip() != b"ready":
             raise RuntimeError(f"reference worker did not start: {worker.stderr.read().decode(errors='replace')}")
-        probe = SocketProbe(url)
+        return single_tasks(url, count, back_to_back)
+    finally:
+        worker.kill()
+        worker.wait()
+        r.flushdb()
+
+
+def single_tasks(url: str, count: int, back_to_back: bool) -> list[float]:
+    """Latencies of `count` tasks sent one at a time to whatever worker consumes QUEUE."""
+    probe = SocketProbe(url)
+    try:
         latencies = []
         for i in range(count):
             task_id = str(uuid.uuid4())
@@ -368,11 +377,7 @@ def reference_one_at_a_time(url: str, mode: str, count: int, back_to_back: bool 
             latencies.append(probe.round_trip(task_id, envelope(task_id, [i, i])))
         return latencies
     finally:
-        if probe:
-            probe.close()
-        worker.kill()
-        worker.wait()
-        r.flushdb()
+        probe.close()
 
 
 def one_at_a_time(url: str, swift_bin, flags, count: int, back_to_back: bool = False) -> list[float]:
@@ -380,19 +385,11 @@ def one_at_a_time(url: str, swift_bin, flags, count: int, back_to_back: bool = F
     r.flushdb()
     w = Worker("swift", url, 16, swift_bin, flags=flags)
     w.start()
-    probe = SocketProbe(url)
-    latencies = []
     try:
-        for i in range(count):
-            task_id = str(uuid.uuid4())
-            message = envelope(task_id, [i, i])
-            idle_gap(back_to_back)
-            latencies.append(probe.round_trip(task_id, message))
+        return single_tasks(url, count, back_to_back)
     finally:
-        probe.close()
         w.stop()
         r.flushdb()
-    return latencies
 
 
 def under_load(url: str, swift_bin, rate: float, seconds: float) -> tuple[list[float], float]:

@@ -4,10 +4,7 @@ extension JSONValue {
     /// Parses JSON text from bytes; contiguous collections are read in place, without a copy.
     @inlinable
     public init(parsing bytes: some Collection<UInt8>) throws(JSONError) {
-        let parsed = bytes.withContiguousStorageIfAvailable { buffer in
-            Self.parse(UnsafeRawBufferPointer(buffer))
-        }
-        self = try (parsed ?? Array(bytes).withUnsafeBytes { Self.parse($0) }).get()
+        self = try Self.parse(contentsOf: bytes, rejectingDuplicateKeys: false).get()
     }
 
     /// Parses JSON text from a string's UTF-8, in place when the string is native.
@@ -32,10 +29,18 @@ extension JSONValue {
     /// twice (at any depth; keys compared after unescaping), where that initializer keeps the last value.
     @inlinable
     public init(parsingRejectingDuplicateKeys bytes: some Collection<UInt8>) throws(JSONError) {
-        let parsed = bytes.withContiguousStorageIfAvailable { buffer in
-            Self.parse(UnsafeRawBufferPointer(buffer), rejectingDuplicateKeys: true)
-        }
-        self = try (parsed ?? Array(bytes).withUnsafeBytes { Self.parse($0, rejectingDuplicateKeys: true) }).get()
+        self = try Self.parse(contentsOf: bytes, rejectingDuplicateKeys: true).get()
+    }
+
+    /// A contiguous collection is read in place; any other is copied once.
+    @inlinable
+    static func parse(
+        contentsOf bytes: some Collection<UInt8>,
+        rejectingDuplicateKeys: Bool
+    ) -> Result<JSONValue, JSONError> {
+        bytes.withContiguousStorageIfAvailable { buffer in
+            Self.parse(UnsafeRawBufferPointer(buffer), rejectingDuplicateKeys: rejectingDuplicateKeys)
+        } ?? Array(bytes).withUnsafeBytes { Self.parse($0, rejectingDuplicateKeys: rejectingDuplicateKeys) }
     }
 
     @usableFromInline
