@@ -1,3 +1,5 @@
+import NIOCore
+import NIOPosix
 import Synchronization
 
 /// A timer that can be cut short: `wait(for:)` returns after the duration, or as soon as `signal()` is called
@@ -20,11 +22,12 @@ final class TimerSignal: Sendable {
             state.generation &+= 1
             return state.generation
         }
-        // The timer is not awaited: a signal ends the wait at once, without waiting for the cancelled timer to
-        // run again (a child task in a group would be), which is a hand-off to another thread on the idle path.
+        // The timer is a NIO scheduled task, not a sleeping Swift task: arming and cancelling it wakes no other
+        // thread when the wait runs on an event loop (and only that loop's thread otherwise), where a task
+        // sleeping in `Task.sleep` costs a hand-off to a pool thread and to the timer thread at each end.
         let timer = duration.map { duration in
-            Task {
-                if (try? await Task.sleep(for: duration)) != nil { self.expire(generation) }
+            MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: TimeAmount(duration)) {
+                self.expire(generation)
             }
         }
         await withTaskCancellationHandler {
