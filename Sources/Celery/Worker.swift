@@ -1,5 +1,6 @@
 import JSON
 import Logging
+import NIOCore
 import Redis
 import ServiceLifecycle
 import Synchronization
@@ -48,6 +49,9 @@ public final class Worker: Service, Sendable {
     private let stopping = Atomic<Bool>(false)
     private let readyState = Atomic<Bool>(false)
     let processID = Int(getpid())
+    /// Where the fetch loop, the idle watchers and the result batcher run: the event loop of the broker's
+    /// connections, or nil for Swift's global executor.
+    let ioExecutor: EventLoopTaskExecutor?
 
     /// What an executor takes from the reserved queue.
     enum Work: Sendable {
@@ -63,6 +67,10 @@ public final class Worker: Service, Sendable {
     ///   - broker: where messages are consumed and acked.
     ///   - backend: where results are stored (often the same Redis).
     ///   - redis: what handlers get as `context.redis` (REDIS_URL, else the broker).
+    ///   - eventLoop: the event loop the broker and backend clients connect on (made with
+    ///     `eventLoopGroup: eventLoop`). The fetch loop, the idle watchers and the result batcher then run on it:
+    ///     a reply resumes them on the thread that read it, and what they send is written without a hand-over to
+    ///     another thread. Handlers still run on Swift's global executor. nil: everything runs there.
     public init(
         configuration: WorkerConfiguration,
         registry: TaskRegistry,
@@ -70,8 +78,10 @@ public final class Worker: Service, Sendable {
         backend: RedisClient,
         redis: RedisClient? = nil,
         metrics: WorkerMetrics = WorkerMetrics(),
+        eventLoop: (any EventLoop)? = nil,
         logger: Logger
     ) {
+        self.ioExecutor = eventLoop.map { EventLoopTaskExecutor(eventLoop: $0) }
         precondition(configuration.concurrency > 0, "concurrency must be at least 1")
         self.configuration = configuration
         self.registry = registry
@@ -157,7 +167,7 @@ public final class Worker: Service, Sendable {
         guard try await declareQueues() else { return }
         await control.loadRevoked(logger: logger)
         await withDiscardingTaskGroup { outer in
-            outer.addTask { await self.batcher.run() }
+            outer.addTask { await withTaskExecutorPreference(self.ioExecutor) { await self.batcher.run() } }
             // Remote control listens before the worker says it is ready, so a command sent right after is not lost.
             outer.addTask { await self.controlLoop() }
             outer.addTask { await self.events.run() }
@@ -180,8 +190,10 @@ public final class Worker: Service, Sendable {
                 inner.addTask { await self.visibilityLoop() }
                 if configuration.releasePages { inner.addTask { await self.pagesLoop() } }
                 inner.addTask { await self.control.rateLimited.run(worker: self) }
-                if configuration.idleFetch == .blmove { inner.addTask { await self.idleWake.run() } }
-                await fetchLoop()
+                if configuration.idleFetch == .blmove {
+                    inner.addTask { await withTaskExecutorPreference(self.ioExecutor) { await self.idleWake.run() } }
+                }
+                await withTaskExecutorPreference(ioExecutor) { await fetchLoop() }
                 idleWake.close()
                 return closeQueues()
             }
@@ -404,7 +416,8 @@ public final class Worker: Service, Sendable {
             }
             // A handler that does not suspend runs on this thread from start to end (TimeLimits.run), and taking
             // the next reserved message does not suspend either: without this, busy executors would keep both
-            // threads of the pool and the fetch loop and the result batcher would wait until the reserved queue
+            // threads of the pool, and the visibility refresh, remote control and events (and the fetch loop and
+            // the result batcher when they have no event loop of their own) would wait until the reserved queue
             // ran dry.
             await Task.yield()
         }

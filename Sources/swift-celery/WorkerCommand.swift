@@ -2,6 +2,8 @@ import ArgumentParser
 import Celery
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import Redis
 import ServiceLifecycle
 import Tasks
@@ -187,10 +189,13 @@ struct WorkerCommand: AsyncParsableCommand {
         var registry = TaskRegistry()
         TaskCatalog.register(in: &registry)
 
-        let brokerClient = RedisClient(configuration: brokerConfiguration, logger: logger)
+        // The broker's and the backend's connections share one event loop, and the worker's fetch loop and result
+        // batcher run on it (see Worker.init): a task's trips through Redis then cost no hand-over between threads.
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let brokerClient = RedisClient(configuration: brokerConfiguration, eventLoopGroup: loop, logger: logger)
         let backendClient =
             backendConfiguration == brokerConfiguration
-            ? brokerClient : RedisClient(configuration: backendConfiguration, logger: logger)
+            ? brokerClient : RedisClient(configuration: backendConfiguration, eventLoopGroup: loop, logger: logger)
         let redisClient =
             redisConfiguration == brokerConfiguration
             ? brokerClient : RedisClient(configuration: redisConfiguration, logger: logger)
@@ -220,6 +225,7 @@ struct WorkerCommand: AsyncParsableCommand {
             backend: backendClient,
             redis: redisClient,
             metrics: metrics,
+            eventLoop: loop,
             logger: logger
         )
         // The first SIGTERM/SIGINT is a warm shutdown. A second one, SIGQUIT (as Celery), or --shutdown-timeout

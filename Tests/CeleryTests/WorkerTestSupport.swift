@@ -2,6 +2,7 @@ import ExtrasBase64
 import Foundation
 import JSON
 import Logging
+import NIOPosix
 import RESP
 import Redis
 import Tasks
@@ -129,12 +130,18 @@ enum TestRedis {
         client: RedisClient? = nil,
         _ body: (Worker, RedisClient) async throws -> R
     ) async throws -> R {
-        let client = try client ?? Self.client()
+        // As `swift-celery worker` runs it: the connections on one event loop, and the fetch loop and the batcher on
+        // it too. (A given client's connections may be on other loops: slower, still correct.)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let client =
+            try client
+            ?? RedisClient(configuration: RedisConfiguration(url: url!), eventLoopGroup: loop, logger: logger)
         let worker = Worker(
             configuration: configuration,
             registry: registry,
             broker: client,
             backend: client,
+            eventLoop: loop,
             logger: logger
         )
         return try await withThrowingTaskGroup(of: Void.self) { group in
