@@ -1,6 +1,5 @@
 import JSON
 import Logging
-import NIOCore
 import Redis
 import ServiceLifecycle
 import Synchronization
@@ -64,13 +63,13 @@ public final class Worker: Service, Sendable {
     }
 
     /// - Parameters:
-    ///   - broker: where messages are consumed and acked.
+    ///   - broker: where messages are consumed and acked. A client made on one event loop
+    ///     (`RedisClient(..., eventLoopGroup: loop)`) runs the fetch loop, the idle watchers and the result batcher
+    ///     on that loop: a reply resumes them on the thread that read it, and what they send is written without a
+    ///     hand-over to another thread (make the backend's client on the same loop). Handlers still run on Swift's
+    ///     global executor. Otherwise everything runs there.
     ///   - backend: where results are stored (often the same Redis).
     ///   - redis: what handlers get as `context.redis` (REDIS_URL, else the broker).
-    ///   - eventLoop: the event loop the broker and backend clients connect on (made with
-    ///     `eventLoopGroup: eventLoop`). The fetch loop, the idle watchers and the result batcher then run on it:
-    ///     a reply resumes them on the thread that read it, and what they send is written without a hand-over to
-    ///     another thread. Handlers still run on Swift's global executor. nil: everything runs there.
     public init(
         configuration: WorkerConfiguration,
         registry: TaskRegistry,
@@ -78,10 +77,9 @@ public final class Worker: Service, Sendable {
         backend: RedisClient,
         redis: RedisClient? = nil,
         metrics: WorkerMetrics = WorkerMetrics(),
-        eventLoop: (any EventLoop)? = nil,
         logger: Logger
     ) {
-        self.ioExecutor = eventLoop.map { EventLoopTaskExecutor(eventLoop: $0) }
+        self.ioExecutor = broker.eventLoop.map { EventLoopTaskExecutor(eventLoop: $0) }
         precondition(configuration.concurrency > 0, "concurrency must be at least 1")
         self.configuration = configuration
         self.registry = registry

@@ -35,6 +35,9 @@ public final class RedisClient: Sendable {
         )
     }
 
+    /// The event loop every connection of this client is on, when it was made with one (`eventLoopGroup: loop`).
+    public var eventLoop: (any EventLoop)? { eventLoopGroup as? any EventLoop }
+
     /// The shared connection, connecting (or reconnecting) first if needed.
     public func connection() async throws(RedisError) -> RedisConnection {
         try await manager.connection()

@@ -190,7 +190,7 @@ struct WorkerCommand: AsyncParsableCommand {
         TaskCatalog.register(in: &registry)
 
         // The broker's and the backend's connections share one event loop, and the worker's fetch loop and result
-        // batcher run on it (see Worker.init): a task's trips through Redis then cost no hand-over between threads.
+        // batcher run on it (see Worker.init's broker): a task's trips through Redis then cost no hand-over between threads.
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let brokerClient = RedisClient(configuration: brokerConfiguration, eventLoopGroup: loop, logger: logger)
         let backendClient =
@@ -225,7 +225,6 @@ struct WorkerCommand: AsyncParsableCommand {
             backend: backendClient,
             redis: redisClient,
             metrics: metrics,
-            eventLoop: loop,
             logger: logger
         )
         // The first SIGTERM/SIGINT is a warm shutdown. A second one, SIGQUIT (as Celery), or --shutdown-timeout

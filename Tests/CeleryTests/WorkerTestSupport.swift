@@ -131,17 +131,19 @@ enum TestRedis {
         _ body: (Worker, RedisClient) async throws -> R
     ) async throws -> R {
         // As `swift-celery worker` runs it: the connections on one event loop, and the fetch loop and the batcher on
-        // it too. (A given client's connections may be on other loops: slower, still correct.)
-        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        // it too.
         let client =
             try client
-            ?? RedisClient(configuration: RedisConfiguration(url: url!), eventLoopGroup: loop, logger: logger)
+            ?? RedisClient(
+                configuration: RedisConfiguration(url: url!),
+                eventLoopGroup: MultiThreadedEventLoopGroup.singleton.next(),
+                logger: logger
+            )
         let worker = Worker(
             configuration: configuration,
             registry: registry,
             broker: client,
             backend: client,
-            eventLoop: loop,
             logger: logger
         )
         return try await withThrowingTaskGroup(of: Void.self) { group in
