@@ -2,6 +2,7 @@ import ExtrasBase64
 import Foundation
 import JSON
 import Logging
+import NIOCore
 import NIOPosix
 import RESP
 import Redis
@@ -26,8 +27,10 @@ enum TestRedis {
         return logger
     }()
 
-    static func client() throws -> RedisClient {
-        RedisClient(configuration: try RedisConfiguration(url: url!), logger: logger)
+    static func client(
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) throws -> RedisClient {
+        RedisClient(configuration: try RedisConfiguration(url: url!), eventLoopGroup: eventLoopGroup, logger: logger)
     }
 
     static func uniqueQueue(_ name: String = #function) -> String {
@@ -132,13 +135,7 @@ enum TestRedis {
     ) async throws -> R {
         // As `swift-celery worker` runs it: the connections on one event loop, and the fetch loop and the batcher on
         // it too.
-        let client =
-            try client
-            ?? RedisClient(
-                configuration: RedisConfiguration(url: url!),
-                eventLoopGroup: MultiThreadedEventLoopGroup.singleton.next(),
-                logger: logger
-            )
+        let client = try client ?? Self.client(eventLoopGroup: MultiThreadedEventLoopGroup.singleton.next())
         let worker = Worker(
             configuration: configuration,
             registry: registry,
