@@ -3,31 +3,72 @@ import Synchronization
 
 /// Messages fetched and recorded but not yet started ("reserved" in Celery's words), handed to executor tasks
 /// in FIFO order. Closing it wakes every waiting executor; what is left can be taken back for restore.
+///
+/// One executor may wait apart (`popInline`): it is handed a message pushed with `mayRunInline` when every other
+/// executor is waiting too, so a lone message on an idle worker can run on the thread that read it.
 final class ReservedQueue<Element: Sendable>: Sendable {
+    /// What the apart executor is handed: `alone` when every other executor was waiting and nothing else was
+    /// reserved.
+    typealias Taken = (element: Element, alone: Bool)
+
     private struct State {
         var items = Deque<Element>()
         var waiters = Deque<CheckedContinuation<Element?, Never>>()
+        var inlineWaiter: CheckedContinuation<Taken?, Never>?
         var closed = false
     }
 
     private let state = Mutex(State())
+    /// How many executors wait on `pop`, besides the one on `popInline` (if any).
+    private let otherExecutors: Int
+
+    /// - Parameter otherExecutors: how many executors call `pop` when one more calls `popInline`; with it, a
+    ///   waiting count that reaches it tells an idle worker.
+    init(otherExecutors: Int = 0) {
+        self.otherExecutors = otherExecutors
+    }
 
     var count: Int { state.withLock { $0.items.count } }
+
+    /// Executors waiting for an element (the one apart included).
+    var waiting: Int { state.withLock { $0.waiters.count + ($0.inlineWaiter == nil ? 0 : 1) } }
 
     /// The elements waiting, in order (for `celery inspect reserved`).
     var snapshot: [Element] { state.withLock { Array($0.items) } }
 
-    /// Adds an element; false (and the element is not taken) once closed.
+    private enum Handover {
+        case refused
+        case queued
+        case waiter(CheckedContinuation<Element?, Never>)
+        case inline(CheckedContinuation<Taken?, Never>, alone: Bool)
+    }
+
+    /// Adds an element; false (and the element is not taken) once closed. `mayRunInline`: the `popInline` executor
+    /// may take it as `alone` if every other executor is waiting (the fetch loop says so of a message that came by
+    /// itself).
     @discardableResult
-    func push(_ element: Element) -> Bool {
-        let result = state.withLock { state -> (Bool, CheckedContinuation<Element?, Never>?) in
-            guard !state.closed else { return (false, nil) }
-            if let waiter = state.waiters.popFirst() { return (true, waiter) }
+    func push(_ element: Element, mayRunInline: Bool = false) -> Bool {
+        let handover = state.withLock { state -> Handover in
+            guard !state.closed else { return .refused }
+            if mayRunInline, state.waiters.count == otherExecutors, let waiter = state.inlineWaiter {
+                state.inlineWaiter = nil
+                return .inline(waiter, alone: true)
+            }
+            if let waiter = state.waiters.popFirst() { return .waiter(waiter) }
+            if let waiter = state.inlineWaiter {
+                state.inlineWaiter = nil
+                return .inline(waiter, alone: false)
+            }
             state.items.append(element)
-            return (true, nil)
+            return .queued
         }
-        result.1?.resume(returning: element)
-        return result.0
+        switch handover {
+        case .refused: return false
+        case .queued: return true
+        case .waiter(let waiter): waiter.resume(returning: element)
+        case .inline(let waiter, let alone): waiter.resume(returning: (element, alone))
+        }
+        return true
     }
 
     /// The next element, waiting for one; nil once closed.
@@ -43,17 +84,39 @@ final class ReservedQueue<Element: Sendable>: Sendable {
         }
     }
 
+    /// The next element for the one executor that waits apart, and whether it came to an otherwise idle worker;
+    /// nil once closed.
+    func popInline() async -> Taken? {
+        await withCheckedContinuation { continuation in
+            let immediate = state.withLock { state -> Taken?? in
+                if let item = state.items.popFirst() { return .some((item, false)) }
+                if state.closed { return .some(nil) }
+                precondition(state.inlineWaiter == nil, "one executor waits apart")
+                state.inlineWaiter = continuation
+                return .none
+            }
+            if let immediate { continuation.resume(returning: immediate) }
+        }
+    }
+
+    /// The next element if one is waiting, without waiting.
+    func tryPop() -> Element? {
+        state.withLock { $0.items.popFirst() }
+    }
+
     /// Closes the queue and returns the elements nobody took.
     func close() -> [Element] {
-        let (left, waiters) = state.withLock { state -> ([Element], Deque<CheckedContinuation<Element?, Never>>) in
+        let (left, waiters, inlineWaiter) = state.withLock { state in
             state.closed = true
             let left = Array(state.items)
             state.items.removeAll()
             let waiters = state.waiters
             state.waiters.removeAll()
-            return (left, waiters)
+            defer { state.inlineWaiter = nil }
+            return (left, waiters, state.inlineWaiter)
         }
         for waiter in waiters { waiter.resume(returning: nil) }
+        inlineWaiter?.resume(returning: nil)
         return left
     }
 }

@@ -1,5 +1,6 @@
 import JSON
 import NIOPosix
+import Synchronization
 
 /// Per-handler settings.
 public struct TaskOptions: Sendable {
@@ -99,6 +100,32 @@ public struct RegisteredTask: Sendable {
     public var parameters: [String]
     public var options: TaskOptions
     let run: @Sendable (TaskContext, TaskArguments) async throws -> JSONValue
+    let pace = HandlerPace()
+}
+
+/// How long a handler's recent runs took: the worker runs only a quick one on an event loop, where a long run
+/// would hold up every connection on that loop.
+final class HandlerPace: Sendable {
+    /// A decaying maximum of the run times in nanoseconds: each run sets it to the larger of its own time and half
+    /// the previous value, so one slow run keeps the handler off the loop for several runs after it. `Int64.max`
+    /// until a run has ended: a handler never seen is not known to be quick.
+    private let slowest = Atomic<Int64>(.max)
+
+    func record(_ runtime: Duration) {
+        let nanoseconds = Self.nanoseconds(runtime)
+        let previous = slowest.load(ordering: .relaxed)
+        // Racing executors may lose one another's update: either value serves.
+        slowest.store(previous == .max ? nanoseconds : max(nanoseconds, previous / 2), ordering: .relaxed)
+    }
+
+    /// Whether the recent runs took less than `limit`.
+    func isQuick(below limit: Duration) -> Bool { slowest.load(ordering: .relaxed) < Self.nanoseconds(limit) }
+
+    static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        guard seconds < 9_000_000_000 else { return .max }
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
 }
 
 /// The set of tasks a worker runs, by name.

@@ -4,7 +4,11 @@ import RESP
 
 extension Worker {
     /// Runs one decoded task: expiry check, lookup, ack (early or late), STARTED, the handler, the result.
-    func execute(_ message: TaskMessage) async {
+    /// `inline`: called on the broker connections' event loop (Worker.inlineExecutorLoop); the handler then runs
+    /// there too only if it cannot hold the loop for long: a blocking one (it runs on the thread pool anyway), or one
+    /// without time limits whose recent runs were quicker than `inlineHandlerLimit` (`HandlerPace`). Any other goes
+    /// to the global pool.
+    func execute(_ message: TaskMessage, inline: Bool = false) async {
         // Made on first use: most tasks log nothing at the worker's level, and setting metadata is not free.
         lazy var logger = TaskContext.logger(self.logger, taskID: message.id, taskName: message.taskName)
 
@@ -65,13 +69,21 @@ extension Worker {
             let override = control.timeLimits(for: message.taskName)
             let softDefault = override.map { $0.soft.flatMap { TimeLimits.duration($0, default: nil) } }
             let hardDefault = override.map { $0.hard.flatMap { TimeLimits.duration($0, default: nil) } }
-            let result = try await TimeLimits.run(
-                soft: TimeLimits.duration(limits.soft, default: softDefault ?? task.options.softTimeLimit),
-                hard: TimeLimits.duration(limits.hard, default: hardDefault ?? task.options.timeLimit),
-                termination: termination
-            ) {
-                try await task.run(context, arguments)
+            let soft = TimeLimits.duration(limits.soft, default: softDefault ?? task.options.softTimeLimit)
+            let hard = TimeLimits.duration(limits.hard, default: hardDefault ?? task.options.timeLimit)
+            @Sendable func runHandler() async throws -> JSONValue {
+                try await TimeLimits.run(soft: soft, hard: hard, termination: termination) {
+                    defer { task.pace.record(ContinuousClock.now - started) }
+                    return try await task.run(context, arguments)
+                }
             }
+            let offLoop =
+                inline && !task.options.blocking
+                && (soft != nil || hard != nil || !task.pace.isQuick(below: configuration.inlineHandlerLimit ?? .zero))
+            let result =
+                offLoop
+                ? try await withTaskExecutorPreference(globalConcurrentExecutor) { try await runHandler() }
+                : try await runHandler()
             let runtime = ContinuousClock.now - started
             if debugging { logger.debug("task succeeded", metadata: ["celery.task.runtime": "\(runtime)"]) }
             // Follow-ups go out before the result is stored and before the ack (see Worker+Canvas.swift).

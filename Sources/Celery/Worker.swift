@@ -27,7 +27,7 @@ public final class Worker: Service, Sendable {
     let metrics: WorkerMetrics
     /// False while fetching from Redis fails.
     let fetchHealthy = Atomic<Bool>(true)
-    let reserved = ReservedQueue<Work>()
+    let reserved: ReservedQueue<Work>
     let held = HeldMessages()
     /// Wakes the idle fetch loop when a message arrives (`IdleFetch.blmove`).
     let idleWake: IdleWake
@@ -66,8 +66,10 @@ public final class Worker: Service, Sendable {
     ///   - broker: where messages are consumed and acked. A client made on one event loop
     ///     (`RedisClient(..., eventLoopGroup: loop)`) runs the fetch loop, the idle watchers and the result batcher
     ///     on that loop: a reply resumes them on the thread that read it, and what they send is written without a
-    ///     hand-over to another thread (make the backend's client on the same loop). Handlers still run on Swift's
-    ///     global executor. Otherwise everything runs there.
+    ///     hand-over to another thread (make the backend's client on the same loop). Handlers run on Swift's
+    ///     global executor, except a quick one whose message came alone to an idle worker
+    ///     (``WorkerConfiguration/inlineHandlerLimit``): that runs on the loop too. Otherwise everything runs on
+    ///     the global executor.
     ///   - backend: where results are stored (often the same Redis).
     ///   - redis: what handlers get as `context.redis` (REDIS_URL, else the broker).
     public init(
@@ -81,6 +83,8 @@ public final class Worker: Service, Sendable {
     ) {
         self.ioExecutor = broker.eventLoop.map { EventLoopTaskExecutor(eventLoop: $0) }
         precondition(configuration.concurrency > 0, "concurrency must be at least 1")
+        // With an event loop, one of the executors waits on it (`inlineExecutorLoop`).
+        self.reserved = ReservedQueue(otherExecutors: ioExecutor == nil ? 0 : configuration.concurrency - 1)
         self.configuration = configuration
         self.registry = registry
         self.brokerClient = broker
@@ -181,8 +185,14 @@ public final class Worker: Service, Sendable {
                 ]
             )
             let leftovers = await withDiscardingTaskGroup(returning: [Delivery].self) { inner in
-                for _ in 0..<configuration.concurrency {
-                    inner.addTask { await self.executorLoop() }
+                for index in 0..<configuration.concurrency {
+                    if index == 0, let ioExecutor {
+                        inner.addTask {
+                            await withTaskExecutorPreference(ioExecutor) { await self.inlineExecutorLoop() }
+                        }
+                    } else {
+                        inner.addTask { await self.executorLoop() }
+                    }
                 }
                 inner.addTask { await self.held.run(worker: self) }
                 inner.addTask { await self.visibilityLoop() }
@@ -295,7 +305,10 @@ public final class Worker: Service, Sendable {
                 holding.withLock { held in
                     for delivery in deliveries { if let tag = delivery.tag { held.insert(tag) } }
                 }
-                for delivery in deliveries where !reserved.push(.fetched(delivery)) {
+                // A message that came alone may run right here on the event loop if the worker has nothing else
+                // to do (`inlineExecutorLoop`).
+                let alone = deliveries.count == 1
+                for delivery in deliveries where !reserved.push(.fetched(delivery), mayRunInline: alone) {
                     await restore(delivery)
                 }
                 if popped < credit, configuration.idleFetch == .blmove, !idleWake.isUnavailable, !isStopping {
@@ -391,27 +404,7 @@ public final class Worker: Service, Sendable {
 
     private func executorLoop() async {
         while let work = await reserved.pop() {
-            worked.add(1, ordering: .relaxed)
-            if isStopping {
-                // Shutdown began: nothing new starts; the message goes back with the rest.
-                switch work {
-                case .fetched(let delivery), .due(let delivery, _, _), .admitted(let delivery, _, _):
-                    unstarted.withLock { $0.append(delivery) }
-                }
-                continue
-            }
-            switch work {
-            case .fetched(let delivery):
-                let keepsCredit = await process(delivery)
-                if keepsCredit { gate.release(1) }
-            case .due(let delivery, let message, let keepsCredit):
-                guard await admit(delivery, message, keepsCredit: keepsCredit) else { continue }
-                await execute(message)
-                if keepsCredit { gate.release(1) }
-            case .admitted(_, let message, let keepsCredit):
-                await execute(message)
-                if keepsCredit { gate.release(1) }
-            }
+            await run(work, inline: false)
             // A handler that does not suspend runs on this thread from start to end (TimeLimits.run), and taking
             // the next reserved message does not suspend either: without this, busy executors would keep both
             // threads of the pool, and the visibility refresh, remote control and events (and the fetch loop and
@@ -421,8 +414,58 @@ public final class Worker: Service, Sendable {
         }
     }
 
+    /// The executor that waits on the broker connections' event loop. A message that came alone to an otherwise
+    /// idle worker runs here from pop to result, on the thread that read it: no other thread is woken to run the
+    /// handler, nor to write its result (the batcher is on this loop too). Only the handler is sent to the global
+    /// pool unless it is known to be quick (`execute(_:inline:)`). A message that comes while the others are busy
+    /// is run on the global pool, with whatever else is reserved, as the other executors do.
+    private func inlineExecutorLoop() async {
+        while let (work, alone) = await reserved.popInline() {
+            if alone {
+                // Let what the fetch loop just queued on the loop go first: re-arming the idle watchers sends their
+                // BLMOVEs, so a message that comes while this one runs is seen at once.
+                await Task.yield()
+                await run(work, inline: true)
+                continue
+            }
+            await withTaskExecutorPreference(globalConcurrentExecutor) {
+                var next: Work? = work
+                while let work = next {
+                    await run(work, inline: false)
+                    await Task.yield()
+                    next = reserved.tryPop()
+                }
+            }
+        }
+    }
+
+    /// Runs one message an executor took; `inline` when on the event loop (`inlineExecutorLoop`).
+    private func run(_ work: Work, inline: Bool) async {
+        worked.add(1, ordering: .relaxed)
+        if isStopping {
+            // Shutdown began: nothing new starts; the message goes back with the rest.
+            switch work {
+            case .fetched(let delivery), .due(let delivery, _, _), .admitted(let delivery, _, _):
+                unstarted.withLock { $0.append(delivery) }
+            }
+            return
+        }
+        switch work {
+        case .fetched(let delivery):
+            let keepsCredit = await process(delivery, inline: inline)
+            if keepsCredit { gate.release(1) }
+        case .due(let delivery, let message, let keepsCredit):
+            guard await admit(delivery, message, keepsCredit: keepsCredit) else { return }
+            await execute(message, inline: inline)
+            if keepsCredit { gate.release(1) }
+        case .admitted(_, let message, let keepsCredit):
+            await execute(message, inline: inline)
+            if keepsCredit { gate.release(1) }
+        }
+    }
+
     /// Decodes and runs one fetched message; false when it went on hold (its credit is then already free).
-    private func process(_ delivery: Delivery) async -> Bool {
+    private func process(_ delivery: Delivery, inline: Bool) async -> Bool {
         var message: TaskMessage
         if let decoded = delivery.decoded {
             message = decoded
@@ -451,7 +494,7 @@ public final class Worker: Service, Sendable {
             }
         }
         guard await admit(delivery, message, keepsCredit: true) else { return false }
-        await execute(message)
+        await execute(message, inline: inline)
         return true
     }
 }

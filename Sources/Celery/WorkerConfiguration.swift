@@ -59,6 +59,11 @@ public struct WorkerConfiguration: Sendable {
     public var releasePages = false
     /// How long without a task before ``releasePages`` releases again.
     public var idlePageRelease: Duration = .seconds(30)
+    /// A message that comes alone to an otherwise idle worker runs on the event loop that read it, its handler
+    /// too if the handler's recent runs took less than this (and it has no time limit): no thread is woken to run
+    /// it or to write its result. A handler that then computes for longer holds up the worker's Redis I/O on that
+    /// loop meanwhile. nil or zero: handlers never run on the loop (the rest of such a message still does).
+    public var inlineHandlerLimit: Duration? = .milliseconds(1)
     /// Seconds between `worker-heartbeat` events (Celery's 2 s); nil sends none (`--without-heartbeat`).
     public var heartbeatInterval: Duration? = .seconds(2)
     /// How long one idle BRPOP or BLMOVE waits before the worker checks for shutdown and queue changes again

@@ -102,6 +102,15 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds without a task before the worker releases code pages again (see --keep-pages).")
     var idlePageRelease: Double = 30
 
+    @Option(
+        name: .long,
+        help: """
+            Milliseconds: an idle worker runs a task that arrives alone on the thread that read it if the handler's \
+            recent runs took less than this (0: never; a handler that then runs longer holds up Redis I/O meanwhile).
+            """
+    )
+    var inlineLimit: Double = 1
+
     @Option(name: .long, help: "Serve /metrics (Prometheus) and /healthz on this port (0: any free port).")
     var metricsPort: Int?
 
@@ -139,6 +148,9 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         guard idlePageRelease > 0, idlePageRelease <= 86_400 else {
             throw ValidationError("--idle-page-release must be more than 0 and at most 86400 seconds")
+        }
+        guard inlineLimit >= 0, inlineLimit <= 1000 else {
+            throw ValidationError("--inline-limit must be between 0 and 1000 milliseconds, got \(inlineLimit)")
         }
         guard resultExpires >= 0 else { throw ValidationError("--result-expires must be 0 or more seconds") }
         guard !queueList.isEmpty else { throw ValidationError("--queues names no queue") }
@@ -216,6 +228,7 @@ struct WorkerCommand: AsyncParsableCommand {
         workerConfiguration.taskEvents = taskEvents
         workerConfiguration.releasePages = !keepPages
         workerConfiguration.idlePageRelease = .milliseconds(Int64(idlePageRelease * 1000))
+        workerConfiguration.inlineHandlerLimit = .microseconds(Int64(inlineLimit * 1000))
         if withoutHeartbeat { workerConfiguration.heartbeatInterval = nil }
         let metrics = metricsPort == nil ? WorkerMetrics() : WorkerMetrics.prometheus()
         let worker = Worker(

@@ -32,6 +32,9 @@ def run(*args, env=None, timeout=30):
     (["worker", "--idle-page-release", "0"], "--idle-page-release must be more than 0"),
     (["worker", "--idle-page-release", "inf"], "--idle-page-release must be more than 0"),
     (["worker", "--idle-page-release", "nan"], "--idle-page-release must be more than 0"),
+    (["worker", "--inline-limit=-1"], "--inline-limit must be between 0 and 1000 milliseconds"),
+    (["worker", "--inline-limit", "nan"], "--inline-limit must be between 0 and 1000 milliseconds"),
+    (["worker", "--inline-limit", "5000"], "--inline-limit must be between 0 and 1000 milliseconds"),
     (["worker", "--broker", "http://127.0.0.1:6379/0"], "scheme"),
     (["worker", "--broker", "redis://:s3cret-pw@127.0.0.1:6379/notadb"], "database"),
 ])
