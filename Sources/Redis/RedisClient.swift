@@ -143,17 +143,17 @@ extension RedisConnection {
         if sha == nil {
             sha = try await load(script)
         }
-        let promise = channel.eventLoop.makePromise(of: RESPToken.self)
+        let replies = RedisReplies(count: 1)
         RedisConnection.write(
             RedisRequest(
                 commands: [RESPCommand("EVALSHA", sha!, keys.count, keys, arguments)],
-                promises: [promise],
+                replies: replies,
                 deadline: .now() + TimeAmount(configuration.commandTimeout)
             ),
             to: channel,
             handler: handler
         )
-        return RedisPendingReply(future: promise.futureResult) { () throws(RedisError) in
+        return RedisPendingReply(replies: replies) { () throws(RedisError) in
             // The server lost its scripts (SCRIPT FLUSH, a restart, a failover). EVAL with the source runs the script
             // whatever the cache holds at that instant, and caches it again under the same SHA for the next EVALSHA.
             try await self.send(RESPCommand("EVAL", script.source, keys.count, keys, arguments))
@@ -317,28 +317,21 @@ private actor ConnectionManager {
 
 /// The reply of a command already written (``RedisClient/startEvaluate(_:keys:arguments:)``).
 public struct RedisPendingReply: Sendable {
-    private let future: EventLoopFuture<RESPToken>
+    private let replies: RedisReplies
     /// What answers instead when the server replies NOSCRIPT.
     private let noScript: @Sendable () async throws(RedisError) -> RESPToken
 
     init(
-        future: EventLoopFuture<RESPToken>,
+        replies: RedisReplies,
         noScript: @escaping @Sendable () async throws(RedisError) -> RESPToken
     ) {
-        self.future = future
+        self.replies = replies
         self.noScript = noScript
     }
 
     /// Waits for the reply; an error reply throws ``RedisError/Code/serverError``.
     public func reply() async throws(RedisError) -> RESPToken {
-        let token: RESPToken
-        do {
-            token = try await future.get()
-        } catch let error as RedisError {
-            throw error
-        } catch {
-            throw RedisError(.connectionClosed, "\(error)", underlyingError: ErrorBox(error))
-        }
+        let token = try await replies.wait()[0]
         guard let message = token.errorMessage else { return token }
         let error = RedisError(.serverError, message)
         if error.serverErrorPrefix == "NOSCRIPT" { return try await noScript() }

@@ -386,39 +386,18 @@ public final class RedisConnection: Sendable {
     public func pipeline(_ commands: [RESPCommand]) async throws(RedisError) -> [Result<RESPToken, RedisError>] {
         guard !commands.isEmpty else { return [] }
         let deadline = NIODeadline.now() + TimeAmount(configuration.commandTimeout)
-        let loop = channel.eventLoop
-        let promises = commands.map { _ in loop.makePromise(of: RESPToken.self) }
+        let replies = RedisReplies(count: commands.count)
         RedisConnection.write(
-            RedisRequest(commands: commands, promises: promises, deadline: deadline),
+            RedisRequest(commands: commands, replies: replies, deadline: deadline),
             to: channel,
             handler: handler
         )
-        // One wait for the whole batch: awaiting each reply's future in turn costs a hop from the event loop to
-        // this task per command, which dominated pipelined throughput. Replies complete in order, so the first
-        // failure found below is the one the connection failed with.
-        let outcomes: [Result<RESPToken, any Error>]
-        do {
-            outcomes = try await EventLoopFuture.whenAllComplete(promises.map(\.futureResult), on: loop).get()
-        } catch {
-            throw RedisError(.connectionClosed, "\(error)", underlyingError: ErrorBox(error))
+        // One wait for the whole batch: waking this task for each reply costs a hop from the event loop per
+        // command, which dominated pipelined throughput. A connection that fails fails the rest of the batch.
+        return try await replies.wait().map { token in
+            if let message = token.errorMessage { return .failure(RedisError(.serverError, message)) }
+            return .success(token)
         }
-        var results: [Result<RESPToken, RedisError>] = []
-        results.reserveCapacity(commands.count)
-        for outcome in outcomes {
-            switch outcome {
-            case .success(let token):
-                if let message = token.errorMessage {
-                    results.append(.failure(RedisError(.serverError, message)))
-                } else {
-                    results.append(.success(token))
-                }
-            case .failure(let error as RedisError):
-                throw error
-            case .failure(let error):
-                throw RedisError(.connectionClosed, "\(error)", underlyingError: ErrorBox(error))
-            }
-        }
-        return results
     }
 
     /// Runs the commands in `MULTI`/`EXEC`, pipelined in one write. Returns each command's result, or nil when
@@ -445,7 +424,7 @@ public final class RedisConnection: Sendable {
     /// Writes without waiting for a reply (subscriber-mode commands, whose answers arrive as pushes).
     func sendWithoutReply(_ commands: [RESPCommand], enterSubscriberMode: Bool) async throws(RedisError) {
         let handler = self.handler
-        let request = RedisRequest(commands: commands, promises: [], deadline: .now())
+        let request = RedisRequest(commands: commands, replies: nil, deadline: .now())
         let future = channel.eventLoop.flatSubmit {
             if enterSubscriberMode { handler.value.subscriberMode = true }
             return self.channel.writeAndFlush(request)
@@ -468,25 +447,19 @@ public final class RedisConnection: Sendable {
         handler: NIOLoopBound<RedisChannelHandler>,
         deadline: NIODeadline
     ) async throws(RedisError) -> RESPToken {
-        let promise = channel.eventLoop.makePromise(of: RESPToken.self)
-        write(RedisRequest(commands: [command], promises: [promise], deadline: deadline), to: channel, handler: handler)
-        do {
-            return try await promise.futureResult.get()
-        } catch let error as RedisError {
-            throw error
-        } catch {
-            throw RedisError(.connectionClosed, "\(error)", underlyingError: ErrorBox(error))
-        }
+        let replies = RedisReplies(count: 1)
+        write(RedisRequest(commands: [command], replies: replies, deadline: deadline), to: channel, handler: handler)
+        return try await replies.wait()[0]
     }
 
     /// Writes a request; if the write itself fails (the channel closed first), its replies fail too instead of
     /// waiting forever.
     static func write(_ request: RedisRequest, to channel: Channel, handler: NIOLoopBound<RedisChannelHandler>) {
-        let promises = request.promises
+        let replies = request.replies
         @Sendable func submit() {
             if let closed = handler.value.closedError {
                 // Keep the first cause (a TLS failure, a timeout), not "channel closed".
-                for promise in promises { promise.fail(closed) }
+                replies?.fail(closed)
                 return
             }
             channel.writeAndFlush(request).whenFailure { error in
@@ -497,7 +470,7 @@ public final class RedisConnection: Sendable {
                         "could not write to Redis: \(error)",
                         underlyingError: ErrorBox(error)
                     )
-                for promise in promises { promise.fail(failure) }
+                replies?.fail(failure)
             }
         }
         if channel.eventLoop.inEventLoop {
