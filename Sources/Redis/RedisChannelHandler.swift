@@ -90,6 +90,7 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         }
         let wasIdle = pending.isEmpty
         if let replies = request.replies {
+            assert(replies.count == request.commands.count, "one reply per command")
             for _ in 0..<replies.count { pending.append(Pending(replies: replies, deadline: request.deadline)) }
         }
         // The timer must fire by the oldest waiting command's deadline. Behind others, this one is looked at when

@@ -3,8 +3,9 @@ import Synchronization
 
 /// Where the replies to one request go: the channel handler fills it in order on the event loop, and whoever sent
 /// the request waits on it. One object and one continuation per request, where a promise per command cost each
-/// command a future, the future's generic metadata at run time, its callback list and, for a pipeline,
-/// `whenAllComplete`: about 30,000 instructions per task one task at a time.
+/// command a future, the future's generic metadata looked up at run time, its callback list and, for a pipeline,
+/// `whenAllComplete` (with the command-timeout timer left armed, a worker's single task went from 566,600
+/// instructions to 540,700).
 final class RedisReplies: Sendable {
     private struct State {
         var tokens: [RESPToken] = []
