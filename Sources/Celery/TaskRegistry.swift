@@ -1,4 +1,5 @@
 import JSON
+import NIOCore
 import NIOPosix
 import Synchronization
 
@@ -112,19 +113,15 @@ final class HandlerPace: Sendable {
     private let slowest = Atomic<Int64>(.max)
 
     func record(_ runtime: Duration) {
-        let nanoseconds = Self.nanoseconds(runtime)
+        let nanoseconds = TimeAmount(runtime).nanoseconds  // clamped to Int64.max
         let previous = slowest.load(ordering: .relaxed)
         // Racing executors may lose one another's update: either value serves.
         slowest.store(previous == .max ? nanoseconds : max(nanoseconds, previous / 2), ordering: .relaxed)
     }
 
     /// Whether the recent runs took less than `limit`.
-    func isQuick(below limit: Duration) -> Bool { slowest.load(ordering: .relaxed) < Self.nanoseconds(limit) }
-
-    static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        guard seconds < 9_000_000_000 else { return .max }
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    func isQuick(below limit: Duration) -> Bool {
+        slowest.load(ordering: .relaxed) < TimeAmount(limit).nanoseconds
     }
 }
 

@@ -17,6 +17,13 @@ import Testing
         return (channel, loop)
     }
 
+    /// Writes one command through the channel and returns where its reply goes.
+    func send(_ command: RESPCommand, on channel: EmbeddedChannel, deadline: NIODeadline) -> RedisReplies {
+        let replies = RedisReplies(count: 1)
+        channel.writeAndFlush(RedisRequest(commands: [command], replies: replies, deadline: deadline), promise: nil)
+        return replies
+    }
+
     /// The error that ended the wait for `replies`, nil if every reply came.
     func failure(_ replies: RedisReplies) async -> RedisError.Code? {
         do {
@@ -72,11 +79,7 @@ import Testing
 
     @Test func commandTimeoutClosesTheConnection() async throws {
         let (channel, loop) = try makeChannel()
-        let replies = RedisReplies(count: 1)
-        channel.writeAndFlush(
-            RedisRequest(commands: [RESPCommand("PING")], replies: replies, deadline: loop.now + .milliseconds(50)),
-            promise: nil
-        )
+        let replies = send(RESPCommand("PING"), on: channel, deadline: loop.now + .milliseconds(50))
         loop.advanceTime(by: .milliseconds(100))
         #expect(await failure(replies) == .commandTimeout)
         #expect(!channel.isActive)
@@ -86,19 +89,11 @@ import Testing
     /// waiting, which still times out at its own deadline and not before.
     @Test func aLaterCommandTimesOutAtItsOwnDeadlineAfterAnAnsweredOne() async throws {
         let (channel, loop) = try makeChannel()
-        let first = RedisReplies(count: 1)
-        channel.writeAndFlush(
-            RedisRequest(commands: [RESPCommand("PING")], replies: first, deadline: loop.now + .milliseconds(50)),
-            promise: nil
-        )
+        let first = send(RESPCommand("PING"), on: channel, deadline: loop.now + .milliseconds(50))
         try channel.writeInbound(ByteBuffer(string: "+PONG\r\n"))
         #expect(try await first.wait()[0].string == "PONG")
         loop.advanceTime(by: .milliseconds(30))
-        let second = RedisReplies(count: 1)
-        channel.writeAndFlush(
-            RedisRequest(commands: [RESPCommand("PING")], replies: second, deadline: loop.now + .milliseconds(50)),
-            promise: nil
-        )
+        let second = send(RESPCommand("PING"), on: channel, deadline: loop.now + .milliseconds(50))
         // The first command's deadline passes: the second's has not.
         loop.advanceTime(by: .milliseconds(40))
         #expect(channel.isActive)
@@ -111,22 +106,14 @@ import Testing
     /// out at its own, earlier deadline.
     @Test func aPlainCommandAfterABlockingOneTimesOutOnTime() async throws {
         let (channel, loop) = try makeChannel()
-        let blocking = RedisReplies(count: 1)
-        channel.writeAndFlush(
-            RedisRequest(
-                commands: [RESPCommand("BLMOVE", "a", "b", "LEFT", "RIGHT", "5")],
-                replies: blocking,
-                deadline: loop.now + .seconds(10)
-            ),
-            promise: nil
+        let blocking = send(
+            RESPCommand("BLMOVE", "a", "b", "LEFT", "RIGHT", "5"),
+            on: channel,
+            deadline: loop.now + .seconds(10)
         )
         try channel.writeInbound(ByteBuffer(string: "$-1\r\n"))
         #expect(try await blocking.wait()[0].isNull)
-        let plain = RedisReplies(count: 1)
-        channel.writeAndFlush(
-            RedisRequest(commands: [RESPCommand("PING")], replies: plain, deadline: loop.now + .milliseconds(50)),
-            promise: nil
-        )
+        let plain = send(RESPCommand("PING"), on: channel, deadline: loop.now + .milliseconds(50))
         loop.advanceTime(by: .milliseconds(60))
         #expect(await failure(plain) == .commandTimeout)
     }
@@ -134,11 +121,7 @@ import Testing
     @Test func answeredCommandsLeaveNothingToTimeOut() async throws {
         let (channel, loop) = try makeChannel()
         for _ in 0..<3 {
-            let replies = RedisReplies(count: 1)
-            channel.writeAndFlush(
-                RedisRequest(commands: [RESPCommand("PING")], replies: replies, deadline: loop.now + .milliseconds(50)),
-                promise: nil
-            )
+            let replies = send(RESPCommand("PING"), on: channel, deadline: loop.now + .milliseconds(50))
             try channel.writeInbound(ByteBuffer(string: "+PONG\r\n"))
             #expect(try await replies.wait()[0].string == "PONG")
             loop.advanceTime(by: .milliseconds(20))
@@ -150,11 +133,7 @@ import Testing
 
     @Test func closeFailsPendingCommands() async throws {
         let (channel, _) = try makeChannel()
-        let replies = RedisReplies(count: 1)
-        channel.writeAndFlush(
-            RedisRequest(commands: [RESPCommand("PING")], replies: replies, deadline: .now() + .seconds(5)),
-            promise: nil
-        )
+        let replies = send(RESPCommand("PING"), on: channel, deadline: .now() + .seconds(5))
         try await channel.close()
         #expect(await failure(replies) == .connectionClosed)
     }
@@ -166,11 +145,7 @@ import Testing
         handler.pushHandler = { result in
             if case .success(let push) = result { pushes.append(push.token.description) }
         }
-        let replies = RedisReplies(count: 1)
-        channel.writeAndFlush(
-            RedisRequest(commands: [RESPCommand("GET", "k")], replies: replies, deadline: .now() + .seconds(5)),
-            promise: nil
-        )
+        let replies = send(RESPCommand("GET", "k"), on: channel, deadline: .now() + .seconds(5))
         try channel.writeInbound(ByteBuffer(string: ">3\r\n+message\r\n+ch\r\n+hi\r\n$1\r\nv\r\n"))
         #expect(pushes == ["[\"message\", \"ch\", \"hi\"]"])
         #expect(try await replies.wait()[0].string == "v")
