@@ -12,24 +12,33 @@ final class TimerSignal: Sendable {
         /// Which wait is the current one, and the last wait whose time ran out (perhaps before it began to wait).
         var generation: UInt64 = 0
         var expired: UInt64 = 0
+        /// When the current wait's time runs out; nil between waits and for a wait without a time.
+        var deadline: NIODeadline?
+        /// The one timer armed (its number, when it fires, its task), left armed when a wait ends early.
+        var armed: (number: UInt64, at: NIODeadline, task: Scheduled<Void>)?
+        /// Timers armed so far.
+        var timers: UInt64 = 0
     }
 
     private let state = Mutex(State())
 
+    /// How many timers the waits armed so far (a wait ended early leaves its timer for the next wait).
+    var timersArmed: UInt64 { state.withLock { $0.timers } }
+
     /// Waits up to `duration` (nil: until signalled).
     func wait(for duration: Duration?) async {
-        let generation = state.withLock { state -> UInt64 in
+        let deadline = duration.map { NIODeadline.now() + TimeAmount($0) }
+        let (generation, replaced) = state.withLock { state -> (UInt64, Scheduled<Void>?) in
             state.generation &+= 1
-            return state.generation
+            state.deadline = deadline
+            // A timer still armed from an earlier wait that fires first serves this one too: when it fires it
+            // arms another for the rest. Only a wait that ends sooner arms a timer of its own.
+            guard let deadline, state.armed.map({ $0.at > deadline }) ?? true else { return (state.generation, nil) }
+            let replaced = state.armed?.task
+            arm(&state, at: deadline)
+            return (state.generation, replaced)
         }
-        // The timer is a NIO scheduled task, not a sleeping Swift task: arming and cancelling it wakes no other
-        // thread when the wait runs on an event loop (and only that loop's thread otherwise), where a task
-        // sleeping in `Task.sleep` costs a hand-off to a pool thread and to the timer thread at each end.
-        let timer = duration.map { duration in
-            MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: TimeAmount(duration)) {
-                self.expire(generation)
-            }
-        }
+        replaced?.cancel()
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let resumeNow = state.withLock { state -> Bool in
@@ -45,14 +54,37 @@ final class TimerSignal: Sendable {
         } onCancel: {
             self.signal()
         }
-        timer?.cancel()
+        state.withLock { state in
+            if state.generation == generation { state.deadline = nil }
+        }
     }
 
-    /// Ends wait number `generation` if it is still the current one; a later wait is not affected.
-    func expire(_ generation: UInt64) {
+    /// Arms a timer for `deadline`: a NIO scheduled task, not a sleeping Swift task. Arming it wakes no other
+    /// thread when the wait runs on an event loop (and only that loop's thread otherwise), where a task sleeping
+    /// in `Task.sleep` costs a hand-off to a pool thread and to the timer thread at each end.
+    private func arm(_ state: inout State, at deadline: NIODeadline) {
+        state.timers &+= 1
+        let number = state.timers
+        let task = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(deadline: deadline) {
+            self.fire(number)
+        }
+        state.armed = (number, deadline, task)
+    }
+
+    /// Timer `number` fired: ends the current wait if its time ran out, or arms a timer for the rest of it.
+    private func fire(_ number: UInt64) {
+        let now = NIODeadline.now()
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            guard state.generation == generation else { return nil }
-            state.expired = generation
+            // A timer that a sooner one replaced (its cancellation came too late) does nothing.
+            guard state.armed?.number == number else { return nil }
+            state.armed = nil
+            guard let deadline = state.deadline else { return nil }
+            if deadline > now {
+                arm(&state, at: deadline)
+                return nil
+            }
+            state.expired = state.generation
+            state.deadline = nil
             defer { state.waiter = nil }
             return state.waiter
         }

@@ -42,18 +42,43 @@ struct TimerSignalTests {
         #expect(ContinuousClock.now - start >= .milliseconds(50))
     }
 
-    /// The timer of a wait that a signal ended is not awaited: if it runs out after all, it must not end a later
-    /// wait.
+    /// A wait that a signal ended leaves its timer armed: when it fires during a later, longer wait, that wait goes
+    /// on for the rest of its own time.
     @Test func anEarlierWaitsTimerDoesNotEndALaterWait() async {
         let timer = TimerSignal()
         timer.signal()
-        await timer.wait(for: nil)  // wait number 1, ended by the signal
+        await timer.wait(for: .milliseconds(50))  // ended at once by the signal; its timer fires at 50 ms
         let start = ContinuousClock.now
-        let later = Task { await timer.wait(for: .milliseconds(300)) }
-        try? await Task.sleep(for: .milliseconds(20))
-        timer.expire(1)  // what the first wait's timer would do had it run out
-        await later.value
+        await timer.wait(for: .milliseconds(300))
         #expect(ContinuousClock.now - start >= .milliseconds(300))
+        #expect(timer.timersArmed == 2)  // the first wait's, then one for the rest of the second
+    }
+
+    /// A later wait that must end sooner than the armed timer fires arms a timer of its own.
+    @Test func aShorterLaterWaitEndsOnTime() async {
+        let timer = TimerSignal()
+        timer.signal()
+        await timer.wait(for: .seconds(30))  // ended at once; its timer would fire in 30 s
+        let start = ContinuousClock.now
+        await timer.wait(for: .milliseconds(50))
+        let waited = ContinuousClock.now - start
+        #expect(waited >= .milliseconds(50) && waited < .seconds(10))
+        #expect(timer.timersArmed == 2)
+    }
+
+    /// The idle fetch loop waits once per message with the same timeout: waits that signals end reuse one timer.
+    @Test func waitsEndedBySignalsShareOneTimer() async {
+        let timer = TimerSignal()
+        for _ in 0..<100 {
+            timer.signal()
+            await timer.wait(for: .seconds(30))
+        }
+        #expect(timer.timersArmed == 1)
+        // And that timer still ends a wait whose time runs out.
+        let start = ContinuousClock.now
+        await timer.wait(for: .milliseconds(50))
+        #expect(ContinuousClock.now - start >= .milliseconds(50))
+        #expect(timer.timersArmed == 2)
     }
 
     @Test func cancellingTheWaiterEndsTheWait() async {
