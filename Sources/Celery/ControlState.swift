@@ -98,20 +98,51 @@ final class WorkerControlState: Sendable {
 
 /// The queues the fetch loop consumes, changed by `add_consumer` / `cancel_consumer`, in kombu's round-robin order.
 final class ConsumedQueues: Sendable {
-    private let queues: Mutex<[String]>
+    private struct State {
+        var queues: [String] {
+            didSet { rotations = Self.rotations(of: queues) }
+        }
+        /// The lists of each fetch of a round-robin cycle, made once per change of the queues: the fetch loop asks
+        /// for them before every pop, and an idle wait compares them with the ones it watched last.
+        private(set) var rotations: [[String]]
+        /// The queue the next fetch starts with.
+        var next = 0
 
-    init(_ queues: [String]) {
-        self.queues = Mutex(queues)
+        init(_ queues: [String]) {
+            self.queues = queues
+            rotations = Self.rotations(of: queues)
+        }
+
+        /// Starting with each queue in turn: every queue at each priority step.
+        static func rotations(of queues: [String]) -> [[String]] {
+            queues.indices.map { start in KombuLayout.lists(queues: rotated(queues, start: start)) }
+        }
+
+        static func rotated(_ queues: [String], start: Int) -> [String] {
+            Array(queues[start...] + queues[..<start])
+        }
     }
 
-    var current: [String] { queues.withLock { $0 } }
+    private let state: Mutex<State>
+
+    init(_ queues: [String]) {
+        state = Mutex(State(queues))
+    }
+
+    /// The queues, the one the next fetch starts with first.
+    var current: [String] {
+        state.withLock { state in
+            state.queues.isEmpty ? [] : State.rotated(state.queues, start: state.next % state.queues.count)
+        }
+    }
 
     /// The lists to pop from next (every queue at each priority step), then rotates the queues: the next fetch
     /// starts with the next queue (kombu's round_robin cycle).
     func nextLists() -> [String] {
-        queues.withLock { queues in
-            let lists = KombuLayout.lists(queues: queues)
-            if queues.count > 1 { queues.append(queues.removeFirst()) }
+        state.withLock { state in
+            guard !state.rotations.isEmpty else { return [] }
+            let lists = state.rotations[state.next % state.rotations.count]
+            state.next = (state.next + 1) % state.rotations.count
             return lists
         }
     }
@@ -119,15 +150,15 @@ final class ConsumedQueues: Sendable {
     /// Adds a queue; false if it is consumed already.
     @discardableResult
     func add(_ queue: String) -> Bool {
-        queues.withLock { queues in
-            guard !queues.contains(queue) else { return false }
-            queues.append(queue)
+        state.withLock { state in
+            guard !state.queues.contains(queue) else { return false }
+            state.queues.append(queue)
             return true
         }
     }
 
     func remove(_ queue: String) {
-        queues.withLock { $0.removeAll { $0 == queue } }
+        state.withLock { $0.queues.removeAll { $0 == queue } }
     }
 }
 

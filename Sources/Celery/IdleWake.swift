@@ -22,7 +22,9 @@ final class IdleWake: Sendable {
         var unavailable = false
         /// Watchers waiting to be armed.
         var armWaiters: [CheckedContinuation<Bool, Never>] = []
-        /// The lists the fetch loop last asked to watch, and those that have a watcher.
+        /// The lists the fetch loop last asked to watch (as it gave them, and as a set), and those that have a
+        /// watcher.
+        var wantedLists: [String] = []
         var wanted: Set<String> = []
         var watched: Set<String> = []
         /// The coordinator, waiting for lists without a watcher.
@@ -59,9 +61,14 @@ final class IdleWake: Sendable {
             state -> (Bool, [CheckedContinuation<Bool, Never>], CheckedContinuation<Void, Never>?) in
             if state.closed || state.unavailable { return (true, [], nil) }
             state.armed = true
-            state.wanted = Set(lists)
             let waiters = state.armWaiters
             state.armWaiters = []
+            // Most waits name the very array the last one did (ConsumedQueues keeps it): then the sets are as
+            // they were, and a waiting coordinator found every wanted list watched already (a watcher leaves
+            // `watched` only for a list no longer wanted).
+            guard lists != state.wantedLists else { return (false, waiters, nil) }
+            state.wantedLists = lists
+            state.wanted = Set(lists)
             var coordinator: CheckedContinuation<Void, Never>?
             if !state.wanted.isSubset(of: state.watched) {
                 coordinator = state.coordinator
