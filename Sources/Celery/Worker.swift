@@ -4,6 +4,12 @@ import Redis
 import ServiceLifecycle
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A Celery worker: consumes protocol v2 messages from Redis in kombu's layout, runs the registered Swift
 /// handlers, and stores results where Python's `AsyncResult` reads them.
 ///
@@ -340,8 +346,20 @@ public final class Worker: Service, Sendable {
 
     /// Gives the message decoded ahead to the first delivery with the same bytes (none if the pop brought another).
     static func attach(_ ahead: ([UInt8], TaskMessage), to deliveries: inout [Delivery]) {
-        if let index = deliveries.firstIndex(where: { $0.oversized == nil && $0.envelope == ahead.0 }) {
+        if let index = deliveries.firstIndex(where: { $0.oversized == nil && sameBytes($0.envelope, ahead.0) }) {
             deliveries[index].decoded = ahead.1
+        }
+    }
+
+    /// Whether two envelopes hold the same bytes, compared with `memcmp`: `Array`'s `==` compares them one
+    /// element at a time, about 5,700 instructions for an envelope of `tasks.add` (1% of a single task's).
+    static func sameBytes(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        return a.withUnsafeBytes { a in
+            b.withUnsafeBytes { b in
+                guard let left = a.baseAddress, let right = b.baseAddress else { return true }
+                return memcmp(left, right, a.count) == 0
+            }
         }
     }
 

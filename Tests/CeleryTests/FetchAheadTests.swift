@@ -39,6 +39,17 @@ struct FetchAheadTests {
         #expect(MemoryLayout<Delivery>.size <= 96, "\(MemoryLayout<Delivery>.size) bytes")
     }
 
+    @Test func envelopesAreTheSameOnlyByteForByte() throws {
+        let seen = try Self.message(1).0
+        var lastByteChanged = seen
+        lastByteChanged[lastByteChanged.count - 1] ^= 1
+        #expect(Worker.sameBytes(seen, seen.map { $0 }))  // another buffer, the same bytes
+        #expect(!Worker.sameBytes(seen, lastByteChanged))
+        #expect(!Worker.sameBytes(seen, Array(seen.dropLast())))
+        #expect(Worker.sameBytes([], []))
+        #expect(!Worker.sameBytes([], seen))
+    }
+
     @Test func anOversizedDeliveryNeverTakesIt() throws {
         let seen = try Self.message(1)
         var deliveries = [
