@@ -4,12 +4,6 @@ import Redis
 import ServiceLifecycle
 import Synchronization
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// A Celery worker: consumes protocol v2 messages from Redis in kombu's layout, runs the registered Swift
 /// handlers, and stores results where Python's `AsyncResult` reads them.
 ///
@@ -528,4 +522,6 @@ extension TaskMessage {
 import Glibc
 #elseif canImport(Musl)
 import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
