@@ -17,7 +17,8 @@ Sections (all by default, in this order):
     beat      Python's `celery beat` and `swift-celery beat` with the same 10,000 entries all due together every
               30 s (Python 1 round, Swift 3): CPU, RSS, and how long each round takes to go out
     ceiling   redis-benchmark pipelined ops/s on this machine, Redis commands and Redis CPU per task (INFO
-              commandstats over a drain), and the tasks/s that Redis CPU allows
+              commandstats over a drain), and the tasks/s that Redis CPU allows; and what jansson alone takes to
+              parse one message (Benchmarks/jansson_floor.c), the floor of the worker's own decoding
     netlag    the drain again with 1 ms of added round-trip latency between worker and Redis (the condition
               Sidekiq publishes its figures under): Benchmarks/delay_proxy.py, 0.5 ms each way, since this
               kernel has no netem
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import base64
 import json
 import os
 import random
@@ -321,24 +323,29 @@ def harness_floor(url: str, count: int, back_to_back: bool = False) -> list[floa
         probe.close()
 
 
-_reference_binary: Path | None = None
+_compiled: dict[str, Path | None] = {}
+
+
+def compiled(source: str, *libraries: str) -> Path | None:
+    """Benchmarks/<source> compiled with the system's C compiler (once per run), or None without a compiler."""
+    if source not in _compiled:
+        compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+        if compiler is None:
+            print(f"  no C compiler: the rows of {source} are left out", file=sys.stderr)
+            _compiled[source] = None
+            return None
+        directory = tempfile.mkdtemp(prefix="suite-c-")
+        atexit.register(shutil.rmtree, directory, True)
+        out = Path(directory) / Path(source).stem
+        subprocess.run([compiler, "-O2", "-o", str(out), str(Path(__file__).with_name(source)), *libraries],
+                       check=True)
+        _compiled[source] = out
+    return _compiled[source]
 
 
 def reference_worker_binary() -> Path | None:
-    """Benchmarks/reference_worker.c compiled with the system's C compiler (once per run), or None without one."""
-    global _reference_binary
-    if _reference_binary is None:
-        compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-        if compiler is None:
-            print("  no C compiler: the reference rows are left out", file=sys.stderr)
-            return None
-        directory = tempfile.mkdtemp(prefix="suite-reference-")
-        atexit.register(shutil.rmtree, directory, True)
-        out = Path(directory) / "reference_worker"
-        subprocess.run([compiler, "-O2", "-o", str(out), str(Path(__file__).with_name("reference_worker.c"))],
-                       check=True)
-        _reference_binary = out
-    return _reference_binary
+    """Benchmarks/reference_worker.c compiled, or None without a C compiler."""
+    return compiled("reference_worker.c")
 
 
 def reference_one_at_a_time(url: str, mode: str, count: int, back_to_back: bool = False) -> list[float] | None:
@@ -713,6 +720,25 @@ def redis_cpu(r: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+def jansson_floor(iterations: int = 100_000) -> tuple[float, int] | None:
+    """Benchmarks/jansson_floor.c on the suite's own message: µs per message for the two json_loadb calls the
+    worker makes (the envelope with its body emptied, then the body), and their bytes; None without a compiler."""
+    binary = compiled("jansson_floor.c", "-ljansson")
+    if binary is None:
+        return None
+    task_id = str(uuid.uuid4())
+    whole = json.loads(envelope(task_id, [1, 2]))
+    body = base64.b64decode(whole["body"])
+    whole["body"] = ""
+    with tempfile.TemporaryDirectory(prefix="suite-jansson-") as directory:
+        paths = [Path(directory) / "envelope.json", Path(directory) / "body.json"]
+        paths[0].write_bytes(json.dumps(whole).encode())
+        paths[1].write_bytes(body)
+        out = subprocess.run([str(binary), str(paths[0]), str(paths[1]), str(iterations)], capture_output=True,
+                             text=True, check=True).stdout.split()
+    return float(out[0]), int(out[1])
+
+
 def section_ceiling(a, swift_rate: float | None) -> None:
     r = redis.Redis.from_url(a.redis_url)
     port = r.connection_pool.connection_kwargs.get("port", 6379)
@@ -761,6 +787,13 @@ def section_ceiling(a, swift_rate: float | None) -> None:
     for name in sorted(calls, key=lambda k: -usec[k]):
         if calls[name] > 0:
             print(f"| {name} | {calls[name] / a.n:.4f} | {usec[name] / a.n:.2f} |")
+    floor = jansson_floor()
+    if floor:
+        micros, size = floor
+        print(f"\nThe JSON codec's own floor (Benchmarks/jansson_floor.c): jansson's `json_loadb` of one message as the "
+              f"worker hands it over (the envelope with its body emptied, then the body: two calls, {size:,} "
+              f"bytes), with warm caches, takes **{micros:.2f} µs**, so decoding alone allows at most "
+              f"{1e6 / micros:,.0f} tasks/s per core.")
 
 
 def section_netlag(a, direct: dict | None) -> None:
