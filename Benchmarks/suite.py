@@ -327,18 +327,21 @@ _compiled: dict[str, Path | None] = {}
 
 
 def compiled(source: str, *libraries: str) -> Path | None:
-    """Benchmarks/<source> compiled with the system's C compiler (once per run), or None without a compiler."""
+    """Benchmarks/<source> compiled with the system's C compiler (once per run), or None without a compiler or
+    when it does not compile (the compiler's message goes to stderr)."""
     if source not in _compiled:
+        _compiled[source] = None
         compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
         if compiler is None:
             print(f"  no C compiler: the rows of {source} are left out", file=sys.stderr)
-            _compiled[source] = None
             return None
         directory = tempfile.mkdtemp(prefix="suite-c-")
         atexit.register(shutil.rmtree, directory, True)
         out = Path(directory) / Path(source).stem
-        subprocess.run([compiler, "-O2", "-o", str(out), str(Path(__file__).with_name(source)), *libraries],
-                       check=True)
+        built = subprocess.run([compiler, "-O2", "-o", str(out), str(Path(__file__).with_name(source)), *libraries])
+        if built.returncode != 0:
+            print(f"  {source} did not compile: its rows are left out", file=sys.stderr)
+            return None
         _compiled[source] = out
     return _compiled[source]
 
