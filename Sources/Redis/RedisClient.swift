@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import RESP
+import Synchronization
 
 /// The Redis client the rest of the project uses: one shared, pipelined connection for ordinary commands (made
 /// on first use and made again after it drops), dedicated connections for blocking pops and subscriptions, and
@@ -16,6 +17,9 @@ public final class RedisClient: Sendable {
     let eventLoopGroup: any EventLoopGroup
     let logger: Logger
     private let manager: ConnectionManager
+    /// The connection the manager last handed out: while it is up, commands take it from here without a hop to
+    /// the manager actor and back (two task switches per command).
+    private let current = Mutex<RedisConnection?>(nil)
 
     /// Creates a client; nothing connects until the first command.
     public init(
@@ -40,7 +44,10 @@ public final class RedisClient: Sendable {
 
     /// The shared connection, connecting (or reconnecting) first if needed.
     public func connection() async throws(RedisError) -> RedisConnection {
-        try await manager.connection()
+        if let connection = current.withLock({ $0 }), connection.isActive { return connection }
+        let connection = try await manager.connection()
+        current.withLock { $0 = connection }
+        return connection
     }
 
     /// Sends one command on the shared connection.
@@ -115,6 +122,7 @@ public final class RedisClient: Sendable {
 
     /// Closes the shared connection. Later commands connect again.
     public func close() async {
+        current.withLock { $0 = nil }
         await manager.close()
     }
 }

@@ -40,6 +40,34 @@ struct RedisClientIntegrationTests {
         await client.close()
     }
 
+    @Test func theSharedConnectionIsReusedUntilItDropsOrTheClientCloses() async throws {
+        let client = try TestServers.plainClient()
+        let first = try await client.connection()
+        let id = try #require(try await client.send(RESPCommand("CLIENT", "ID")).int)
+        #expect(try await client.connection() === first)
+        #expect(try await client.send(RESPCommand("CLIENT", "ID")).int == id)
+
+        // Killed by the server: the next caller gets a new connection, not the dead one.
+        let admin = try TestServers.plainClient()
+        #expect(try await admin.send(RESPCommand("CLIENT", "KILL", "ID", String(id))).int == 1)
+        await admin.close()
+        for _ in 0..<200 where first.isActive { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(!first.isActive)
+        let second = try await client.connection()
+        #expect(second !== first)
+        #expect(second.isActive)
+        #expect(try await client.send(RESPCommand("PING")).string == "PONG")
+        #expect(await client.reconnectCount == 1)
+
+        // close() drops the shared connection; the next command connects again.
+        await client.close()
+        #expect(!second.isActive)
+        let third = try await client.connection()
+        #expect(third !== second)
+        #expect(try await client.send(RESPCommand("PING")).string == "PONG")
+        await client.close()
+    }
+
     @Test func serverErrorsFailOneCommandOnly() async throws {
         let client = try TestServers.plainClient()
         let key = TestServers.uniquePrefix() + "s"
