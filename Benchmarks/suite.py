@@ -346,15 +346,10 @@ def compiled(source: str, *libraries: str) -> Path | None:
     return _compiled[source]
 
 
-def reference_worker_binary() -> Path | None:
-    """Benchmarks/reference_worker.c compiled, or None without a C compiler."""
-    return compiled("reference_worker.c")
-
-
 def reference_one_at_a_time(url: str, mode: str, count: int, back_to_back: bool = False) -> list[float] | None:
     """The probe against Benchmarks/reference_worker.c (`brpop`: two trips through Redis per task, the least any
     worker makes; `blmove`: the three swift-celery makes), one task at a time as `one_at_a_time` sends them."""
-    binary = reference_worker_binary()
+    binary = compiled("reference_worker.c")
     if binary is None:
         return None
     r = redis.Redis.from_url(url)

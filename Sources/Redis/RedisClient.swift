@@ -17,9 +17,6 @@ public final class RedisClient: Sendable {
     let eventLoopGroup: any EventLoopGroup
     let logger: Logger
     private let manager: ConnectionManager
-    /// The connection the manager last handed out: while it is up, commands take it from here without a hop to
-    /// the manager actor and back (two task switches per command).
-    private let current = Mutex<RedisConnection?>(nil)
 
     /// Creates a client; nothing connects until the first command.
     public init(
@@ -44,10 +41,7 @@ public final class RedisClient: Sendable {
 
     /// The shared connection, connecting (or reconnecting) first if needed.
     public func connection() async throws(RedisError) -> RedisConnection {
-        if let connection = current.withLock({ $0 }), connection.isActive { return connection }
-        let connection = try await manager.connection()
-        current.withLock { $0 = connection }
-        return connection
+        try await manager.connection()
     }
 
     /// Sends one command on the shared connection.
@@ -122,7 +116,6 @@ public final class RedisClient: Sendable {
 
     /// Closes the shared connection. Later commands connect again.
     public func close() async {
-        current.withLock { $0 = nil }
         await manager.close()
     }
 }
@@ -246,6 +239,9 @@ private actor ConnectionManager {
     private var consecutiveFailures = 0
     private var hasConnected = false
     private(set) var reconnects = 0
+    /// The connection of `.connected`, readable without entering the actor: while it is up, commands take it
+    /// from here without a hop to the actor and back (two task switches per command).
+    private nonisolated let current = Mutex<RedisConnection?>(nil)
 
     init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, backoff: RedisBackoff, logger: Logger) {
         self.configuration = configuration
@@ -254,7 +250,13 @@ private actor ConnectionManager {
         self.logger = logger
     }
 
-    func connection() async throws(RedisError) -> RedisConnection {
+    nonisolated func connection() async throws(RedisError) -> RedisConnection {
+        if let connection = current.withLock({ $0 }), connection.isActive { return connection }
+        return try await connect()
+    }
+
+    /// The shared connection, connecting first unless one is up (at most one connect at a time).
+    private func connect() async throws(RedisError) -> RedisConnection {
         switch state {
         case .connected(let connection) where connection.isActive:
             return connection
@@ -272,7 +274,7 @@ private actor ConnectionManager {
         case .closed:
             // A closed client reopens on demand: close() only drops the current connection.
             state = .idle
-            return try await connection()
+            return try await connect()
         case .idle, .connected:
             state = .connecting([])
             let delay = backoff.delay(afterFailures: consecutiveFailures)
@@ -303,6 +305,7 @@ private actor ConnectionManager {
                 if hasConnected { reconnects += 1 }
                 hasConnected = true
                 state = .connected(connection)
+                current.withLock { $0 = connection }
                 for waiter in waiters { waiter.resume(returning: connection) }
                 return connection
             case .failure(let error):
@@ -318,6 +321,7 @@ private actor ConnectionManager {
         hasConnected = false
         if case .connected(let connection) = state {
             state = .closed
+            current.withLock { $0 = nil }
             await connection.close()
         }
     }
