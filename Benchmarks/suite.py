@@ -10,7 +10,8 @@ Sections (all by default, in this order):
     latency   enqueue → result published (the PUBLISH on celery-task-meta-<id>): p50/p99/max, one task at a time
               (--idle-fetch blmove, the default, poll and brpop), and under open-loop loads at a tenth, a quarter
               and half of the drain rate; timed over raw sockets from one thread, whose own floor is a row too,
-              as are two reference workers in C (Benchmarks/reference_worker.c) making only the trips through Redis
+              as are two reference workers in C (Benchmarks/reference_worker.c) making only the trips through Redis;
+              the open loop again from a probe in C (Benchmarks/open_loop_probe.c), with that probe's floor
     memory    idle RSS (the image's binary also idle again after 10,000 tasks, and with --keep-pages); peak RSS
               while 1,000,000 queued tasks drain; RSS holding 100,000 ETA tasks
     startup   process start → `worker ready`, and → the first result of a task waiting in the queue
@@ -398,17 +399,63 @@ def one_at_a_time(url: str, swift_bin, flags, count: int, back_to_back: bool = F
         r.flushdb()
 
 
-def under_load(url: str, swift_bin, rate: float, seconds: float) -> tuple[list[float], float]:
-    """Open loop: batches every millisecond at `rate` tasks/s; latency of every task."""
+def c_open_loop(url: str, rate: float, seconds: float, itself: bool = False, settle: float = 30,
+                queue: str | None = None) -> tuple[list[float], float, int] | None:
+    """`SocketProbe.open_loop` done by Benchmarks/open_loop_probe.c (None without a C compiler): the same batches
+    every millisecond, the same timestamps, at a small share of the CPU the Python probe takes. With `itself` no
+    worker takes part: the probe PUBLISHes each task's channel right behind its LPUSH (to a list nobody reads,
+    deleted after). Returns the latencies in ms, the rate achieved and how many results never came."""
+    binary = compiled("open_loop_probe.c")
+    if binary is None:
+        return None
+    options = redis.connection.parse_url(url)
+    queue = queue or ("suite-floor" if itself else QUEUE)
+    with tempfile.NamedTemporaryFile(prefix="suite-open-loop-", suffix=".txt") as messages:
+        for index in range(int(rate * seconds) + 1):
+            # The id's last 12 hex digits are the message's line number: the probe finds its send time by it.
+            task_id = f"{str(uuid.uuid4())[:24]}{index:012x}"
+            messages.write(task_id.encode() + b" " + envelope(task_id, [1, 2]) + b"\n")
+        messages.flush()
+        command = [str(binary), options.get("host") or "127.0.0.1", str(options.get("port") or 6379),
+                   str(options.get("db") or 0), queue, str(rate), str(seconds), str(settle), messages.name,
+                   "itself" if itself else "worker"]
+        if options.get("password"):
+            command.append(options["password"])
+            if options.get("username"):
+                command.append(options["username"])
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+        finally:
+            if itself:
+                redis.Redis.from_url(url).delete(queue)
+    lines = done.stdout.split()
+    if len(lines) < 2 or lines[-2] != "sent":
+        raise RuntimeError(f"open_loop_probe printed no count: {done.stdout[-200:]!r} {done.stderr[-400:]!r}")
+    sent = int(lines[-1])
+    latencies = [float(value) for value in lines[:-2]]
+    return latencies, sent / seconds, sent - len(latencies)
+
+
+def under_load(url: str, swift_bin, rate: float, seconds: float,
+               probe_in_c: bool = False) -> tuple[list[float], float] | None:
+    """Open loop: batches every millisecond at `rate` tasks/s; latency of every task. `probe_in_c`: sent and timed
+    by Benchmarks/open_loop_probe.c instead of the Python probe (None without a C compiler)."""
+    if probe_in_c and compiled("open_loop_probe.c") is None:
+        return None
     r = redis.Redis.from_url(url)
     r.flushdb()
     w = Worker("swift", url, 64, swift_bin)
     w.start()
-    probe = SocketProbe(url)
     try:
-        latencies, achieved, missing = probe.open_loop(rate, seconds)
+        if probe_in_c:
+            latencies, achieved, missing = c_open_loop(url, rate, seconds)
+        else:
+            probe = SocketProbe(url)
+            try:
+                latencies, achieved, missing = probe.open_loop(rate, seconds)
+            finally:
+                probe.close()
     finally:
-        probe.close()
         w.stop()
         r.flushdb()
     if missing:
@@ -448,12 +495,26 @@ def section_latency(a, peak: float | None) -> None:
             values, achieved = under_load(a.redis_url, a.swift_bin, peak * share, a.load_seconds)
             rows.append((f"open loop at {name} the drain rate ({achieved:,.0f} tasks/s offered)", len(values),
                          values))
+        # The same loads sent and timed by Benchmarks/open_loop_probe.c: the same batches and timestamps at a
+        # fraction of the CPU, which the worker and Redis then have (rows left out without a C compiler).
+        floor_at_half = c_open_loop(a.redis_url, peak * 0.5, a.load_seconds, itself=True)
+        if floor_at_half:
+            values, achieved, _ = floor_at_half
+            rows.append((f"the C probe alone at half the drain rate ({achieved:,.0f} tasks/s): its LPUSH and a "
+                         "PUBLISH of its own, no worker", len(values), values))
+            for share, name in ((0.1, "a tenth of"), (0.25, "a quarter of"), (0.5, "half")):
+                measured = under_load(a.redis_url, a.swift_bin, peak * share, a.load_seconds, probe_in_c=True)
+                if measured:
+                    values, achieved = measured
+                    rows.append((f"open loop at {name} the drain rate ({achieved:,.0f} tasks/s offered), C probe",
+                                 len(values), values))
     print("\n### Latency: enqueue → result published\n")
     print("LPUSH of one message → the worker's PUBLISH on `celery-task-meta-<id>` read by a subscriber. One "
           "Python thread times both ends over raw sockets (`SocketProbe`); the first row is that probe's own "
           "cost. The reference rows are Benchmarks/reference_worker.c, a C program that makes a worker's trips "
           "through Redis and does nothing else. One at a time, each task follows an idle gap of 5–30 ms, or none "
-          "(back to back).\n")
+          "(back to back). The open loop sends batches every millisecond; the C probe rows send and time them the "
+          "same way from Benchmarks/open_loop_probe.c, which leaves the two cores to the worker and Redis.\n")
     print("| load | tasks | p50 (ms) | p99 (ms) | max (ms) |")
     print("|---|---:|---:|---:|---:|")
     for label, n, values in rows:
