@@ -10,7 +10,8 @@
  * the probe sends `PUBLISH celery-task-meta-<id> {}` right behind each LPUSH (the floor of this way of timing).
  * Sends for SECONDS, then waits up to SETTLE more seconds for the missing results. Each time it wakes (a reply came,
  * or its wait ended) it sends every message then due; the environment's SPACING_US is the longest wait in
- * microseconds (default 1000, as the Python probe's); 0 waits until the next message is due, so each goes at its own time.
+ * microseconds (default 1000, as the Python probe's); 0 waits until the next message is due, so each goes at its
+ * own time.
  * Prints one latency in milliseconds per line (in the order the results came), then `sent N`; exits 1 with a
  * message on any error.
  */
