@@ -7,7 +7,8 @@
  *
  * MESSAGES: a file with one message per line, `<task id> <envelope>`, sent in order; each task id ends in its line
  * number (0-based) as 12 hex digits, so a result's channel names its message without a lookup. `itself`: no worker;
- * the probe sends `PUBLISH celery-task-meta-<id> {}` right behind each LPUSH (the floor of this way of timing).
+ * the probe sends `PUBLISH celery-task-meta-<id> {}` and an RPOP of QUEUE right behind each LPUSH (the floor of this
+ * way of timing).
  * Sends for SECONDS, then waits up to SETTLE more seconds for the missing results. Each time it wakes (a reply came,
  * or its wait ended) it sends every message then due; the environment's SPACING_US is the longest wait in
  * microseconds (default 1000, as the Python probe's); 0 waits until the next message is due, so each goes at its
@@ -99,6 +100,12 @@ static int next_reply(struct connection *c, const char **elements, size_t *lengt
         exit(1);
     }
     *count = 0;
+    if (type == '$') { /* a bulk string: its text is not kept */
+        long n = strtol(c->buffer + at + 1, NULL, 10);
+        if (n > 0 && c->end < next + (size_t)n + 2) return 0;
+        c->start = n > 0 ? next + (size_t)n + 2 : next;
+        return 1;
+    }
     if (type != '*') { /* a simple string or an integer */
         c->start = next;
         return 1;
@@ -232,6 +239,10 @@ int main(int argc, char **argv) {
             const char *publish[] = {"PUBLISH", channel, "{}"};
             size_t publish_lengths[] = {7, (size_t)channel_length, 2};
             append_command(publish, publish_lengths, 3, &commands, &length, &capacity);
+            /* Takes the message back, as a worker would, so the list stays short however long the run. */
+            const char *pop[] = {"RPOP", queue};
+            size_t pop_lengths[] = {4, strlen(queue)};
+            append_command(pop, pop_lengths, 2, &commands, &length, &capacity);
         }
     }
     fclose(file);
