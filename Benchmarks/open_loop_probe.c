@@ -215,6 +215,7 @@ int main(int argc, char **argv) {
     char *commands = NULL, *text = NULL;
     size_t length = 0, capacity = 0, text_capacity = 0, count = 0, offsets_capacity = 1024;
     size_t *offsets = malloc(offsets_capacity * sizeof *offsets);
+    if (!offsets) fail("malloc");
     ssize_t read_length;
     while ((read_length = getline(&text, &text_capacity, file)) > 0) {
         if (text[read_length - 1] == '\n') text[--read_length] = 0;
@@ -310,7 +311,7 @@ int main(int argc, char **argv) {
             size_t lengths[4];
             int elements_count;
             while (next_reply(&push, elements, lengths, &elements_count)) {
-            } /* the LPUSH and PUBLISH replies: read and dropped */
+            } /* the replies to LPUSH (and PUBLISH and RPOP): read and dropped */
         }
     }
     for (size_t i = 0; i < arrived; i++) printf("%.4f\n", latencies[i]);
