@@ -244,6 +244,10 @@ def test_worker_runs_under_the_documented_acl_user(redis_client, redis_url, acl_
                               timeout=30, env=environment(), stdin=subprocess.DEVNULL)
         assert ping.returncode == 0, ping.stderr
         assert password not in ping.stdout + ping.stderr
+    except BaseException:
+        # Shown under "Captured stdout" when this fails (a chain's result once timed out in CI, once in many runs).
+        print(f"--- worker log ---\n{worker.log()}\n--- {queue}: {redis_client.llen(queue)} waiting ---")
+        raise
     finally:
         app.close()
         refused = denials(redis_client, user)
