@@ -287,11 +287,11 @@ int main(int argc, char **argv) {
         struct timespec wait = {.tv_sec = wait_ns / 1000000000, .tv_nsec = wait_ns % 1000000000};
         if (ppoll(fds, 2, &wait, NULL) < 0 && errno != EINTR) fail("poll");
         double read_at = now_seconds();
+        const char *elements[4];
+        size_t lengths[4];
+        int elements_count;
         if (fds[0].revents) {
             receive(&sub);
-            const char *elements[4];
-            size_t lengths[4];
-            int elements_count;
             while (next_reply(&sub, elements, lengths, &elements_count)) {
                 if (elements_count != 4 || lengths[0] != 8 || memcmp(elements[0], "pmessage", 8) != 0) continue;
                 if (lengths[2] < 12) continue;
@@ -307,9 +307,6 @@ int main(int argc, char **argv) {
         }
         if (fds[1].revents) {
             receive(&push);
-            const char *elements[4];
-            size_t lengths[4];
-            int elements_count;
             while (next_reply(&push, elements, lengths, &elements_count)) {
             } /* the replies to LPUSH (and PUBLISH and RPOP): read and dropped */
         }

@@ -327,12 +327,17 @@ def harness_floor(url: str, count: int, back_to_back: bool = False) -> list[floa
 _compiled: dict[str, Path | None] = {}
 
 
+def c_compiler() -> str | None:
+    """The system's C compiler the suite builds its C yardsticks with, or None."""
+    return shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
 def compiled(source: str, *libraries: str) -> Path | None:
     """Benchmarks/<source> compiled with the system's C compiler (once per run), or None without a compiler or
     when it does not compile (the compiler's message goes to stderr)."""
     if source not in _compiled:
         _compiled[source] = None
-        compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+        compiler = c_compiler()
         if compiler is None:
             print(f"  no C compiler: the rows of {source} are left out", file=sys.stderr)
             return None

@@ -2,7 +2,6 @@
 `suite.c_open_loop`): every message it sends is kombu's envelope with the id it reports on, and every result is
 counted once, or as missing. Runs against the test Redis, no worker."""
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -15,8 +14,7 @@ from conftest import unique  # noqa: E402
 
 pytestmark = [
     pytest.mark.swift_only,
-    pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")),
-                       reason="no C compiler"),
+    pytest.mark.skipif(suite.c_compiler() is None, reason="no C compiler"),
 ]
 
 
