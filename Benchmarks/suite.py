@@ -408,7 +408,8 @@ def c_open_loop(url: str, rate: float, seconds: float, itself: bool = False, set
                 queue: str | None = None) -> tuple[list[float], float, int] | None:
     """`SocketProbe.open_loop` done by Benchmarks/open_loop_probe.c (None without a C compiler): the same batches
     every millisecond, the same timestamps, at a small share of the CPU the Python probe takes. With `itself` no
-    worker takes part: the probe PUBLISHes each task's channel right behind its LPUSH and RPOPs the message again. Returns the latencies in ms, the rate achieved and how many results never came."""
+    worker takes part: the probe PUBLISHes each task's channel right behind its LPUSH and RPOPs the message again.
+    Returns the latencies in ms, the rate achieved and how many results never came."""
     binary = compiled("open_loop_probe.c")
     if binary is None:
         return None

@@ -2,6 +2,7 @@
 `suite.c_open_loop`): every message it sends is kombu's envelope with the id it reports on, and every result is
 counted once, or as missing. Runs against the test Redis, no worker."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def test_probe_counts_what_no_worker_answers_and_sends_kombu_envelopes(redis_url
         sent = round(achieved * 0.3)
         assert latencies == []
         assert missing == sent and sent >= 250
-        messages = [suite.json.loads(m) for m in redis_client.lrange(queue, 0, -1)]
+        messages = [json.loads(m) for m in redis_client.lrange(queue, 0, -1)]
         assert len(messages) == sent
         for index, message in enumerate(reversed(messages)):  # LPUSH: the first sent is last in the list
             task_id = message["headers"]["id"]
