@@ -6,7 +6,9 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "swift-celery", targets: ["swift-celery"]),
+        .library(name: "CeleryCLI", targets: ["CeleryCLI"]),
         .library(name: "Celery", targets: ["Celery"]),
+        .library(name: "Beat", targets: ["Beat"]),
         .library(name: "Redis", targets: ["Redis"]),
         .library(name: "JSON", targets: ["JSON"]),
         .library(name: "RESP", targets: ["RESP"]),
@@ -97,12 +99,12 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .executableTarget(
-            name: "swift-celery",
+        // The command line as a library: a package's own executable calls `SwiftCelery.main` with its tasks.
+        .target(
+            name: "CeleryCLI",
             dependencies: [
                 "Beat",
                 "Celery",
-                "Tasks",
                 "Redis",
                 "JSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -111,6 +113,17 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
+        .executableTarget(
+            name: "swift-celery",
+            dependencies: [
+                "CeleryCLI",
+                "Celery",
+                "Tasks",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .target(
@@ -140,11 +153,19 @@ let package = Package(
         .testTarget(
             name: "CeleryTests",
             dependencies: [
-                "Celery", "Tasks", "JSON", "Redis", "RESP", "TestSupport",
+                "Celery", "CeleryCLI", "Tasks", "JSON", "Redis", "RESP", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             exclude: ["Fixtures"]
+        ),
+        .testTarget(
+            name: "CeleryCLITests",
+            dependencies: [
+                "CeleryCLI", "Celery", "JSON",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(
             name: "BeatTests",

@@ -6,20 +6,26 @@ import RESP
 public enum TaskCatalog {
     /// Registers every shipped task in `registry`.
     public static func register(in registry: inout TaskRegistry) {
-        registry.register("tasks.add", parameters: ["x", "y"]) { (_, x: JSONValue, y: JSONValue) in
+        registry.register("tasks.add", parameters: ["x", "y"], documentation: "x + y") {
+            (_, x: JSONValue, y: JSONValue) in
             try Arithmetic.add(x, y)
         }
-        registry.register("tasks.mul", parameters: ["x", "y"]) { (_, x: JSONValue, y: JSONValue) in
+        registry.register("tasks.mul", parameters: ["x", "y"], documentation: "x * y") {
+            (_, x: JSONValue, y: JSONValue) in
             try Arithmetic.multiply(x, y)
         }
-        registry.register("tasks.xsum", parameters: ["numbers"]) { (_, numbers: [JSONValue]) in
+        registry.register("tasks.xsum", parameters: ["numbers"], documentation: "sum(numbers)") {
+            (_, numbers: [JSONValue]) in
             try numbers.reduce(JSONValue.int(0)) { try Arithmetic.add($0, $1) }
         }
-        registry.register("tasks.identity", parameters: ["value"]) { (_, value: JSONValue) in value }
-        registry.register("tasks.echo") { _, arguments in
+        registry.register("tasks.identity", parameters: ["value"], documentation: "value, unchanged") {
+            (_, value: JSONValue) in value
+        }
+        registry.register("tasks.echo", documentation: #"{"args": [...], "kwargs": {...}}"#) { _, arguments in
             ["args": .array(arguments.args), "kwargs": .object(arguments.kwargs)]
         }
-        registry.register("tasks.sleep", parameters: ["seconds"]) { (_, seconds: JSONValue) in
+        registry.register("tasks.sleep", parameters: ["seconds"], documentation: "sleeps, then returns seconds") {
+            (_, seconds: JSONValue) in
             let value: Double
             switch seconds {
             case .int(let i): value = Double(i)
@@ -36,13 +42,20 @@ public enum TaskCatalog {
             try await Task.sleep(for: .nanoseconds(Int64(value * 1e9)))
             return seconds
         }
-        registry.register("tasks.fail", parameters: ["message"]) { (_, message: String) -> NoResult in
+        registry.register("tasks.fail", parameters: ["message"], documentation: "raises ValueError(message)") {
+            (_, message: String) -> NoResult in
             throw PythonException.valueError(message)
         }
-        registry.registerBlocking("tasks.cpu", parameters: ["n"]) { (_, n: Int) in
+        registry.registerBlocking("tasks.cpu", parameters: ["n"], documentation: "the number of primes below n") {
+            (_, n: Int) in
             primes(below: n)
         }
-        registry.register("tasks.flaky", parameters: ["failures"]) { (context, failures: Int) in
+        registry.register(
+            "tasks.flaky",
+            parameters: ["failures"],
+            documentation:
+                "retries itself (countdown 0.1 s) until retries == failures, then returns the number of retries"
+        ) { (context, failures: Int) in
             guard context.retries >= failures else {
                 let cause = PythonException(type: "RuntimeError", "failure \(context.retries + 1) of \(failures)")
                 throw TaskRetry(countdown: .milliseconds(100), maxRetries: nil, cause: cause)
@@ -54,13 +67,19 @@ public enum TaskCatalog {
         registry.register(
             "tasks.throttled",
             parameters: ["key"],
-            options: TaskOptions(globalRateLimit: "20/s")
+            options: TaskOptions(globalRateLimit: "20/s"),
+            documentation:
+                "at most 20 starts a second across all workers: RPUSH key <start time>; returns the start time"
         ) { (context, key: String) in
             let now = CeleryTimestamp.now().secondsSince1970
             try await context.redis.send(RESPCommand("RPUSH", key, String(now)))
             return now
         }
-        registry.register("tasks.incr", parameters: ["key"]) { (context, key: String) in
+        registry.register(
+            "tasks.incr",
+            parameters: ["key"],
+            documentation: "INCR key in Redis (REDIS_URL, else the broker); returns the new value"
+        ) { (context, key: String) in
             let reply = try await context.redis.send(RESPCommand("INCR", key))
             guard let value = reply.int else { throw PythonException.typeError("INCR answered \(reply)") }
             return value

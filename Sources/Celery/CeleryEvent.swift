@@ -1,7 +1,7 @@
 import ExtrasBase64
 import JSON
 
-/// One monitoring event as a Celery 5.7 worker sends it (PROTOCOL.md §4): its type, the fields of that type,
+/// One monitoring event as a Celery 5.7 worker sends it (docs/protocol.md §4): its type, the fields of that type,
 /// and the fields every event has, added when it is published.
 struct CeleryEvent: Sendable, Equatable {
     /// `task-succeeded`, `worker-heartbeat`, ...

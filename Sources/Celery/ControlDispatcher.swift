@@ -37,7 +37,7 @@ protocol ControlTarget: Sendable {
 }
 
 /// Runs one control request as Celery 5.7's worker does: the same commands, arguments, replies and errors
-/// (captured from a Python worker; PROTOCOL §5).
+/// (captured from a Python worker; docs/protocol.md §5).
 struct ControlDispatcher: Sendable {
     /// A command's outcome: a reply body (sent only when the request has `reply_to`), or none at all (`shutdown`).
     enum Outcome: Sendable, Equatable {

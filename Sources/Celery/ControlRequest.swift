@@ -2,7 +2,7 @@ import ExtrasBase64
 import JSON
 
 /// A remote-control request broadcast by `celery inspect` / `celery control` on the `celery.pidbox` fanout
-/// exchange (PROTOCOL §5): kombu's envelope whose body is `{"method", "arguments", "destination", "pattern",
+/// exchange (docs/protocol.md §5): kombu's envelope whose body is `{"method", "arguments", "destination", "pattern",
 /// "matcher", "ticket", "reply_to"}`.
 struct ControlRequest: Sendable {
     /// Where the answer goes: LPUSHed to the queue bound to `exchange` with `routingKey`.

@@ -23,7 +23,7 @@ public final class EventDispatcher: Sendable {
 
     let client: RedisClient
     let logger: Logger
-    /// `/{db}.celeryev/`: kombu's fanout channel prefix for the `celeryev` exchange (PROTOCOL.md §1.7).
+    /// `/{db}.celeryev/`: kombu's fanout channel prefix for the `celeryev` exchange (docs/protocol.md §1.7).
     let channelPrefix: String
     let origin: CeleryEvent.Origin
     private let taskEvents: Atomic<Bool>

@@ -89,7 +89,7 @@ public enum ExecutablePages {
     /// after start-up. Each keeps the high-water mark of what its thread allocated, and pages pinned by a few live
     /// blocks stay resident after `malloc_trim`. The command line asks for one per core (at least two), so every
     /// thread that can run at once still has an arena to itself: on two cores that keeps about half a MiB less
-    /// resident after a burst of tasks, at no measurable cost in throughput (see the README's Memory section).
+    /// resident after a burst of tasks, at no measurable cost in throughput (docs/operations.md, Memory).
     /// Returns whether the limit was set. Elsewhere than glibc nothing.
     @discardableResult
     public static func limitHeapArenas(to count: Int32, environment: [String: String]) -> Bool {

@@ -43,7 +43,7 @@ public enum HotPathBenchmark {
 
     static let batch = 64
 
-    /// The envelope kombu 5.7 writes for `app.send_task('tasks.add', [x, y])` (PROTOCOL.md §1.1).
+    /// The envelope kombu 5.7 writes for `app.send_task('tasks.add', [x, y])` (docs/protocol.md §1.1).
     public static func envelope(taskID: String, x: Int, y: Int, deliveryTag: String) -> [UInt8] {
         let body = #"[[\#(x), \#(y)], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]"#
         let encoded = Base64.encodeToString(bytes: Array(body.utf8))

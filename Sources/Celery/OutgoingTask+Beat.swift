@@ -1,7 +1,7 @@
 import JSON
 
 extension OutgoingTask {
-    /// The protocol v2 headers exactly as Celery 5.7's beat writes them (PROTOCOL §6): beat sends through
+    /// The protocol v2 headers exactly as Celery 5.7's beat writes them (docs/protocol.md §6): beat sends through
     /// `send_task`, so `ignore_result` is null and `argsrepr` is the list's repr (`[2, 3]`); custom headers follow
     /// Celery's own, and `celery_beat_task: true` comes last.
     public var beatHeaders: JSONObject {

@@ -2,7 +2,7 @@ import JSON
 import RESP
 import Redis
 
-/// One chord's state on the Redis result backend, as Celery 5.7 keeps it (PROTOCOL §3.5), under
+/// One chord's state on the Redis result backend, as Celery 5.7 keeps it (docs/protocol.md §3.5), under
 /// `K = celery-taskset-meta-<group id>`: `K.j` the finished header parts (a ZSET scored by `group_index`), `K.t` the
 /// size adjustment, `K.s` the size the client set, `K.d` the parts already counted, `K.c` the callback claim.
 ///

@@ -105,6 +105,29 @@ public func pythonTypeName(of json: JSONValue) -> String {
 public protocol TaskResult: Sendable {
     /// The JSON stored as the task's result.
     var taskResultJSON: JSONValue { get }
+    /// The Python type of the result in generated stubs (`swift-celery stubs`); `Any` unless a type names one.
+    static var pythonResultTypeName: String { get }
+}
+
+extension TaskResult {
+    /// `Any`: the stub says nothing of the result's type.
+    public static var pythonResultTypeName: String { "Any" }
+}
+
+extension Int { public static var pythonResultTypeName: String { "int" } }
+extension Double { public static var pythonResultTypeName: String { "float" } }
+extension String { public static var pythonResultTypeName: String { "str" } }
+extension Bool { public static var pythonResultTypeName: String { "bool" } }
+extension Array where Element: TaskResult {
+    public static var pythonResultTypeName: String { "list[\(Element.pythonResultTypeName)]" }
+}
+extension Dictionary where Key == String, Value: TaskResult {
+    public static var pythonResultTypeName: String { "dict[str, \(Value.pythonResultTypeName)]" }
+}
+extension Optional where Wrapped: TaskResult {
+    public static var pythonResultTypeName: String {
+        Wrapped.pythonResultTypeName == "Any" ? "Any" : "\(Wrapped.pythonResultTypeName) | None"
+    }
 }
 
 extension Int: TaskResult { public var taskResultJSON: JSONValue { .int(self) } }
@@ -127,5 +150,6 @@ extension Optional: TaskResult where Wrapped: TaskResult {
 /// A handler that returns nothing stores `None`.
 public struct NoResult: TaskResult {
     public init() {}
+    public static var pythonResultTypeName: String { "None" }
     public var taskResultJSON: JSONValue { .null }
 }

@@ -1,7 +1,7 @@
 import ExtrasBase64
 import JSON
 
-/// A task to publish: everything Celery 5.7's `apply_async` puts on the wire (protocol v2, PROTOCOL §1.1, §2.1–2.3).
+/// A task to publish: everything Celery 5.7's `apply_async` puts on the wire (protocol v2, docs/protocol.md §1.1, §2.1–2.3).
 ///
 /// `envelope()` gives the kombu envelope to `LPUSH` onto `list`. The worker uses this for canvas follow-ups
 /// (link callbacks, chain hops, errbacks); a Swift client can use it to send tasks.
@@ -67,7 +67,7 @@ public struct OutgoingTask: Sendable {
         self.headers = [:]
     }
 
-    /// The Redis list this task goes to: the queue's list for the priority's step (PROTOCOL §1.3).
+    /// The Redis list this task goes to: the queue's list for the priority's step (docs/protocol.md §1.3).
     public var list: String { KombuLayout.list(queue: queue, priority: priority) }
 
     /// The protocol v2 headers, in the order `apply_async` writes them, custom headers last.

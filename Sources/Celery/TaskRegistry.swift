@@ -100,6 +100,12 @@ public struct RegisteredTask: Sendable {
     /// The parameter names, for `registered` and errors; empty for `*args, **kwargs` handlers.
     public var parameters: [String]
     public var options: TaskOptions
+    /// What the task does, in a sentence or two: the docstring of its Python stub.
+    public var documentation: String?
+    /// Each parameter's Python type (`int`, `list[str]`, `str | None`) and whether it may be left out.
+    package var parameterTypes: [(python: String, optional: Bool)] = []
+    /// The Python type of the result (`int`, `None`; `Any` where the Swift type names none).
+    package var resultType = "Any"
     let run: @Sendable (TaskContext, TaskArguments) async throws -> JSONValue
     let pace = HandlerPace()
 }
@@ -148,9 +154,16 @@ public struct TaskRegistry: Sendable {
     public mutating func register(
         _ name: String,
         options: TaskOptions = TaskOptions(),
+        documentation: String? = nil,
         _ handler: @escaping @Sendable (TaskContext, TaskArguments) async throws -> JSONValue
     ) {
-        tasks[name] = RegisteredTask(name: name, parameters: [], options: options, run: handler)
+        tasks[name] = RegisteredTask(
+            name: name,
+            parameters: [],
+            options: options,
+            documentation: documentation,
+            run: handler
+        )
     }
 
     /// Registers an async handler with typed, named parameters.
@@ -158,6 +171,7 @@ public struct TaskRegistry: Sendable {
         _ name: String,
         parameters: [String],
         options: TaskOptions = TaskOptions(),
+        documentation: String? = nil,
         _ handler: @escaping @Sendable (TaskContext, repeat each A) async throws -> R
     ) {
         let optional = Self.optionality(repeat (each A).self)
@@ -165,11 +179,16 @@ public struct TaskRegistry: Sendable {
             optional.count == parameters.count,
             "\(name): \(parameters.count) names for \(optional.count) parameters"
         )
-        tasks[name] = RegisteredTask(name: name, parameters: parameters, options: options) { context, arguments in
+        var task = RegisteredTask(name: name, parameters: parameters, options: options, documentation: documentation) {
+            context,
+            arguments in
             let binder = try ArgumentBinder(taskName: name, parameters: parameters, arguments: arguments)
             try binder.checkMissing(optional: optional)
             return try await handler(context, repeat try binder.next((each A).self)).taskResultJSON
         }
+        task.parameterTypes = Self.pythonTypes(repeat (each A).self, optional: optional)
+        task.resultType = R.pythonResultTypeName
+        tasks[name] = task
     }
 
     /// Registers a synchronous handler that runs on a thread pool (CPU-bound or blocking work).
@@ -177,6 +196,7 @@ public struct TaskRegistry: Sendable {
         _ name: String,
         parameters: [String],
         options: TaskOptions = TaskOptions(blocking: true),
+        documentation: String? = nil,
         _ handler: @escaping @Sendable (TaskContext, repeat each A) throws -> R
     ) {
         let optional = Self.optionality(repeat (each A).self)
@@ -186,13 +206,30 @@ public struct TaskRegistry: Sendable {
         )
         var options = options
         options.blocking = true
-        tasks[name] = RegisteredTask(name: name, parameters: parameters, options: options) { context, arguments in
+        var task = RegisteredTask(name: name, parameters: parameters, options: options, documentation: documentation) {
+            context,
+            arguments in
             try await NIOThreadPool.singleton.runIfActive {
                 let binder = try ArgumentBinder(taskName: name, parameters: parameters, arguments: arguments)
                 try binder.checkMissing(optional: optional)
                 return try handler(context, repeat try binder.next((each A).self)).taskResultJSON
             }
         }
+        task.parameterTypes = Self.pythonTypes(repeat (each A).self, optional: optional)
+        task.resultType = R.pythonResultTypeName
+        tasks[name] = task
+    }
+
+    private static func pythonTypes<each A: TaskArgument>(
+        _ types: repeat (each A).Type,
+        optional: [Bool]
+    ) -> [(python: String, optional: Bool)] {
+        var result: [(python: String, optional: Bool)] = []
+        for type in repeat each types {
+            let name = type is JSONValue.Type ? "Any" : type.pythonTypeName
+            result.append((name, optional[result.count]))
+        }
+        return result
     }
 
     private static func optionality<each A: TaskArgument>(_ types: repeat (each A).Type) -> [Bool] {

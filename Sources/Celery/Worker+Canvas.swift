@@ -3,7 +3,7 @@ import Logging
 import RESP
 import Redis
 
-/// Canvas follow-ups (PROTOCOL §2.6): link callbacks and the next chain hop after a success, errbacks and the
+/// Canvas follow-ups (docs/protocol.md §2.6): link callbacks and the next chain hop after a success, errbacks and the
 /// failure of the rest of the chain after a failure. Chord part-returns are in Worker+Chord.swift.
 extension Worker {
     /// Where follow-up tasks come from: the task that publishes them and the queue they fall back to.

@@ -2,7 +2,7 @@ import JSON
 import Logging
 import Redis
 
-/// Chords on the Redis result backend with Celery 5.7's semantics (PROTOCOL §3.5): every terminal outcome of a
+/// Chords on the Redis result backend with Celery 5.7's semantics (docs/protocol.md §3.5): every terminal outcome of a
 /// header task (SUCCESS, FAILURE, REVOKED) returns its part; the worker whose part completes the chord claims it
 /// atomically and alone sends the callback with the results in header order, or stores a ChordError for the
 /// callback when a header part failed.

@@ -19,7 +19,7 @@ extension Worker {
         control.hooks = hooks
     }
 
-    /// The pidbox channel: kombu's fanout prefix `/<db>.` and the `celery.pidbox` exchange (PROTOCOL §1.7, §5).
+    /// The pidbox channel: kombu's fanout prefix `/<db>.` and the `celery.pidbox` exchange (docs/protocol.md §1.7, §5).
     var pidboxChannel: String { "/\(brokerClient.configuration.database).celery.pidbox" }
 
     /// Until shutdown: listens on the pidbox channel and answers `celery inspect` / `celery control`. Reconnects
@@ -117,7 +117,7 @@ extension Worker {
         """
     )
 
-    /// The reply envelope: `{hostname: body}` with the request's ticket and our clock (PROTOCOL §5).
+    /// The reply envelope: `{hostname: body}` with the request's ticket and our clock (docs/protocol.md §5).
     func controlReplyEnvelope(_ body: JSONValue, to address: ControlRequest.ReplyAddress, ticket: String?) -> [UInt8] {
         let payload: JSONValue = .object([configuration.hostname: body])
         var headers: JSONObject = [:]

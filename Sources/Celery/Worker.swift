@@ -24,7 +24,7 @@ public final class Worker: Service, Sendable {
     let gate: CreditGate
     /// Monitoring events (`-E`, heartbeats); the control commands reach it here.
     public let events: EventDispatcher
-    let metrics: WorkerMetrics
+    package let metrics: WorkerMetrics
     /// False while fetching from Redis fails.
     let fetchHealthy = Atomic<Bool>(true)
     let reserved: ReservedQueue<Work>

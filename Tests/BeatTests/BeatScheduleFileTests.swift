@@ -178,7 +178,7 @@ import Testing
         }
     }
 
-    /// The message matches what Celery 5.7 beat put on Redis (captured, PROTOCOL §6).
+    /// The message matches what Celery 5.7 beat put on Redis (captured, docs/protocol.md §6).
     @Test func messageIsCeleryBeats() throws {
         let file = try BeatScheduleFile.parse(
             """

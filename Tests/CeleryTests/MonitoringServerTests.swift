@@ -9,6 +9,7 @@ import TestSupport
 import Testing
 
 @testable import Celery
+@testable import CeleryCLI
 
 /// A plain HTTP/1.1 GET over a real socket: the status code and the body.
 func httpGet(port: Int, _ path: String) async throws -> (status: Int, body: String) {

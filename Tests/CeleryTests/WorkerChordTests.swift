@@ -6,7 +6,7 @@ import Testing
 
 @testable import Celery
 
-/// Chords on the Redis backend (PROTOCOL §3.5) run by in-process workers against the real redis-server.
+/// Chords on the Redis backend (docs/protocol.md §3.5) run by in-process workers against the real redis-server.
 @Suite(.enabled(if: TestRedis.available, "needs SWIFT_CELERY_TEST_REDIS_URL (run through scripts/test.sh)"))
 struct WorkerChordTests {
     /// The callback signature as a Celery 5.7 client puts it in `embed.chord`.

@@ -2,11 +2,11 @@ import ArgumentParser
 import Celery
 import Foundation
 
-extension SwiftCelery {
+extension RootCommand {
     /// ArgumentParser's `main()`, except that the client commands (`send`, `result`, `canvas`) exit with 2 on bad
     /// usage, as their help says, where ArgumentParser uses 64, and that passwords in URL arguments are masked in
     /// the process's argument vector (`ps`) as soon as the arguments are parsed.
-    static func runMain() async {
+    static func runMain(setup: CommandSetup) async {
         // Before any thread allocates: one malloc arena per core, at least two (ExecutablePages.limitHeapArenas).
         ExecutablePages.limitHeapArenas(
             to: Int32(clamping: max(2, ProcessInfo.processInfo.activeProcessorCount)),

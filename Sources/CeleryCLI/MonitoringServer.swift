@@ -1,3 +1,4 @@
+import Celery
 import Logging
 import NIOCore
 import NIOHTTP1

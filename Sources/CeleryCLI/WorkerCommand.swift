@@ -6,7 +6,6 @@ import NIOCore
 import NIOPosix
 import Redis
 import ServiceLifecycle
-import Tasks
 import UnixSignals
 
 struct WorkerCommand: AsyncParsableCommand {
@@ -184,33 +183,12 @@ struct WorkerCommand: AsyncParsableCommand {
             resultBackend: resultBackend,
             environment: ProcessInfo.processInfo.environment
         )
-        let brokerConfiguration: RedisConfiguration
-        let backendConfiguration: RedisConfiguration
-        let redisConfiguration: RedisConfiguration
-        do {
-            brokerConfiguration = try environment.brokerConfiguration()
-            backendConfiguration = try environment.resultBackendConfiguration()
-            redisConfiguration = try environment.redisConfiguration()
-        } catch {
-            throw ValidationError("\(error.message)")
-        }
         let node = hostname.replacingOccurrences(
             of: "%h",
             with: String(WorkerConfiguration.defaultHostname().dropFirst("swift@".count))
         )
-        var registry = TaskRegistry()
-        TaskCatalog.register(in: &registry)
+        let registry = CommandSetup.current.registry
 
-        // The broker's and the backend's connections share one event loop, and the worker's fetch loop and result
-        // batcher run on it (see Worker.init's broker): a task's trips through Redis then cost no hand-over between threads.
-        let loop = MultiThreadedEventLoopGroup.singleton.next()
-        let brokerClient = RedisClient(configuration: brokerConfiguration, eventLoopGroup: loop, logger: logger)
-        let backendClient =
-            backendConfiguration == brokerConfiguration
-            ? brokerClient : RedisClient(configuration: backendConfiguration, eventLoopGroup: loop, logger: logger)
-        let redisClient =
-            redisConfiguration == brokerConfiguration
-            ? brokerClient : RedisClient(configuration: redisConfiguration, logger: logger)
         var workerConfiguration = WorkerConfiguration(
             queues: queueList,
             concurrency: concurrency,
@@ -231,21 +209,24 @@ struct WorkerCommand: AsyncParsableCommand {
         workerConfiguration.inlineHandlerLimit = .microseconds(Int64(inlineLimit * 1000))
         if withoutHeartbeat { workerConfiguration.heartbeatInterval = nil }
         let metrics = metricsPort == nil ? WorkerMetrics() : WorkerMetrics.prometheus()
-        let worker = Worker(
-            configuration: workerConfiguration,
-            registry: registry,
-            broker: brokerClient,
-            backend: backendClient,
-            redis: redisClient,
-            metrics: metrics,
-            logger: logger
-        )
+        let service: WorkerService
+        do {
+            service = try WorkerService(
+                configuration: .init(environment: environment, worker: workerConfiguration),
+                registry: registry,
+                metrics: metrics,
+                logger: logger
+            )
+        } catch {
+            throw ValidationError("\(error.message)")
+        }
+        let worker = service.worker
         // The first SIGTERM/SIGINT is a warm shutdown. A second one, SIGQUIT (as Celery), or --shutdown-timeout
         // is a cold shutdown: running handlers are cancelled and every unfinished message is given back.
         // The monitoring server comes first: services stop in reverse order, so /healthz answers 503 while the
         // worker drains.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)
+            .init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)
         ]
         if let metricsPort {
             let server = MonitoringServer(host: metricsHost, port: metricsPort, worker: worker, logger: logger)
@@ -282,8 +263,5 @@ struct WorkerCommand: AsyncParsableCommand {
             tasks.cancelAll()
             try await tasks.waitForAll()
         }
-        await brokerClient.close()
-        await backendClient.close()
-        await redisClient.close()
     }
 }

@@ -1,9 +1,10 @@
+import Celery
 import JSON
 import Logging
 import Synchronization
 import Testing
 
-@testable import Celery
+@testable import CeleryCLI
 
 @Suite("JSON log lines")
 struct JSONLogHandlerTests {
