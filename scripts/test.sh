@@ -4,6 +4,8 @@
 # On a fresh Debian machine (as root, or with sudo) it installs what is missing, then runs, in order:
 #   lint       swift format lint --strict over Sources, Tests, tasks and Package.swift
 #   build      swift build --build-tests
+#   example    Examples/ copied to .build-example/report-tasks with its dependency pointed at this checkout, and
+#              built there, as a new user's package would be (its worker is driven by Tests/Interop/test_library.py)
 #   test       swift test [arguments...], with throw-away Redis servers (scripts/test-redis.sh)
 #   interop    pytest over Tests/Interop in .venv-interop (celery[redis] 5.7.0), when it has test files
 #   hotpath    Benchmarks/hotpath.sh: instructions and allocations per task on the worker's path (valgrind
@@ -31,7 +33,7 @@ fi
 swift --version 2>&1 | head -n 1
 
 section "lint: swift format lint --strict"
-if swift format lint --strict --recursive Sources Tests tasks Package.swift; then
+if swift format lint --strict --recursive Sources Tests tasks Package.swift Examples/Sources Examples/Package.swift; then
     echo "lint passed"
 else
     failed+=(lint)
@@ -42,6 +44,20 @@ if ! swift build --build-tests; then
     failed+=(build)
     section "failed: ${failed[*]}"
     exit 1
+fi
+
+section "example: Examples/ built as an outside package"
+example=.build-example/report-tasks
+rm -rf "$example"
+mkdir -p "$example"
+cp -R Examples/Package.swift Examples/Sources Examples/enqueue.py "$example"/
+# The copy depends on this checkout by its absolute path, as a user's package depends on a clone.
+sed -i "s|path: \"\.\.\"|path: \"$PWD\"|" "$example/Package.swift"
+if grep -q "path: \"$PWD\"" "$example/Package.swift" && swift build --package-path "$example" \
+    --scratch-path .build-example/scratch; then
+    export EXAMPLE_WORKER_BIN=$PWD/.build-example/scratch/debug/report-worker
+else
+    failed+=(example)
 fi
 
 # The servers run for the rest of this script and stop when it exits.
