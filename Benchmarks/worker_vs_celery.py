@@ -35,7 +35,7 @@ SEP = "\x06\x16"
 
 
 def envelope(task_id: str, args: list, eta: str | None = None) -> bytes:
-    """The element kombu 5.7 LPUSHes for app.send_task('tasks.add', args, queue=QUEUE) (PROTOCOL.md §1.1;
+    """The element kombu 5.7 LPUSHes for app.send_task('tasks.add', args, queue=QUEUE) (docs/protocol.md §1.1;
     Tests/Interop/test_worker.py::test_envelope_helper_matches_kombu checks the same layout against kombu)."""
     body = json.dumps([args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
     return json.dumps({

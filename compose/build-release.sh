@@ -16,13 +16,13 @@ scratch=.build-compose
 # Linked with lld so that the relative relocations are packed (DT_RELR, read by glibc ≥ 2.36, bookworm's): the
 # 2.4 MB RELA table gold writes is read at every start and stays resident. Nothing loads this binary's symbols at
 # run time, so it exports none (SwiftPM asks for --export-dynamic). Together: 3 MiB less RSS in an idle worker
-# (README, Memory).
+# (docs/operations.md, Memory).
 #
 # Every function in a section of its own, linked in the order of compose/symbol-order.txt (scripts/symbol-order.sh
 # writes it: what a ready worker runs while idle comes first, then its tasks' and shutdown's code, start-up's last):
 # the kernel maps up to 64 KiB of file pages around each page a process touches, and the worker gives back the
 # pages start-up used once it is ready (ExecutablePages), so code run while idle that lies together costs fewer
-# resident pages (README, Memory). Functions the list does not name follow in the linker's order.
+# resident pages (docs/operations.md, Memory). Functions the list does not name follow in the linker's order.
 flags=(--static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs
     -Xlinker --no-export-dynamic
     -Xswiftc -Xfrontend -Xswiftc -function-sections -Xcc -ffunction-sections

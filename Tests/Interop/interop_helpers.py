@@ -1,4 +1,4 @@
-"""Raw kombu/Celery envelopes (PROTOCOL.md §1.1, §2.1), built by hand so tests can break one thing at a time."""
+"""Raw kombu/Celery envelopes (docs/protocol.md §1.1, §2.1), built by hand so tests can break one thing at a time."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Hostile envelopes LPUSHed straight onto the worker's queue (redis-py, no kombu): the worker must survive each one,
 must not keep it around, and must still run the valid task sent right after it.
 
-Python's worker does not survive several of these (PROTOCOL.md §1.1, §2.3: a missing delivery_tag loses the broker
+Python's worker does not survive several of these (docs/protocol.md §1.1, §2.3: a missing delivery_tag loses the broker
 connection and the message, a 2-element body is an unrecoverable error and a poison message; checked here: a body that
 is not base64 ("***") is an unrecoverable TypeError, a message without headers.id makes the consumer reconnect in a
 loop on KeyError('id')); those cases are swift_only: the expectations are the Swift worker's spec. Python refuses a

@@ -184,8 +184,8 @@ def test_sighup_reloads_the_schedule(redis_url, redis_client, tmp_path, beats):
 @pytest.mark.parametrize("keep", [False, True])
 def test_beat_gives_back_memory_after_its_first_step_and_runs_on(redis_url, redis_client, tmp_path, beats, keep):
     """After its first step (a leader's sync, a standby's try for the lock) beat releases its executable's unwritten
-    pages (and trims the heap after each sync or send: README, Periodic tasks); what it runs again comes back on
-    use. --keep-pages keeps them."""
+    pages (and trims the heap after each sync or send: docs/beat.md); what it runs again comes back on use.
+    --keep-pages keeps them."""
     prefix = unique("beat-pages") + ":"
     queue = unique("beat-pages-q")
     schedule = tmp_path / "beat.json"

@@ -109,8 +109,8 @@ def released_kib(worker: WorkerProcess, phase: str, after: int = 0) -> tuple[int
 
 def test_worker_releases_its_pages_once_ready_and_when_idle_and_runs_on(redis_url):
     """A second after it is ready, and again after a spell without tasks (--idle-page-release), the worker gives
-    back the pages of its executable that it mapped and never wrote (README, Memory); whatever it runs afterwards
-    comes back on use, and tasks run as before."""
+    back the pages of its executable that it mapped and never wrote (docs/operations.md, Memory); whatever it runs
+    afterwards comes back on use, and tasks run as before."""
     from swift_tasks import make_app
 
     worker = WorkerProcess("swift", redis_url, queue=unique("interop-pages"), name=f"{unique('pages')}@localhost",
@@ -156,8 +156,8 @@ def thread_heaps(pid: int) -> int:
 
 @pytest.mark.parametrize("arena_max", [None, "8"])
 def test_worker_keeps_one_malloc_arena_per_core_unless_the_environment_says(redis_url, monkeypatch, arena_max):
-    """The worker's threads share one malloc arena per core, at least two (README, Memory); MALLOC_ARENA_MAX in the
-    environment wins."""
+    """The worker's threads share one malloc arena per core, at least two (docs/operations.md, Memory);
+    MALLOC_ARENA_MAX in the environment wins."""
     from swift_tasks import make_app
 
     if arena_max is None:

@@ -1,5 +1,5 @@
 """Monitoring: events (-E) read by Celery's own State and by Flower 2.2, the Prometheus endpoint, /healthz and
-JSON logs, against a Swift worker started with -E --metrics-port --log-format json (PROTOCOL.md §4)."""
+JSON logs, against a Swift worker started with -E --metrics-port --log-format json (docs/protocol.md §4)."""
 
 from __future__ import annotations
 

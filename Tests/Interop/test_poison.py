@@ -1,7 +1,7 @@
 """Poison messages against a running worker: 1,000 generated malformed or hostile messages (deterministic seed)
 interleaved with 500 valid ones, plus one 100 MB message.
 
-Every hostile message gets its documented outcome (README, "Hardening"):
+Every hostile message gets its documented outcome (docs/guarantees.md, "Bad input"):
   - the envelope is not a kombu JSON message (truncated, invalid UTF-8, too deep, numbers beyond 64 bits, ...):
     no task id can be trusted, so it is rejected with a log line and kept in the `swift-celery:dead-letter` list;
   - a task id is known: a FAILURE is stored (`DecodeError`, `ContentDisallowed`, `NotRegistered`, `LimitExceeded`,
@@ -49,7 +49,7 @@ def rss(pid: int) -> int:
 
 
 class Case:
-    """One generated message and the outcome the README documents for it."""
+    """One generated message and the outcome docs/guarantees.md documents for it."""
 
     def __init__(self, kind: str, raw: bytes, expect: str, task_id: str | None = None, tag: str | None = None,
                  exc: str | None = None, value=None):

@@ -1,6 +1,6 @@
-"""Security: the least-privilege Redis ACL user documented in the README runs the worker; passwords never appear in
-logs, error messages, `ps` output or /proc/PID/cmdline; TLS verifies the server and refuses a wrong CA clearly;
-oversized messages are refused before parsing (`--max-message-size`)."""
+"""Security: the least-privilege Redis ACL user documented in docs/security.md runs the worker; passwords never
+appear in logs, error messages, `ps` output or /proc/PID/cmdline; TLS verifies the server and refuses a wrong CA
+clearly; oversized messages are refused before parsing (`--max-message-size`)."""
 
 from __future__ import annotations
 
@@ -184,10 +184,10 @@ def test_malformed_urls_never_echo_the_password(url):
 
 
 def documented_acl_rule() -> list[str]:
-    """The `ACL SETUSER swift-celery ...` line of the README, split as redis-cli would."""
-    text = (ROOT / "README.md").read_text()
+    """The `ACL SETUSER swift-celery ...` line of docs/security.md, split as redis-cli would."""
+    text = (ROOT / "docs" / "security.md").read_text()
     match = re.search(r"^(ACL SETUSER swift-celery .+)$", text, re.M)
-    assert match, "README has no ACL SETUSER swift-celery line"
+    assert match, "docs/security.md has no ACL SETUSER swift-celery line"
     return shlex.split(match.group(1))
 
 
