@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "swift-celery", targets: ["swift-celery"]),
         .library(name: "CeleryCLI", targets: ["CeleryCLI"]),
         .library(name: "Celery", targets: ["Celery"]),
+        .library(name: "CeleryClient", targets: ["CeleryClient"]),
         .library(name: "Beat", targets: ["Beat"]),
         .library(name: "Redis", targets: ["Redis"]),
         .library(name: "JSON", targets: ["JSON"]),
@@ -61,10 +62,43 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
+        // Celery's wire values: task messages, signatures, events, control requests, results' states. No NIO, no
+        // Redis.
+        .target(
+            name: "CeleryProtocol",
+            dependencies: [
+                "JSON",
+                .product(name: "ExtrasBase64", package: "swift-extras-base64"),
+            ]
+        ),
+        // Everything that knows kombu's keys on Redis or runs Lua there: broker, result store, chords,
+        // revocations, rate limiter, events, the idle watchers.
+        .target(
+            name: "CeleryRedis",
+            dependencies: [
+                "CeleryProtocol",
+                "JSON",
+                "Redis",
+                "RESP",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
+        // Page and heap tuning for long-running processes (the worker and beat): operator concerns, no Celery.
+        .target(
+            name: "ProcessTuning",
+            dependencies: ["CMalloc", .product(name: "Logging", package: "swift-log")]
+        ),
+        // The worker and the handler API a team's tasks are written against.
         .target(
             name: "Celery",
             dependencies: [
-                "CMalloc",
+                "CeleryProtocol",
+                "CeleryRedis",
+                "CeleryClient",
+                "ProcessTuning",
                 "JSON",
                 "Redis",
                 "RESP",
@@ -78,7 +112,18 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        // Sending tasks and canvas from Swift, and reading results.
+        .target(
+            name: "CeleryClient",
+            dependencies: [
+                "CeleryProtocol",
+                "CeleryRedis",
+                "JSON",
+                "Redis",
+                "RESP",
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
@@ -90,7 +135,8 @@ let package = Package(
         .target(
             name: "Beat",
             dependencies: [
-                "Celery",
+                "CeleryProtocol",
+                "ProcessTuning",
                 "JSON",
                 "Redis",
                 "RESP",
@@ -105,6 +151,10 @@ let package = Package(
             dependencies: [
                 "Beat",
                 "Celery",
+                "CeleryClient",
+                "CeleryProtocol",
+                "CeleryRedis",
+                "ProcessTuning",
                 "Redis",
                 "JSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -117,11 +167,27 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
+        // The worker's per-task CPU path without Redis, for Benchmarks/hotpath.sh: not part of the library.
+        .target(
+            name: "CeleryHotPath",
+            dependencies: [
+                "Celery",
+                "CeleryProtocol",
+                "CeleryRedis",
+                "JSON",
+                "Redis",
+                "RESP",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ExtrasBase64", package: "swift-extras-base64"),
+            ]
+        ),
         .executableTarget(
             name: "swift-celery",
             dependencies: [
                 "CeleryCLI",
                 "Celery",
+                "CeleryHotPath",
                 "Tasks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -153,7 +219,8 @@ let package = Package(
         .testTarget(
             name: "CeleryTests",
             dependencies: [
-                "Celery", "CeleryCLI", "Tasks", "JSON", "Redis", "RESP", "TestSupport",
+                "Celery", "CeleryCLI", "CeleryClient", "CeleryProtocol", "CeleryRedis", "CeleryHotPath",
+                "ProcessTuning", "Tasks", "JSON", "Redis", "RESP", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -169,7 +236,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BeatTests",
-            dependencies: ["Beat", "Celery", "JSON", "Redis", "RESP", "TestSupport"]
+            dependencies: ["Beat", "CeleryProtocol", "JSON", "Redis", "RESP", "TestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

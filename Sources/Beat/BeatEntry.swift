@@ -1,4 +1,4 @@
-import Celery
+import CeleryProtocol
 import JSON
 
 /// One periodic task: what to send, where, and when.

@@ -1,4 +1,4 @@
-import Celery
+import CeleryProtocol
 import Foundation
 import JSON
 import Yams

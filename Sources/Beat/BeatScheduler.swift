@@ -1,6 +1,7 @@
-import Celery
+import CeleryProtocol
 import JSON
 import Logging
+import ProcessTuning
 import Redis
 import ServiceLifecycle
 import Synchronization

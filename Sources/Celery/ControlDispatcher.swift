@@ -1,7 +1,9 @@
+import CeleryProtocol
+import CeleryRedis
 import JSON
 
 /// What the control commands act on: the worker, or an in-memory stand-in in unit tests.
-protocol ControlTarget: Sendable {
+package protocol ControlTarget: Sendable {
     var hostname: String { get }
     var hooks: ControlHooks { get }
     /// `registered`: task names, with ` [rate_limit=...]` where a rate limit is set.
@@ -38,16 +40,16 @@ protocol ControlTarget: Sendable {
 
 /// Runs one control request as Celery 5.7's worker does: the same commands, arguments, replies and errors
 /// (captured from a Python worker; docs/protocol.md §5).
-struct ControlDispatcher: Sendable {
+package struct ControlDispatcher: Sendable {
     /// A command's outcome: a reply body (sent only when the request has `reply_to`), or none at all (`shutdown`).
-    enum Outcome: Sendable, Equatable {
+    package enum Outcome: Sendable, Equatable {
         case reply(JSONValue)
         case noReply
     }
 
-    let target: any ControlTarget
+    package let target: any ControlTarget
 
-    func dispatch(_ request: ControlRequest) async -> Outcome {
+    package func dispatch(_ request: ControlRequest) async -> Outcome {
         let arguments = request.arguments
         switch request.method {
         case "ping":
@@ -172,7 +174,7 @@ struct ControlDispatcher: Sendable {
     }
 
     /// A task id or a list of them (`maybe_list`).
-    static func ids(_ value: JSONValue?) -> [String] {
+    package static func ids(_ value: JSONValue?) -> [String] {
         switch value {
         case .string(let id)?: return [id]
         case .array(let items)?: return items.compactMap(\.stringValue)
@@ -181,7 +183,7 @@ struct ControlDispatcher: Sendable {
     }
 
     /// Python's TypeError for a command called without a required argument.
-    static func missing(_ function: String, _ names: [String]) -> JSONValue {
+    package static func missing(_ function: String, _ names: [String]) -> JSONValue {
         let quoted = names.map { "'\($0)'" }
         let list = quoted.count == 1 ? quoted[0] : quoted.dropLast().joined(separator: ", ") + " and " + quoted.last!
         let plural = names.count == 1 ? "argument" : "arguments"
@@ -195,7 +197,7 @@ private func nok(_ text: String) -> JSONValue { ["error": .string(text)] }
 
 extension JSONValue {
     /// Python truthiness of a JSON value.
-    var isTruthy: Bool {
+    package var isTruthy: Bool {
         switch self {
         case .null: false
         case .bool(let flag): flag
@@ -209,8 +211,8 @@ extension JSONValue {
 }
 
 /// Python's `repr()` of a string: single quotes unless the text has a single quote and no double quote.
-enum PythonText {
-    static func repr(_ text: String) -> String {
+package enum PythonText {
+    package static func repr(_ text: String) -> String {
         let useDouble = text.contains("'") && !text.contains("\"")
         let quote: Character = useDouble ? "\"" : "'"
         var out = String(quote)

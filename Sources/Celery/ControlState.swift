@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import JSON
 import Logging
 import Redis
@@ -5,28 +7,28 @@ import Synchronization
 
 /// The state remote control reads and changes while the worker runs: running tasks, the revoked set, rate and
 /// time limits set by `control`, the consumed queues, the Lamport clock, and the hooks to the event dispatcher.
-final class WorkerControlState: Sendable {
-    let revoked: RevokedTasks
-    let localRates = LocalRateLimits()
+package final class WorkerControlState: Sendable {
+    package let revoked: RevokedTasks
+    package let localRates = LocalRateLimits()
     /// Global limits from handler options (`TaskOptions.globalRateLimit`), fixed for the worker's life.
-    let globalRates: [String: TaskRateLimit]
-    let globalLimiter: GlobalRateLimiter
-    let rateLimited = RateLimitedMessages()
-    let active = ActiveRequests()
-    let queues: ConsumedQueues
-    let startTime = CeleryTimestamp.now()
+    package let globalRates: [String: TaskRateLimit]
+    package let globalLimiter: GlobalRateLimiter
+    package let rateLimited = RateLimitedMessages()
+    package let active = ActiveRequests()
+    package let queues: ConsumedQueues
+    package let startTime = CeleryTimestamp.now()
     /// Signalled once the pidbox subscription is confirmed (or remote control is off).
-    let listening = OneTimeSignal()
+    package let listening = OneTimeSignal()
     private let timeLimits = Mutex<[String: TimeLimitOverride]>([:])
     private let hookStore = Mutex(ControlHooks())
     private let clock = Mutex(0)
 
-    struct TimeLimitOverride: Sendable {
-        var soft: Double?
-        var hard: Double?
+    package struct TimeLimitOverride: Sendable {
+        package var soft: Double?
+        package var hard: Double?
     }
 
-    init(configuration: WorkerConfiguration, registry: TaskRegistry, broker: RedisClient, logger: Logger) {
+    package init(configuration: WorkerConfiguration, registry: TaskRegistry, broker: RedisClient, logger: Logger) {
         revoked = RevokedTasks(client: broker, key: configuration.revokedKey)
         globalLimiter = GlobalRateLimiter(client: broker, keyPrefix: configuration.globalRateLimitKeyPrefix)
         queues = ConsumedQueues(configuration.queues)
@@ -59,7 +61,7 @@ final class WorkerControlState: Sendable {
     }
 
     /// Loads the shared revoked set before the worker consumes, so a task revoked before it started is not run.
-    func loadRevoked(logger: Logger) async {
+    package func loadRevoked(logger: Logger) async {
         do {
             let count = try await revoked.load()
             if count > 0 { logger.info("\(count) revoked task id(s) loaded from Redis") }
@@ -68,36 +70,36 @@ final class WorkerControlState: Sendable {
         }
     }
 
-    var hooks: ControlHooks {
+    package var hooks: ControlHooks {
         get { hookStore.withLock { $0 } }
         set { hookStore.withLock { $0 = newValue } }
     }
 
-    func setTimeLimits(_ limits: TimeLimitOverride, for taskName: String) {
+    package func setTimeLimits(_ limits: TimeLimitOverride, for taskName: String) {
         timeLimits.withLock { $0[taskName] = limits }
     }
 
-    func timeLimits(for taskName: String) -> TimeLimitOverride? {
+    package func timeLimits(for taskName: String) -> TimeLimitOverride? {
         timeLimits.withLock { $0[taskName] }
     }
 
     /// Lamport clock: a received value moves it past that value.
-    func adjustClock(_ other: Int) {
+    package func adjustClock(_ other: Int) {
         clock.withLock { $0 = max($0, other) + 1 }
     }
 
-    func forwardClock() -> Int {
+    package func forwardClock() -> Int {
         clock.withLock {
             $0 += 1
             return $0
         }
     }
 
-    var clockValue: Int { clock.withLock { $0 } }
+    package var clockValue: Int { clock.withLock { $0 } }
 }
 
 /// The queues the fetch loop consumes, changed by `add_consumer` / `cancel_consumer`, in kombu's round-robin order.
-final class ConsumedQueues: Sendable {
+package final class ConsumedQueues: Sendable {
     private struct State {
         var queues: [String] {
             didSet { rotations = Self.rotations(of: queues) }
@@ -125,12 +127,12 @@ final class ConsumedQueues: Sendable {
 
     private let state: Mutex<State>
 
-    init(_ queues: [String]) {
+    package init(_ queues: [String]) {
         state = Mutex(State(queues))
     }
 
     /// The queues, the one the next fetch starts with first.
-    var current: [String] {
+    package var current: [String] {
         state.withLock { state in
             state.queues.isEmpty ? [] : State.rotated(state.queues, start: state.next % state.queues.count)
         }
@@ -138,7 +140,7 @@ final class ConsumedQueues: Sendable {
 
     /// The lists to pop from next (every queue at each priority step), then rotates the queues: the next fetch
     /// starts with the next queue (kombu's round_robin cycle).
-    func nextLists() -> [String] {
+    package func nextLists() -> [String] {
         state.withLock { state in
             guard !state.rotations.isEmpty else { return [] }
             let lists = state.rotations[state.next % state.rotations.count]
@@ -149,7 +151,7 @@ final class ConsumedQueues: Sendable {
 
     /// Adds a queue; false if it is consumed already.
     @discardableResult
-    func add(_ queue: String) -> Bool {
+    package func add(_ queue: String) -> Bool {
         state.withLock { state in
             guard !state.queues.contains(queue) else { return false }
             state.queues.append(queue)
@@ -157,17 +159,19 @@ final class ConsumedQueues: Sendable {
         }
     }
 
-    func remove(_ queue: String) {
+    package func remove(_ queue: String) {
         state.withLock { $0.queues.removeAll { $0 == queue } }
     }
 }
 
 /// The error a terminated handler's task ends with (`control revoke --terminate`).
-struct TaskTerminated: Error, Sendable {}
+package struct TaskTerminated: Error, Sendable {}
 
 /// Lets `revoke(terminate=True)` stop a running handler: firing it cancels the handler and fails the task with
 /// ``TaskTerminated`` at once, as the hard time limit does (a handler that ignores cancellation is abandoned).
-final class TaskTermination: Sendable {
+package final class TaskTermination: Sendable {
+    package init() {}
+
     private struct State {
         var fired = false
         var action: (@Sendable () -> Void)?
@@ -175,10 +179,10 @@ final class TaskTermination: Sendable {
 
     private let state = Mutex(State())
 
-    var isFired: Bool { state.withLock { $0.fired } }
+    package var isFired: Bool { state.withLock { $0.fired } }
 
     /// Runs `action` when fired (at once if it already was).
-    func onFire(_ action: @escaping @Sendable () -> Void) {
+    package func onFire(_ action: @escaping @Sendable () -> Void) {
         let now = state.withLock { state -> Bool in
             if state.fired { return true }
             state.action = action
@@ -187,7 +191,7 @@ final class TaskTermination: Sendable {
         if now { action() }
     }
 
-    func fire() {
+    package func fire() {
         let action = state.withLock { state -> (@Sendable () -> Void)? in
             guard !state.fired else { return nil }
             state.fired = true
@@ -199,13 +203,13 @@ final class TaskTermination: Sendable {
 }
 
 /// The tasks running now (Celery's `active_requests`), and how many of each name have finished.
-final class ActiveRequests: Sendable {
-    struct Entry: Sendable {
-        var message: TaskMessage
+package final class ActiveRequests: Sendable {
+    package struct Entry: Sendable {
+        package var message: TaskMessage
         /// Unix time the handler started.
-        var timeStart: Double
-        var acknowledged: Bool
-        var termination: TaskTermination
+        package var timeStart: Double
+        package var acknowledged: Bool
+        package var termination: TaskTermination
     }
 
     private struct State {
@@ -216,7 +220,7 @@ final class ActiveRequests: Sendable {
     private let state = Mutex(State())
 
     /// Records a task as running; the returned termination stops it.
-    func begin(_ message: TaskMessage, acknowledged: Bool) -> TaskTermination {
+    package func begin(_ message: TaskMessage, acknowledged: Bool) -> TaskTermination {
         let termination = TaskTermination()
         let entry = Entry(
             message: message,
@@ -229,26 +233,26 @@ final class ActiveRequests: Sendable {
     }
 
     /// Records that a task finished (whatever its outcome).
-    func end(_ message: TaskMessage, _ termination: TaskTermination) {
+    package func end(_ message: TaskMessage, _ termination: TaskTermination) {
         state.withLock { state in
             if state.entries[message.id]?.termination === termination { state.entries[message.id] = nil }
             state.totals[message.taskName, default: 0] += 1
         }
     }
 
-    var snapshot: [Entry] {
+    package var snapshot: [Entry] {
         state.withLock { $0.entries.values.sorted { $0.timeStart < $1.timeStart } }
     }
 
-    func entry(_ id: String) -> Entry? { state.withLock { $0.entries[id] } }
+    package func entry(_ id: String) -> Entry? { state.withLock { $0.entries[id] } }
 
     /// How many tasks run now (what `worker-heartbeat` events report as `active`).
-    var count: Int { state.withLock { $0.entries.count } }
+    package var count: Int { state.withLock { $0.entries.count } }
 
-    var totals: [String: Int] { state.withLock { $0.totals } }
+    package var totals: [String: Int] { state.withLock { $0.totals } }
 
     /// Fires the terminations of the running tasks among `ids`; returns those ids.
-    func terminate(_ ids: [String]) -> [String] {
+    package func terminate(_ ids: [String]) -> [String] {
         let found = state.withLock { state in ids.compactMap { id in state.entries[id].map { (id, $0.termination) } } }
         for (_, termination) in found { termination.fire() }
         return found.map(\.0)
@@ -257,14 +261,14 @@ final class ActiveRequests: Sendable {
 
 /// A one-way latch: `wait(upTo:)` returns once `signal()` was called, or after the timeout (it polls every 5 ms;
 /// it is used once, at start-up).
-final class OneTimeSignal: Sendable {
+package final class OneTimeSignal: Sendable {
     private let signalled = Atomic<Bool>(false)
 
-    func signal() { signalled.store(true, ordering: .releasing) }
+    package func signal() { signalled.store(true, ordering: .releasing) }
 
-    var isSignalled: Bool { signalled.load(ordering: .acquiring) }
+    package var isSignalled: Bool { signalled.load(ordering: .acquiring) }
 
-    func wait(upTo timeout: Duration) async {
+    package func wait(upTo timeout: Duration) async {
         let deadline = ContinuousClock.now + timeout
         while !isSignalled, ContinuousClock.now < deadline, !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(5))

@@ -1,7 +1,9 @@
+import CeleryProtocol
+import CeleryRedis
 import Synchronization
 
 /// Prefetch credit: how many more messages the worker may fetch before finished tasks free room.
-final class CreditGate: Sendable {
+package final class CreditGate: Sendable {
     private struct State {
         var available: Int
         var waiter: CheckedContinuation<Int, Never>?
@@ -10,12 +12,12 @@ final class CreditGate: Sendable {
 
     private let state: Mutex<State>
 
-    init(credit: Int) {
+    package init(credit: Int) {
         state = Mutex(State(available: credit))
     }
 
     /// Waits until some credit is free and takes all of it; 0 once closed.
-    func acquireAll() async -> Int {
+    package func acquireAll() async -> Int {
         await withCheckedContinuation { continuation in
             let now = state.withLock { state -> Int? in
                 if state.closed { return 0 }
@@ -31,7 +33,7 @@ final class CreditGate: Sendable {
     }
 
     /// Gives credit back (a finished task, or fetched fewer than taken).
-    func release(_ amount: Int) {
+    package func release(_ amount: Int) {
         guard amount > 0 else { return }
         let waiter = state.withLock { state -> (CheckedContinuation<Int, Never>, Int)? in
             state.available += amount
@@ -44,7 +46,7 @@ final class CreditGate: Sendable {
     }
 
     /// Wakes a waiting fetcher with 0.
-    func close() {
+    package func close() {
         let waiter = state.withLock { state -> CheckedContinuation<Int, Never>? in
             state.closed = true
             defer { state.waiter = nil }

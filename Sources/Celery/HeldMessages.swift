@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import HeapModule
 import JSON
 import Synchronization
@@ -6,7 +8,7 @@ import Synchronization
 ///
 /// Only the envelope is kept (about 1 KiB for a small task), not the decoded message: it is decoded again when due,
 /// or when `celery inspect scheduled` asks.
-final class HeldMessages: Sendable {
+package final class HeldMessages: Sendable {
     private struct Entry: Comparable {
         static func < (lhs: Entry, rhs: Entry) -> Bool { lhs.due < rhs.due }
         static func == (lhs: Entry, rhs: Entry) -> Bool { lhs.due == rhs.due }
@@ -28,10 +30,10 @@ final class HeldMessages: Sendable {
     private let state = Mutex(State())
     private let timer = TimerSignal()
 
-    var count: Int { state.withLock { $0.entries.count } }
+    package var count: Int { state.withLock { $0.entries.count } }
 
     /// The held messages and their ETAs, earliest first (for `celery inspect scheduled`).
-    var snapshot: [(due: CeleryTimestamp, message: TaskMessage)] {
+    package var snapshot: [(due: CeleryTimestamp, message: TaskMessage)] {
         let entries = state.withLock { $0.entries.unordered.sorted() }
         return entries.compactMap { entry in
             (try? Self.decode(entry.delivery)).map { (entry.due, $0) }
@@ -49,7 +51,7 @@ final class HeldMessages: Sendable {
     /// worker keeps fetching past them (Celery raises its prefetch count for ETA tasks without limit); past that
     /// a held message keeps its credit, so fetching stops and memory stays bounded.
     /// Returns nil once closed (the caller restores the message), else whether the message keeps its credit.
-    func hold(_ delivery: Delivery, until due: CeleryTimestamp, creditFree: Int) -> Bool? {
+    package func hold(_ delivery: Delivery, until due: CeleryTimestamp, creditFree: Int) -> Bool? {
         let (keepsCredit, earliest) = state.withLock { state -> (Bool?, Bool) in
             guard !state.closed else { return (nil, false) }
             let keepsCredit = state.creditFree >= creditFree
@@ -65,7 +67,7 @@ final class HeldMessages: Sendable {
 
     /// Moves due messages to the reserved queue until closed, sleeping until the next ETA (at most 1 s, so a
     /// change of the system clock is noticed).
-    func run(worker: Worker) async {
+    package func run(worker: Worker) async {
         while true {
             let (due, closed, next) = state.withLock { state -> ([Entry], Bool, CeleryTimestamp?) in
                 guard !state.closed else { return ([], true, nil) }
@@ -103,7 +105,7 @@ final class HeldMessages: Sendable {
     }
 
     /// Stops the timer and returns the messages still held, to be restored.
-    func close() -> [Delivery] {
+    package func close() -> [Delivery] {
         defer { timer.signal() }
         return state.withLock { state in
             state.closed = true

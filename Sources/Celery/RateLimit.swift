@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import HeapModule
 import JSON
 import RESP
@@ -91,7 +93,7 @@ extension String {
 /// Per-worker rate limits by task name, as Celery's consumer keeps them: a token bucket of capacity 1 (no bursts)
 /// per task, here as its equivalent schedule (each task gets the next free slot, one interval after the last).
 /// `control rate_limit` replaces a task's limit and resets its schedule.
-final class LocalRateLimits: Sendable {
+package final class LocalRateLimits: Sendable {
     private struct Entry {
         var limit: TaskRateLimit
         /// When the next task of this name may start.
@@ -101,7 +103,7 @@ final class LocalRateLimits: Sendable {
     private let entries = Mutex<[String: Entry]>([:])
 
     /// Sets (or with a non-limiting rate, removes) the limit for `taskName`.
-    func set(_ limit: TaskRateLimit?, for taskName: String) {
+    package func set(_ limit: TaskRateLimit?, for taskName: String) {
         entries.withLock { entries in
             if let limit, limit.isLimited {
                 entries[taskName] = Entry(limit: limit, nextFree: nil)
@@ -112,12 +114,12 @@ final class LocalRateLimits: Sendable {
     }
 
     /// The limit in force for `taskName`.
-    func limit(for taskName: String) -> TaskRateLimit? {
+    package func limit(for taskName: String) -> TaskRateLimit? {
         entries.withLock { $0[taskName]?.limit }
     }
 
     /// Reserves the next slot for one task of `taskName`: nil to run now, else how long to wait first.
-    func reserve(_ taskName: String, now: ContinuousClock.Instant = .now) -> Duration? {
+    package func reserve(_ taskName: String, now: ContinuousClock.Instant = .now) -> Duration? {
         entries.withLock { entries -> Duration? in
             guard var entry = entries[taskName] else { return nil }
             let slot = max(now, entry.nextFree ?? now)
@@ -131,13 +133,13 @@ final class LocalRateLimits: Sendable {
 /// A rate limit shared by every worker on one Redis: each task start takes the next free slot of a schedule kept
 /// in Redis (the generic cell rate algorithm: one key per task name holding the time the next slot is free, on
 /// the server's clock), so N workers together start at most `rate` tasks per second, evenly spaced.
-struct GlobalRateLimiter: Sendable {
-    let client: RedisClient
+package struct GlobalRateLimiter: Sendable {
+    package let client: RedisClient
     /// Prefixed to the task name: `swift-celery:rate:<task name>`.
-    var keyPrefix = "swift-celery:rate:"
+    package var keyPrefix = "swift-celery:rate:"
 
     /// KEYS[1]: the slot key. ARGV[1]: the interval in microseconds. Returns the wait in microseconds (0: now).
-    static let script = RedisScript(
+    package static let script = RedisScript(
         """
         local interval = tonumber(ARGV[1])
         local t = redis.call('TIME')
@@ -151,7 +153,7 @@ struct GlobalRateLimiter: Sendable {
     )
 
     /// Reserves the next global slot for one task; nil to run now, else how long to wait first.
-    func reserve(_ taskName: String, limit: TaskRateLimit) async throws(RedisError) -> Duration? {
+    package func reserve(_ taskName: String, limit: TaskRateLimit) async throws(RedisError) -> Duration? {
         let microseconds = max(1, Int(min(1e15, 1e6 / limit.perSecond)))
         let reply = try await client.evaluate(
             Self.script,
@@ -168,7 +170,7 @@ struct GlobalRateLimiter: Sendable {
 /// Messages waiting for their rate-limit slot (fetched, recorded in `unacked`, not started), handed to the
 /// executors when the slot comes. Each keeps the prefetch credit it came with, as Celery counts rate-limited
 /// messages against the prefetch count.
-final class RateLimitedMessages: Sendable {
+package final class RateLimitedMessages: Sendable {
     private struct Entry: Comparable {
         static func < (lhs: Entry, rhs: Entry) -> Bool { lhs.due < rhs.due }
         static func == (lhs: Entry, rhs: Entry) -> Bool { lhs.due == rhs.due }
@@ -189,15 +191,15 @@ final class RateLimitedMessages: Sendable {
     private let state = Mutex(State())
     private let timer = TimerSignal()
 
-    var count: Int { state.withLock { $0.entries.count } }
+    package var count: Int { state.withLock { $0.entries.count } }
 
     /// The waiting messages, earliest first.
-    var snapshot: [TaskMessage] {
+    package var snapshot: [TaskMessage] {
         state.withLock { $0.entries.unordered.sorted().map(\.message) }
     }
 
     /// Holds a message until `due`; false once closed (the caller then restores it).
-    func hold(
+    package func hold(
         _ delivery: Delivery,
         _ message: TaskMessage,
         until due: ContinuousClock.Instant,
@@ -217,7 +219,7 @@ final class RateLimitedMessages: Sendable {
     }
 
     /// Moves messages whose slot has come to the reserved queue until closed.
-    func run(worker: Worker) async {
+    package func run(worker: Worker) async {
         while true {
             let (due, closed, next) = state.withLock { state -> ([Entry], Bool, ContinuousClock.Instant?) in
                 guard !state.closed else { return ([], true, nil) }
@@ -240,7 +242,7 @@ final class RateLimitedMessages: Sendable {
     }
 
     /// Stops the timer and returns the messages still waiting, to be restored.
-    func close() -> [Delivery] {
+    package func close() -> [Delivery] {
         defer { timer.signal() }
         return state.withLock { state in
             state.closed = true

@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import DequeModule
 import Synchronization
 
@@ -6,10 +8,10 @@ import Synchronization
 ///
 /// One executor may wait apart (`popInline`): it is handed a message pushed with `mayRunInline` when every other
 /// executor is waiting too, so a lone message on an idle worker can run on the thread that read it.
-final class ReservedQueue<Element: Sendable>: Sendable {
+package final class ReservedQueue<Element: Sendable>: Sendable {
     /// What the apart executor is handed: `alone` when every other executor was waiting and nothing else was
     /// reserved.
-    typealias Taken = (element: Element, alone: Bool)
+    package typealias Taken = (element: Element, alone: Bool)
 
     private struct State {
         var items = Deque<Element>()
@@ -24,17 +26,17 @@ final class ReservedQueue<Element: Sendable>: Sendable {
 
     /// - Parameter otherExecutors: how many executors call `pop` when one more calls `popInline`; with it, a
     ///   waiting count that reaches it tells an idle worker.
-    init(otherExecutors: Int = 0) {
+    package init(otherExecutors: Int = 0) {
         self.otherExecutors = otherExecutors
     }
 
-    var count: Int { state.withLock { $0.items.count } }
+    package var count: Int { state.withLock { $0.items.count } }
 
     /// Executors waiting for an element (the one apart included).
-    var waiting: Int { state.withLock { $0.waiters.count + ($0.inlineWaiter == nil ? 0 : 1) } }
+    package var waiting: Int { state.withLock { $0.waiters.count + ($0.inlineWaiter == nil ? 0 : 1) } }
 
     /// The elements waiting, in order (for `celery inspect reserved`).
-    var snapshot: [Element] { state.withLock { Array($0.items) } }
+    package var snapshot: [Element] { state.withLock { Array($0.items) } }
 
     private enum Handover {
         case refused
@@ -47,7 +49,7 @@ final class ReservedQueue<Element: Sendable>: Sendable {
     /// may take it as `alone` if every other executor is waiting (the fetch loop says so of a message that came by
     /// itself).
     @discardableResult
-    func push(_ element: Element, mayRunInline: Bool = false) -> Bool {
+    package func push(_ element: Element, mayRunInline: Bool = false) -> Bool {
         let handover = state.withLock { state -> Handover in
             guard !state.closed else { return .refused }
             if mayRunInline, state.waiters.count == otherExecutors, let waiter = state.inlineWaiter {
@@ -72,7 +74,7 @@ final class ReservedQueue<Element: Sendable>: Sendable {
     }
 
     /// The next element, waiting for one; nil once closed.
-    func pop() async -> Element? {
+    package func pop() async -> Element? {
         await withCheckedContinuation { continuation in
             let immediate = state.withLock { state -> Element?? in
                 if let item = state.items.popFirst() { return .some(item) }
@@ -86,7 +88,7 @@ final class ReservedQueue<Element: Sendable>: Sendable {
 
     /// The next element for the one executor that waits apart, and whether it came to an otherwise idle worker;
     /// nil once closed.
-    func popInline() async -> Taken? {
+    package func popInline() async -> Taken? {
         await withCheckedContinuation { continuation in
             let immediate = state.withLock { state -> Taken?? in
                 if let item = state.items.popFirst() { return .some((item, false)) }
@@ -100,12 +102,12 @@ final class ReservedQueue<Element: Sendable>: Sendable {
     }
 
     /// The next element if one is waiting, without waiting.
-    func tryPop() -> Element? {
+    package func tryPop() -> Element? {
         state.withLock { $0.items.popFirst() }
     }
 
     /// Closes the queue and returns the elements nobody took.
-    func close() -> [Element] {
+    package func close() -> [Element] {
         let (left, waiters, inlineWaiter) = state.withLock { state in
             state.closed = true
             let left = Array(state.items)

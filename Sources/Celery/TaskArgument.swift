@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import JSON
 
 /// A Swift type a task argument can be decoded into. Failures become Python `TypeError`s naming the argument.

@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import JSON
 import Logging
 import Redis
@@ -26,11 +28,11 @@ public struct TaskContext: Sendable {
     /// Redis (from `REDIS_URL`, else the broker) for the handler's own use, on the worker's shared connection.
     public var redis: RedisClient
     /// The worker's logger, without the task's metadata.
-    var workerLogger: Logger
+    package var workerLogger: Logger
     /// A logger a handler assigned.
-    var customLogger: Logger?
+    package var customLogger: Logger?
 
-    init(
+    package init(
         id: String,
         name: String,
         retries: Int,
@@ -51,7 +53,7 @@ public struct TaskContext: Sendable {
     }
 
     /// The context of the task `message` carries, on this worker.
-    init(message: TaskMessage, hostname: String, logger: Logger, redis: RedisClient) {
+    package init(message: TaskMessage, hostname: String, logger: Logger, redis: RedisClient) {
         self.init(
             id: message.id,
             name: message.taskName,
@@ -70,7 +72,7 @@ public struct TaskContext: Sendable {
     }
 
     /// `logger` with the task's id and name as metadata.
-    static func logger(_ logger: Logger, taskID: String, taskName: String) -> Logger {
+    package static func logger(_ logger: Logger, taskID: String, taskName: String) -> Logger {
         var logger = logger
         logger[metadataKey: "celery.task.id"] = "\(taskID)"
         logger[metadataKey: "celery.task.name"] = "\(taskName)"
@@ -100,16 +102,16 @@ public struct TaskArguments: Sendable {
 }
 
 /// Binds a call's positional and keyword arguments to named parameters, with Python's error messages.
-final class ArgumentBinder {
-    let taskName: String
-    let parameters: [String]
-    let arguments: TaskArguments
+package final class ArgumentBinder {
+    package let taskName: String
+    package let parameters: [String]
+    package let arguments: TaskArguments
     private var position = 0
 
     /// How Python names the function in a TypeError: `add()` for `tasks.add` (made only for an error).
-    var function: String { (taskName.split(separator: ".").last.map(String.init) ?? taskName) + "()" }
+    package var function: String { (taskName.split(separator: ".").last.map(String.init) ?? taskName) + "()" }
 
-    init(taskName: String, parameters: [String], arguments: TaskArguments) throws(PythonException) {
+    package init(taskName: String, parameters: [String], arguments: TaskArguments) throws(PythonException) {
         self.taskName = taskName
         self.parameters = parameters
         self.arguments = arguments
@@ -129,7 +131,7 @@ final class ArgumentBinder {
     }
 
     /// Checks that every parameter without a default has a value (Python reports all missing ones at once).
-    func checkMissing(optional: [Bool]) throws(PythonException) {
+    package func checkMissing(optional: [Bool]) throws(PythonException) {
         var missing: [String] = []
         for (index, name) in parameters.enumerated()
         where index >= arguments.args.count && arguments.kwargs[name] == nil && !optional[index] {
@@ -147,7 +149,7 @@ final class ArgumentBinder {
     }
 
     /// The next parameter's value, decoded as `type`.
-    func next<A: TaskArgument>(_ type: A.Type) throws(PythonException) -> A {
+    package func next<A: TaskArgument>(_ type: A.Type) throws(PythonException) -> A {
         let index = position
         position += 1
         let name = parameters[index]

@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import JSON
 import NIOCore
 import NIOPosix
@@ -84,7 +86,7 @@ public struct AutoRetry: Sendable {
     }
 
     /// The delay before retry number `retries + 1`.
-    func delay(afterRetries retries: Int) -> Duration {
+    package func delay(afterRetries retries: Int) -> Duration {
         let doubled = backoff * (1 << min(retries, 30))
         let capped = min(doubled, maximumDelay)
         guard jitter else { return capped }
@@ -106,19 +108,19 @@ public struct RegisteredTask: Sendable {
     package var parameterTypes: [(python: String, optional: Bool)] = []
     /// The Python type of the result (`int`, `None`; `Any` where the Swift type names none).
     package var resultType = "Any"
-    let run: @Sendable (TaskContext, TaskArguments) async throws -> JSONValue
-    let pace = HandlerPace()
+    package let run: @Sendable (TaskContext, TaskArguments) async throws -> JSONValue
+    package let pace = HandlerPace()
 }
 
 /// How long a handler's recent runs took: the worker runs only a quick one on an event loop, where a long run
 /// would hold up every connection on that loop.
-final class HandlerPace: Sendable {
+package final class HandlerPace: Sendable {
     /// A decaying maximum of the run times in nanoseconds: each run sets it to the larger of its own time and half
     /// the previous value, so one slow run keeps the handler off the loop for several runs after it. `Int64.max`
     /// until a run has ended: a handler never seen is not known to be quick.
     private let slowest = Atomic<Int64>(.max)
 
-    func record(_ runtime: Duration) {
+    package func record(_ runtime: Duration) {
         let nanoseconds = TimeAmount(runtime).nanoseconds  // clamped to Int64.max
         let previous = slowest.load(ordering: .relaxed)
         // Racing executors may lose one another's update: either value serves.
@@ -126,7 +128,7 @@ final class HandlerPace: Sendable {
     }
 
     /// Whether the recent runs took less than `limit`.
-    func isQuick(below limit: Duration) -> Bool {
+    package func isQuick(below limit: Duration) -> Bool {
         slowest.load(ordering: .relaxed) < TimeAmount(limit).nanoseconds
     }
 }

@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import JSON
 
 /// Thrown by a handler to run the task again later, as Celery's `self.retry()`: a new message with the same id,
@@ -31,12 +33,12 @@ public struct TaskRetry: Error, Sendable {
 }
 
 /// Carries a thrown error as a retry's cause, keeping the Python name it maps to.
-struct ErrorCause: PythonMappedError, Sendable {
-    let pythonExceptionType: String
-    let pythonExceptionModule: String
-    let pythonExceptionArguments: [JSONValue]
+package struct ErrorCause: PythonMappedError, Sendable {
+    package let pythonExceptionType: String
+    package let pythonExceptionModule: String
+    package let pythonExceptionArguments: [JSONValue]
 
-    init(_ error: any Error) {
+    package init(_ error: any Error) {
         let stored = StoredException(error)
         pythonExceptionType = stored.type
         pythonExceptionModule = stored.module

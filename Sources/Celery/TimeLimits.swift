@@ -1,21 +1,23 @@
+import CeleryProtocol
+import CeleryRedis
 import JSON
 import Synchronization
 
 /// Celery's time-limit exceptions, in the module Python rebuilds them from.
-enum TimeLimitError: PythonMappedError, Sendable {
+package enum TimeLimitError: PythonMappedError, Sendable {
     /// The soft limit passed: the handler was cancelled and did not finish on its own.
     case soft(Double)
     /// The hard limit passed: the worker stopped waiting and freed the slot.
     case hard(Double)
 
-    var pythonExceptionType: String {
+    package var pythonExceptionType: String {
         switch self {
         case .soft: "SoftTimeLimitExceeded"
         case .hard: "TimeLimitExceeded"
         }
     }
-    var pythonExceptionModule: String { "billiard.exceptions" }
-    var pythonExceptionArguments: [JSONValue] {
+    package var pythonExceptionModule: String { "billiard.exceptions" }
+    package var pythonExceptionArguments: [JSONValue] {
         switch self {
         case .soft: []  // Python raises SoftTimeLimitExceeded() without arguments
         case .hard(let seconds): [.double(seconds)]
@@ -30,7 +32,7 @@ enum TimeLimitError: PythonMappedError, Sendable {
 /// `SoftTimeLimitExceeded`. Hard: the worker stops waiting, fails the task with `TimeLimitExceeded` and frees the
 /// slot; the handler, already cancelled, is left to end on its own — Swift cannot kill it, and a blocking handler
 /// on the thread pool keeps its thread until it returns.
-enum TimeLimits {
+package enum TimeLimits {
     private final class Outcome: Sendable {
         private struct State {
             var result: Result<JSONValue, any Error>?
@@ -64,7 +66,7 @@ enum TimeLimits {
         }
     }
 
-    static func run(
+    package static func run(
         soft: Duration?,
         hard: Duration?,
         termination: TaskTermination? = nil,
@@ -149,12 +151,12 @@ enum TimeLimits {
         }
     }
 
-    static func seconds(_ duration: Duration) -> Double {
+    package static func seconds(_ duration: Duration) -> Double {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     /// A limit from the message (`timelimit` is `[hard, soft]` in seconds) or the handler's default.
-    static func duration(_ seconds: Double?, default fallback: Duration?) -> Duration? {
+    package static func duration(_ seconds: Double?, default fallback: Duration?) -> Duration? {
         guard let seconds, seconds > 0, seconds.isFinite else { return fallback }
         return .nanoseconds(Int64(min(seconds, 1e9) * 1e9))
     }

@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import JSON
 import Logging
 import RESP
@@ -7,13 +9,13 @@ import Redis
 /// failure of the rest of the chain after a failure. Chord part-returns are in Worker+Chord.swift.
 extension Worker {
     /// Where follow-up tasks come from: the task that publishes them and the queue they fall back to.
-    struct FollowUpOrigin: Sendable {
-        var parentID: String
-        var rootID: String
-        var queue: String
+    package struct FollowUpOrigin: Sendable {
+        package var parentID: String
+        package var rootID: String
+        package var queue: String
     }
 
-    func origin(of message: TaskMessage) -> FollowUpOrigin {
+    package func origin(of message: TaskMessage) -> FollowUpOrigin {
         FollowUpOrigin(
             parentID: message.id,
             rootID: message.rootID ?? message.id,
@@ -30,7 +32,7 @@ extension Worker {
     /// `mark_as_done`, so `result.children` is populated). Throws when Redis refused the publish even after
     /// retries; the caller stores the task as failed then (Python only logs such an error and leaves the task
     /// PENDING forever; a FAILURE at least wakes a waiting client).
-    func publishSuccessors(of message: TaskMessage, result: JSONValue) async throws(RedisError) -> JSONValue {
+    package func publishSuccessors(of message: TaskMessage, result: JSONValue) async throws(RedisError) -> JSONValue {
         let origin = origin(of: message)
         var followUps: [OutgoingTask] = []
         var children: [JSONValue] = []
@@ -68,7 +70,7 @@ extension Worker {
     }
 
     /// The tasks as one group: a fresh group id and `group_index` 0...n-1, and the GroupResult tuple for `children`.
-    static func asGroup(_ tasks: [OutgoingTask]) -> (tasks: [OutgoingTask], child: JSONValue) {
+    package static func asGroup(_ tasks: [OutgoingTask]) -> (tasks: [OutgoingTask], child: JSONValue) {
         let groupID = OutgoingTask.newID()
         var members = tasks
         for index in members.indices {
@@ -85,7 +87,7 @@ extension Worker {
     /// `parent_id` = the failed task, as Celery does. Python runs errbacks taking more than one argument inline;
     /// a Swift worker cannot, so every errback is published as a task. A publish that fails even after retries is
     /// logged and dropped: the task's FAILURE is still stored.
-    func publishErrbacks(of message: TaskMessage) async {
+    package func publishErrbacks(of message: TaskMessage) async {
         await publishErrbacks(
             message.embed["errbacks"]?.arrayValue ?? [],
             failedTaskID: message.id,
@@ -93,7 +95,7 @@ extension Worker {
         )
     }
 
-    func publishErrbacks(_ signatures: [JSONValue], failedTaskID: String, from origin: FollowUpOrigin) async {
+    package func publishErrbacks(_ signatures: [JSONValue], failedTaskID: String, from origin: FollowUpOrigin) async {
         var origin = origin
         origin.parentID = failedTaskID
         let errbacks = signatures.compactMap { followUp($0, prepending: .string(failedTaskID), from: origin) }
@@ -110,14 +112,21 @@ extension Worker {
 
     /// The message for signature `{"task", "args", "kwargs", "options", "subtask_type", "immutable"}` called
     /// after `parent` with `argument` prepended (unless immutable); nil for a signature without a task name.
-    func followUp(_ signature: JSONValue, prepending argument: JSONValue, after parent: TaskMessage) -> OutgoingTask? {
+    package func followUp(
+        _ signature: JSONValue,
+        prepending argument: JSONValue,
+        after parent: TaskMessage
+    ) -> OutgoingTask? {
         followUp(signature, prepending: argument, from: origin(of: parent))
     }
 
     /// The message for a task signature published by `origin`, with `argument` prepended (unless immutable).
     /// Group, chord and chain signatures go through `expand` (Worker+NestedCanvas.swift).
-    func followUp(_ signature: JSONValue, prepending argument: JSONValue, from origin: FollowUpOrigin) -> OutgoingTask?
-    {
+    package func followUp(
+        _ signature: JSONValue,
+        prepending argument: JSONValue,
+        from origin: FollowUpOrigin
+    ) -> OutgoingTask? {
         if let kind = signature["subtask_type"]?.stringValue, !kind.isEmpty {
             logger.error(
                 "cannot publish a nested \(kind) signature here; only task signatures are supported as errbacks",
@@ -184,11 +193,12 @@ extension Worker {
     }
 
     /// LPUSHes the follow-ups in one MULTI/EXEC (all or none), retrying with backoff for about 3 s.
-    func publish(_ tasks: [OutgoingTask], for message: TaskMessage) async throws(RedisError) {
+    package func publish(_ tasks: [OutgoingTask], for message: TaskMessage) async throws(RedisError) {
         try await publish(tasks, taskID: message.id)
     }
 
-    func publish(_ tasks: [OutgoingTask], taskID: String, chordSizes: [ChordSize] = []) async throws(RedisError) {
+    package func publish(_ tasks: [OutgoingTask], taskID: String, chordSizes: [ChordSize] = []) async throws(RedisError)
+    {
         guard !tasks.isEmpty else { return }
         let commands = tasks.map { RESPCommand("LPUSH", $0.list, RESPBytes($0.envelope())) }
         let backoff = RedisBackoff(initial: .milliseconds(100), maximum: .seconds(1))

@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import JSON
 import Logging
 import Redis
@@ -8,16 +10,16 @@ import Redis
 /// callback when a header part failed.
 extension Worker {
     /// A header task's place in its chord: what `embed.chord` (or a chain element's `options.chord`) says.
-    struct ChordMembership: Sendable {
-        var taskID: String
-        var groupID: String
-        var groupIndex: Int?
+    package struct ChordMembership: Sendable {
+        package var taskID: String
+        package var groupID: String
+        package var groupIndex: Int?
         /// The callback signature.
-        var callback: JSONValue
+        package var callback: JSONValue
         /// The header task, as publisher of the callback.
-        var origin: FollowUpOrigin
+        package var origin: FollowUpOrigin
 
-        init?(_ message: TaskMessage, origin: FollowUpOrigin) {
+        package init?(_ message: TaskMessage, origin: FollowUpOrigin) {
             guard let groupID = message.groupID, !groupID.isEmpty, let callback = message.embed["chord"],
                 case .object = callback
             else { return nil }
@@ -28,7 +30,7 @@ extension Worker {
             self.origin = origin
         }
 
-        init?(chainElement signature: JSONValue, origin: FollowUpOrigin) {
+        package init?(chainElement signature: JSONValue, origin: FollowUpOrigin) {
             let options = signature["options"]
             guard let taskID = options?["task_id"]?.stringValue, let groupID = options?["group_id"]?.stringValue,
                 let callback = options?["chord"], case .object = callback
@@ -43,7 +45,7 @@ extension Worker {
 
     /// Stores a task's outcome: `meta` (nil when results are ignored) through the batcher, or, for a chord header,
     /// together with its chord part in one atomic step, followed by the callback when this part completes the chord.
-    func storeOutcome(_ state: TaskState, result: JSONValue, meta: JSONValue?, of message: TaskMessage) async {
+    package func storeOutcome(_ state: TaskState, result: JSONValue, meta: JSONValue?, of message: TaskMessage) async {
         guard let membership = ChordMembership(message, origin: origin(of: message)) else {
             if let meta { batcher.storeResult(taskID: message.id, meta: meta) }
             return
@@ -52,7 +54,12 @@ extension Worker {
     }
 
     /// The part-return step, then the callback (or the chord's error) if this worker claimed the chord.
-    func returnChordPart(_ membership: ChordMembership, state: TaskState, result: JSONValue, meta: JSONValue?) async {
+    package func returnChordPart(
+        _ membership: ChordMembership,
+        state: TaskState,
+        result: JSONValue,
+        meta: JSONValue?
+    ) async {
         var logger = self.logger
         logger[metadataKey: "celery.task.id"] = "\(membership.taskID)"
         logger[metadataKey: "celery.group.id"] = "\(membership.groupID)"
@@ -198,7 +205,7 @@ extension Worker {
     /// Celery's `_fail_chain`: every task still to come in a failed task's chain is stored with the same failure
     /// (so waiting on the chain's last result raises instead of hanging), and an element that belongs to a chord
     /// returns its part so the chord does not wait forever.
-    func failChain(of message: TaskMessage, error: StoredException, traceback: String?) async {
+    package func failChain(of message: TaskMessage, error: StoredException, traceback: String?) async {
         let origin = origin(of: message)
         for element in message.embed["chain"]?.arrayValue ?? [] {
             let options = element["options"]

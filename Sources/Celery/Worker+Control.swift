@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import ExtrasBase64
 import JSON
 import Logging
@@ -20,12 +22,12 @@ extension Worker {
     }
 
     /// The pidbox channel: kombu's fanout prefix `/<db>.` and the `celery.pidbox` exchange (docs/protocol.md §1.7, §5).
-    var pidboxChannel: String { "/\(brokerClient.configuration.database).celery.pidbox" }
+    package var pidboxChannel: String { "/\(brokerClient.configuration.database).celery.pidbox" }
 
     /// Until shutdown: listens on the pidbox channel and answers `celery inspect` / `celery control`. Reconnects
     /// with backoff; on every (re)connect the shared revoked set is loaded again, so a revoke broadcast while this
     /// worker was disconnected is still honoured.
-    func controlLoop() async {
+    package func controlLoop() async {
         defer { control.listening.signal() }
         guard configuration.remoteControl else { return }
         let dispatcher = ControlDispatcher(target: WorkerControlTarget(worker: self))
@@ -67,7 +69,7 @@ extension Worker {
         }
     }
 
-    func handleControlMessage(_ payload: ByteBuffer, dispatcher: ControlDispatcher) async {
+    package func handleControlMessage(_ payload: ByteBuffer, dispatcher: ControlDispatcher) async {
         let request: ControlRequest
         do {
             request = try ControlRequest(envelope: Array(payload.readableBytesView))
@@ -98,7 +100,7 @@ extension Worker {
     /// LPUSHes to every queue bound to the reply exchange with the routing key (kombu's direct-exchange lookup).
     /// A client that stopped waiting has removed its binding, so a late reply creates no stray list.
     /// KEYS[1]: `_kombu.binding.<exchange>`. ARGV: routing key, envelope, separator.
-    static let controlReplyScript = RedisScript(
+    package static let controlReplyScript = RedisScript(
         """
         local sep = ARGV[3]
         local pushed = 0
@@ -118,7 +120,11 @@ extension Worker {
     )
 
     /// The reply envelope: `{hostname: body}` with the request's ticket and our clock (docs/protocol.md §5).
-    func controlReplyEnvelope(_ body: JSONValue, to address: ControlRequest.ReplyAddress, ticket: String?) -> [UInt8] {
+    package func controlReplyEnvelope(
+        _ body: JSONValue,
+        to address: ControlRequest.ReplyAddress,
+        ticket: String?
+    ) -> [UInt8] {
         let payload: JSONValue = .object([configuration.hostname: body])
         var headers: JSONObject = [:]
         if let ticket { headers["ticket"] = .string(ticket) }
@@ -139,7 +145,7 @@ extension Worker {
         return envelope.serialized()
     }
 
-    func sendControlReply(
+    package func sendControlReply(
         _ body: JSONValue,
         to address: ControlRequest.ReplyAddress,
         ticket: String?
@@ -156,7 +162,7 @@ extension Worker {
 
     /// Rate limits before a task runs: true to run it now; false when it now waits for its slot (it keeps its
     /// prefetch credit if it had one, and comes back as `.admitted`).
-    func admit(_ delivery: Delivery, _ message: TaskMessage, keepsCredit: Bool) async -> Bool {
+    package func admit(_ delivery: Delivery, _ message: TaskMessage, keepsCredit: Bool) async -> Bool {
         guard !control.revoked.contains(message.id), registry[message.taskName] != nil else { return true }
         var wait = control.localRates.reserve(message.taskName)
         var admitted = true
@@ -189,7 +195,7 @@ extension Worker {
 
     /// Revoked before it ran: REVOKED stored (`exc_message ["revoked"]`), acked, not run — as Celery does.
     /// A revoked chord header task returns its part (REVOKED), so the chord still completes, with a ChordError.
-    func discardRevoked(_ message: TaskMessage) async -> Bool {
+    package func discardRevoked(_ message: TaskMessage) async -> Bool {
         guard control.revoked.contains(message.id) else { return false }
         TaskContext.logger(logger, taskID: message.id, taskName: message.taskName).info("task revoked, discarding")
         events.taskRevoked(id: message.id)
@@ -202,7 +208,7 @@ extension Worker {
     }
 
     /// Celery's request info dict for `active`, `reserved`, `scheduled` and `query_task`.
-    func requestInfo(_ message: TaskMessage, timeStart: Double?, acknowledged: Bool) -> JSONValue {
+    package func requestInfo(_ message: TaskMessage, timeStart: Double?, acknowledged: Bool) -> JSONValue {
         [
             "id": .string(message.id),
             "name": .string(message.taskName),
@@ -223,7 +229,7 @@ extension Worker {
     }
 
     /// Messages fetched and not started: the reserved queue and those waiting for a rate-limit slot.
-    var reservedMessages: [TaskMessage] {
+    package var reservedMessages: [TaskMessage] {
         var messages: [TaskMessage] = []
         for work in reserved.snapshot {
             switch work {
@@ -238,30 +244,30 @@ extension Worker {
 }
 
 /// The worker as the control commands see it.
-struct WorkerControlTarget: ControlTarget {
-    let worker: Worker
+package struct WorkerControlTarget: ControlTarget {
+    package let worker: Worker
 
-    var hostname: String { worker.configuration.hostname }
-    var hooks: ControlHooks { worker.control.hooks }
+    package var hostname: String { worker.configuration.hostname }
+    package var hooks: ControlHooks { worker.control.hooks }
 
-    func registeredTasks() -> [String] {
+    package func registeredTasks() -> [String] {
         worker.registry.names.map { name in
             guard let limit = worker.control.localRates.limit(for: name) else { return name }
             return "\(name) [rate_limit=\(limit.text)]"
         }
     }
 
-    func activeRequests() -> [JSONValue] {
+    package func activeRequests() -> [JSONValue] {
         worker.control.active.snapshot.map {
             worker.requestInfo($0.message, timeStart: $0.timeStart, acknowledged: $0.acknowledged)
         }
     }
 
-    func reservedRequests() -> [JSONValue] {
+    package func reservedRequests() -> [JSONValue] {
         worker.reservedMessages.map { worker.requestInfo($0, timeStart: nil, acknowledged: false) }
     }
 
-    func scheduledRequests() -> [JSONValue] {
+    package func scheduledRequests() -> [JSONValue] {
         worker.held.snapshot.map { entry in
             [
                 "eta": .string(entry.due.iso8601),
@@ -271,7 +277,7 @@ struct WorkerControlTarget: ControlTarget {
         }
     }
 
-    func queryTasks(_ ids: [String]) -> JSONObject {
+    package func queryTasks(_ ids: [String]) -> JSONObject {
         let wanted = Set(ids)
         var found: JSONObject = [:]
         for entry in worker.control.active.snapshot where wanted.contains(entry.message.id) {
@@ -289,7 +295,7 @@ struct WorkerControlTarget: ControlTarget {
         return found
     }
 
-    func stats() -> JSONValue {
+    package func stats() -> JSONValue {
         let configuration = worker.configuration
         var totals: JSONObject = [:]
         for (name, count) in worker.control.active.totals.sorted(by: { $0.key < $1.key }) {
@@ -341,7 +347,7 @@ struct WorkerControlTarget: ControlTarget {
         ]
     }
 
-    func configuration() -> JSONValue {
+    package func configuration() -> JSONValue {
         let configuration = worker.configuration
         return [
             "broker_url": .string(worker.brokerClient.configuration.redactedURL),
@@ -366,7 +372,7 @@ struct WorkerControlTarget: ControlTarget {
         ]
     }
 
-    func activeQueues() -> [JSONValue] {
+    package func activeQueues() -> [JSONValue] {
         worker.control.queues.current.map { queue in
             [
                 "name": .string(queue),
@@ -394,9 +400,9 @@ struct WorkerControlTarget: ControlTarget {
         }
     }
 
-    func revokedIDs() -> [String] { worker.control.revoked.list }
+    package func revokedIDs() -> [String] { worker.control.revoked.list }
 
-    func revoke(_ ids: [String]) async {
+    package func revoke(_ ids: [String]) async {
         guard !ids.isEmpty else { return }
         do {
             try await worker.control.revoked.add(ids)
@@ -433,13 +439,13 @@ struct WorkerControlTarget: ControlTarget {
         }
     }
 
-    func terminate(_ ids: [String]) -> [String] {
+    package func terminate(_ ids: [String]) -> [String] {
         let terminated = worker.control.active.terminate(ids)
         for id in terminated { worker.logger.info("terminating \(id)") }
         return terminated
     }
 
-    func setRateLimit(_ limit: TaskRateLimit, for taskName: String) -> Bool {
+    package func setRateLimit(_ limit: TaskRateLimit, for taskName: String) -> Bool {
         guard worker.registry[taskName] != nil else {
             worker.logger.error("rate limit attempt for unknown task \(taskName)")
             return false
@@ -449,7 +455,7 @@ struct WorkerControlTarget: ControlTarget {
         return true
     }
 
-    func setTimeLimits(soft: Double?, hard: Double?, for taskName: String) -> Bool {
+    package func setTimeLimits(soft: Double?, hard: Double?, for taskName: String) -> Bool {
         guard worker.registry[taskName] != nil else {
             worker.logger.error("time limit attempt for unknown task \(taskName)")
             return false
@@ -461,7 +467,7 @@ struct WorkerControlTarget: ControlTarget {
         return true
     }
 
-    func addConsumer(_ queue: String) async {
+    package func addConsumer(_ queue: String) async {
         guard worker.control.queues.add(queue) else {
             worker.logger.info("already consuming from \(queue)")
             return
@@ -474,28 +480,28 @@ struct WorkerControlTarget: ControlTarget {
         worker.logger.info("started consuming from \(queue)")
     }
 
-    func cancelConsumer(_ queue: String) async {
+    package func cancelConsumer(_ queue: String) async {
         worker.control.queues.remove(queue)
         worker.logger.info("no longer consuming from \(queue)")
     }
 
-    func mergeRevoked(_ ids: [String]) { worker.control.revoked.addLocally(ids) }
+    package func mergeRevoked(_ ids: [String]) { worker.control.revoked.addLocally(ids) }
 
-    func forwardClock() -> Int { worker.control.forwardClock() }
+    package func forwardClock() -> Int { worker.control.forwardClock() }
 
-    func currentClock() -> Int { worker.control.clockValue }
+    package func currentClock() -> Int { worker.control.clockValue }
 
-    func shutdown() {
+    package func shutdown() {
         worker.logger.warning("Got shutdown from remote")
         worker.stop()
     }
 
-    static func seconds(_ duration: Duration) -> Double {
+    package static func seconds(_ duration: Duration) -> Double {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     /// `getrusage(RUSAGE_SELF)` in the shape Celery's `stats` reports it.
-    static func resourceUsage() -> JSONValue {
+    package static func resourceUsage() -> JSONValue {
         var usage = rusage()
         #if canImport(Glibc)
         let who = __rusage_who_t(RUSAGE_SELF.rawValue)

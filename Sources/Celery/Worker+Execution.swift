@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import JSON
 import Logging
 import RESP
@@ -8,7 +10,7 @@ extension Worker {
     /// there too only if it cannot hold the loop for long: a blocking one (it runs on the thread pool anyway), or one
     /// without time limits whose recent runs were quicker than `inlineHandlerLimit` (`HandlerPace`). Any other goes
     /// to the global pool.
-    func execute(_ message: TaskMessage, inline: Bool = false) async {
+    package func execute(_ message: TaskMessage, inline: Bool = false) async {
         // Made on first use: most tasks log nothing at the worker's level, and setting metadata is not free.
         lazy var logger = TaskContext.logger(self.logger, taskID: message.id, taskName: message.taskName)
 
@@ -161,7 +163,7 @@ extension Worker {
     /// Puts an interrupted task's message back at the front of its list. Under acks_late it is still in `unacked`
     /// and the restore script moves it; under early ack it was acked already, so the envelope is pushed again
     /// (where kombu would lose it).
-    func giveBackInterrupted(_ message: TaskMessage) async {
+    package func giveBackInterrupted(_ message: TaskMessage) async {
         let delivery = Delivery(
             list: KombuLayout.list(
                 queue: message.routingKey.isEmpty ? configuration.queues.first ?? "celery" : message.routingKey,
@@ -185,7 +187,7 @@ extension Worker {
 
     /// Stores FAILURE with the exception and its traceback text (unless results are ignored), returns the chord
     /// part of a chord header, and fails the rest of the task's chain (Celery's `mark_as_failure`).
-    func storeFailure(_ error: StoredException, _ message: TaskMessage, ignoreResult: Bool = false) async {
+    package func storeFailure(_ error: StoredException, _ message: TaskMessage, ignoreResult: Bool = false) async {
         let traceback = error.traceback(taskName: message.taskName, hostname: configuration.hostname)
         await store(.failure, error, message, traceback: traceback, ignoreResult: ignoreResult)
         await failChain(of: message, error: error, traceback: traceback)
@@ -210,7 +212,7 @@ extension Worker {
 
     /// A message that cannot become a task: say why, keep a copy in the dead-letter list, store a FAILURE when a
     /// task id is known (so a waiting client gets an error instead of a timeout), and ack it (as Celery does).
-    func reject(_ delivery: Delivery, _ error: TaskMessageError) async {
+    package func reject(_ delivery: Delivery, _ error: TaskMessageError) async {
         logger.error(
             "rejecting a message that cannot run: \(error)",
             metadata: [

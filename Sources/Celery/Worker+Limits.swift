@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import JSON
 import Logging
 
@@ -5,7 +7,7 @@ extension Worker {
     /// Answers the messages the pop measured as larger than `maximumMessageSize` (already in the dead-letter list
     /// and not recorded in `unacked`): a log line, and a FAILURE when the task id was found. Returns the others
     /// and frees the oversized ones' prefetch credit.
-    func rejectOversized(_ deliveries: [Delivery]) async -> [Delivery] {
+    package func rejectOversized(_ deliveries: [Delivery]) async -> [Delivery] {
         guard deliveries.contains(where: { $0.oversized != nil }) else { return deliveries }
         var kept: [Delivery] = []
         for delivery in deliveries {
@@ -52,7 +54,7 @@ extension Worker {
 extension Worker {
     /// Gives back the messages of pops whose replies were lost (see `KombuBroker.recoverLostPop`); returns the
     /// stamps that could not be checked yet.
-    func recoverLostPops(_ stamps: [String]) async -> [String] {
+    package func recoverLostPops(_ stamps: [String]) async -> [String] {
         var remaining: [String] = []
         for stamp in stamps {
             do {

@@ -1,31 +1,33 @@
+import CeleryProtocol
+import CeleryRedis
 import JSON
 import RESP
 
 /// The task lifecycle as monitors see it: each point feeds the metrics and, when enabled, the task events.
 extension Worker {
     /// A message was fetched and decoded as a task (ETA messages too, before they wait).
-    func noteReceived(_ message: TaskMessage) {
+    package func noteReceived(_ message: TaskMessage) {
         metrics.received(message.taskName)
         events.taskReceived(message)
     }
 
     /// The handler is about to run. Each call is paired with one `noteFinished()`.
-    func noteStarted(_ message: TaskMessage) {
+    package func noteStarted(_ message: TaskMessage) {
         events.taskStarted(id: message.id)
     }
 
     /// The handler that started has returned, thrown or been abandoned.
-    func noteFinished(_ message: TaskMessage, runtime: Duration) {
+    package func noteFinished(_ message: TaskMessage, runtime: Duration) {
         metrics.runtime(message.taskName, runtime)
         events.taskFinished()
     }
 
-    func noteSucceeded(_ message: TaskMessage, result: JSONValue, runtime: Duration) {
+    package func noteSucceeded(_ message: TaskMessage, result: JSONValue, runtime: Duration) {
         metrics.succeeded(message.taskName)
         events.taskSucceeded(id: message.id, result: result, runtime: runtime)
     }
 
-    func noteFailed(_ message: TaskMessage, _ error: StoredException) {
+    package func noteFailed(_ message: TaskMessage, _ error: StoredException) {
         metrics.failed(message.taskName)
         events.taskFailed(
             id: message.id,
@@ -34,7 +36,7 @@ extension Worker {
         )
     }
 
-    func noteRetried(_ message: TaskMessage, _ cause: StoredException?) {
+    package func noteRetried(_ message: TaskMessage, _ cause: StoredException?) {
         metrics.retried(message.taskName)
         let exception = cause?.repr ?? "Retry()"
         events.taskRetried(

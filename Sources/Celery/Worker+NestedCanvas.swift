@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import JSON
 import RESP
 import Redis
@@ -8,21 +10,21 @@ import Redis
 extension Worker {
     /// What publishing one signature takes: its messages, its entry in the parent's `children`, and the chords
     /// whose size must be stored before the messages go out.
-    struct Expansion: Sendable {
-        var tasks: [OutgoingTask] = []
-        var child: JSONValue = .null
-        var chordSizes: [ChordSize] = []
+    package struct Expansion: Sendable {
+        package var tasks: [OutgoingTask] = []
+        package var child: JSONValue = .null
+        package var chordSizes: [ChordSize] = []
     }
 
-    struct ChordSize: Sendable {
-        var groupID: String
-        var size: Int
+    package struct ChordSize: Sendable {
+        package var groupID: String
+        package var size: Int
     }
 
     /// The messages for `signature` published by `origin` with `argument` prepended (unless immutable); `rest` is
     /// what remains of the enclosing chain (reversed, next step last), run after this signature. Nil when the
     /// signature cannot be published (logged).
-    func expand(
+    package func expand(
         _ signature: JSONValue,
         prepending argument: JSONValue,
         from origin: FollowUpOrigin,
@@ -121,7 +123,7 @@ extension Worker {
     }
 
     /// `kwargs.tasks` of a group or chain signature: a list, or (from some clients) a single signature.
-    static func signatures(_ value: JSONValue?) -> [JSONValue] {
+    package static func signatures(_ value: JSONValue?) -> [JSONValue] {
         switch value {
         case .array(let items)?: return items
         case .object(let one)?: return [.object(one)]
@@ -131,7 +133,7 @@ extension Worker {
 
     /// Stores the size of chords about to be published (and clears a stale claim), as a client does before the
     /// last header task goes out.
-    func storeChordSizes(_ sizes: [ChordSize]) async throws(RedisError) {
+    package func storeChordSizes(_ sizes: [ChordSize]) async throws(RedisError) {
         guard !sizes.isEmpty else { return }
         var commands: [RESPCommand] = []
         for size in sizes {

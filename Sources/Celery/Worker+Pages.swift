@@ -1,8 +1,12 @@
+import CeleryProtocol
+import CeleryRedis
+import ProcessTuning
+
 extension Worker {
     /// Releases the executable's unwritten pages (``ExecutablePages``) a second after the worker is ready, and again
     /// each time it has run no task for ``WorkerConfiguration/idlePageRelease`` after running some, returning the
     /// free heap too. Pages the worker runs again come back on use.
-    func pagesLoop() async {
+    package func pagesLoop() async {
         await pagesStop.wait(for: .seconds(1))
         guard !isStopping else { return }
         ExecutablePages.release(after: "start-up", logger: logger)

@@ -1,9 +1,11 @@
+import CeleryProtocol
+import CeleryRedis
 import JSON
 
 extension Worker {
     /// Celery's retry: publish the next attempt (same id, retries + 1, its ETA, the same canvas), store RETRY.
     /// Past `maxRetries` the task fails instead. The caller acks this attempt as usual.
-    func retry(_ message: TaskMessage, _ request: TaskRetry, ignoreResult: Bool) async {
+    package func retry(_ message: TaskMessage, _ request: TaskRetry, ignoreResult: Bool) async {
         let cause = request.cause.map(StoredException.init)
         if let limit = request.maxRetries, message.retries >= limit {
             let failure =

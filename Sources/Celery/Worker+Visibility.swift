@@ -1,24 +1,26 @@
+import CeleryProtocol
+import CeleryRedis
 import JSON
 
 extension Worker {
     /// Acks a message (batched) and stops refreshing its `unacked_index` score.
-    func acknowledge(_ tag: String) {
+    package func acknowledge(_ tag: String) {
         _ = holding.withLock { $0.remove(tag) }
         batcher.ack(deliveryTag: tag)
     }
 
     /// How often the scores of held messages are refreshed: well inside the visibility timeout.
-    var refreshInterval: Duration {
+    package var refreshInterval: Duration {
         min(max(configuration.visibilityTimeout / 4, .milliseconds(250)), .seconds(30))
     }
 
     /// How often expired messages of dead workers are looked for (kombu: about every 100 s).
-    var restoreInterval: Duration {
+    package var restoreInterval: Duration {
         min(max(configuration.visibilityTimeout / 2, .seconds(1)), .seconds(60))
     }
 
     /// Until shutdown: refresh the scores of what this worker holds, and restore what dead workers left.
-    func visibilityLoop() async {
+    package func visibilityLoop() async {
         let clock = ContinuousClock()
         var nextRestore = clock.now
         var nextRefresh = clock.now + refreshInterval

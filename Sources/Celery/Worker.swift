@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import JSON
 import Logging
 import Redis
@@ -13,47 +15,47 @@ import Synchronization
 /// back every message that did not start, and flushes the last results and acks.
 public final class Worker: Service, Sendable {
     public let configuration: WorkerConfiguration
-    let registry: TaskRegistry
-    let brokerClient: RedisClient
-    let backendClient: RedisClient
-    let redisForTasks: RedisClient
-    let logger: Logger
-    let broker: KombuBroker
-    let backend: ResultBackend
-    let batcher: WriteBatcher
-    let gate: CreditGate
+    package let registry: TaskRegistry
+    package let brokerClient: RedisClient
+    package let backendClient: RedisClient
+    package let redisForTasks: RedisClient
+    package let logger: Logger
+    package let broker: KombuBroker
+    package let backend: ResultBackend
+    package let batcher: WriteBatcher
+    package let gate: CreditGate
     /// Monitoring events (`-E`, heartbeats); the control commands reach it here.
     public let events: EventDispatcher
     package let metrics: WorkerMetrics
     /// False while fetching from Redis fails.
-    let fetchHealthy = Atomic<Bool>(true)
-    let reserved: ReservedQueue<Work>
-    let held = HeldMessages()
+    package let fetchHealthy = Atomic<Bool>(true)
+    package let reserved: ReservedQueue<Work>
+    package let held = HeldMessages()
     /// Wakes the idle fetch loop when a message arrives (`IdleFetch.blmove`).
-    let idleWake: IdleWake
+    package let idleWake: IdleWake
     /// Signalled by `stop()`: the visibility loop and the remote-control listener sleep on these instead of
     /// waking every 100 ms to look.
-    let visibilityStop = TimerSignal()
-    let controlStop = TimerSignal()
-    let pagesStop = TimerSignal()
+    package let visibilityStop = TimerSignal()
+    package let controlStop = TimerSignal()
+    package let pagesStop = TimerSignal()
     /// Messages executors have taken from the reserved queue: the pages loop tells an idle spell by it.
-    let worked = Atomic<Int>(0)
+    package let worked = Atomic<Int>(0)
     /// Remote control, revocation and rate limits (Worker+Control.swift).
-    let control: WorkerControlState
+    package let control: WorkerControlState
     /// Delivery tags of every message this worker fetched and has not acked or given back: their
     /// `unacked_index` scores are kept fresh so no visibility restore takes them.
-    let holding = Mutex<Set<String>>([])
+    package let holding = Mutex<Set<String>>([])
     /// Messages executors took off the reserved queue after shutdown began, in the order they were fetched.
     private let unstarted = Mutex<[Delivery]>([])
     private let stopping = Atomic<Bool>(false)
     private let readyState = Atomic<Bool>(false)
-    let processID = Int(getpid())
+    package let processID = Int(getpid())
     /// Where the fetch loop, the idle watchers and the result batcher run: the event loop of the broker's
     /// connections, or nil for Swift's global executor.
-    let ioExecutor: EventLoopTaskExecutor?
+    package let ioExecutor: EventLoopTaskExecutor?
 
     /// What an executor takes from the reserved queue.
-    enum Work: Sendable {
+    package enum Work: Sendable {
         /// Freshly fetched; finishing it frees one prefetch credit.
         case fetched(Delivery)
         /// An ETA message whose time has come; `keepsCredit` when it held its prefetch credit while waiting.
@@ -163,7 +165,7 @@ public final class Worker: Service, Sendable {
         pagesStop.signal()
     }
 
-    var isStopping: Bool { stopping.load(ordering: .relaxed) || Task.isCancelled }
+    package var isStopping: Bool { stopping.load(ordering: .relaxed) || Task.isCancelled }
 
     private func runUntilStopped() async throws {
         guard try await declareQueues() else { return }
@@ -339,7 +341,7 @@ public final class Worker: Service, Sendable {
     }
 
     /// Gives the message decoded ahead to the first delivery with the same bytes (none if the pop brought another).
-    static func attach(_ ahead: ([UInt8], TaskMessage), to deliveries: inout [Delivery]) {
+    package static func attach(_ ahead: ([UInt8], TaskMessage), to deliveries: inout [Delivery]) {
         if let index = deliveries.firstIndex(where: { $0.oversized == nil && sameBytes($0.envelope, ahead.0) }) {
             deliveries[index].decoded = ahead.1
         }
@@ -347,7 +349,7 @@ public final class Worker: Service, Sendable {
 
     /// Whether two envelopes hold the same bytes, compared with `memcmp`: `Array`'s `==` compares them one
     /// element at a time, about 5,700 instructions for an envelope of `tasks.add` (1% of a single task's).
-    static func sameBytes(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    package static func sameBytes(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }
         return a.withUnsafeBytes { a in
             b.withUnsafeBytes { b in
@@ -388,7 +390,7 @@ public final class Worker: Service, Sendable {
 
     /// Puts a fetched message back on its list (kombu's restore), retrying while Redis is unreachable.
     @discardableResult
-    func restore(_ delivery: Delivery) async -> Bool {
+    package func restore(_ delivery: Delivery) async -> Bool {
         guard let tag = delivery.tag ?? (try? TaskMessage.deliveryTag(in: delivery.envelope)) else { return true }
         do {
             let backoff = RedisBackoff(initial: .milliseconds(100), maximum: .seconds(1))
@@ -513,7 +515,7 @@ public final class Worker: Service, Sendable {
 
 extension TaskMessage {
     /// The delivery tag of an envelope that may not decode as a task.
-    static func deliveryTag(in envelope: [UInt8]) throws -> String? {
+    package static func deliveryTag(in envelope: [UInt8]) throws -> String? {
         try JSONValue(parsing: envelope)["properties"]?["delivery_tag"]?.stringValue
     }
 }

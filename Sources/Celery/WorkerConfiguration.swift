@@ -107,21 +107,8 @@ public struct WorkerConfiguration: Sendable {
     }
 
     /// `swift@<gethostname()>`.
-    public static func defaultHostname() -> String {
-        var buffer = [CChar](repeating: 0, count: 256)
-        guard gethostname(&buffer, buffer.count) == 0 else { return "swift@localhost" }
-        let name = String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return "swift@" + (name.isEmpty ? "localhost" : name)
-    }
+    public static func defaultHostname() -> String { "swift@" + HostName.current() }
 
     /// prefetch_count = concurrency × multiplier (a multiplier of 0 means one message per slot).
     public var prefetchCount: Int { concurrency * max(1, prefetchMultiplier) }
 }
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif

@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import CoreMetrics
 import Prometheus
 import Synchronization
@@ -17,7 +19,7 @@ import Synchronization
 /// | `celery_prefetch_in_use` | gauge (read at scrape) | |
 /// | `celery_redis_reconnects_total` | counter | |
 public final class WorkerMetrics: Sendable {
-    let factory: any MetricsFactory
+    package let factory: any MetricsFactory
     /// Where the metrics are kept when they are exported in Prometheus' format.
     public let registry: PrometheusCollectorRegistry?
     private let reconnectsSeen = Mutex<Int>(0)
@@ -51,13 +53,13 @@ public final class WorkerMetrics: Sendable {
         .seconds(10), .seconds(30), .seconds(60), .seconds(300),
     ]
 
-    func received(_ task: String) { counter("celery_tasks_received_total", task: task).increment() }
-    func succeeded(_ task: String) { counter("celery_tasks_succeeded_total", task: task).increment() }
-    func failed(_ task: String) { counter("celery_tasks_failed_total", task: task).increment() }
-    func retried(_ task: String) { counter("celery_tasks_retried_total", task: task).increment() }
+    package func received(_ task: String) { counter("celery_tasks_received_total", task: task).increment() }
+    package func succeeded(_ task: String) { counter("celery_tasks_succeeded_total", task: task).increment() }
+    package func failed(_ task: String) { counter("celery_tasks_failed_total", task: task).increment() }
+    package func retried(_ task: String) { counter("celery_tasks_retried_total", task: task).increment() }
 
     /// How long a handler ran (success or not).
-    func runtime(_ task: String, _ duration: Duration) {
+    package func runtime(_ task: String, _ duration: Duration) {
         let nanoseconds =
             duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
         CoreMetrics.Timer(label: "celery_task_runtime_seconds", dimensions: [("task", task)], factory: factory)
@@ -65,7 +67,7 @@ public final class WorkerMetrics: Sendable {
     }
 
     /// Gauges read when metrics are collected.
-    func update(active: Int, prefetchInUse: Int, queueLengths: [String: Int]?, redisReconnects: Int) {
+    package func update(active: Int, prefetchInUse: Int, queueLengths: [String: Int]?, redisReconnects: Int) {
         Meter(label: "celery_tasks_active", factory: factory).set(active)
         Meter(label: "celery_prefetch_in_use", factory: factory).set(prefetchInUse)
         for (queue, length) in queueLengths ?? [:] {

@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import Logging
 import NIOPosix
 import Redis

@@ -1,6 +1,9 @@
 import ArgumentParser
 import Beat
 import Celery
+import CeleryClient
+import CeleryProtocol
+import CeleryRedis
 import Foundation
 import JSON
 import Logging

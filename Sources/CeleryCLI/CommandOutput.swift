@@ -1,5 +1,8 @@
 import ArgumentParser
 import Celery
+import CeleryClient
+import CeleryProtocol
+import CeleryRedis
 import Foundation
 import JSON
 import Logging

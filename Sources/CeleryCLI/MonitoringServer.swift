@@ -1,4 +1,7 @@
 import Celery
+import CeleryClient
+import CeleryProtocol
+import CeleryRedis
 import Logging
 import NIOCore
 import NIOHTTP1

@@ -1,6 +1,10 @@
 import ArgumentParser
 import Celery
+import CeleryClient
+import CeleryProtocol
+import CeleryRedis
 import Foundation
+import ProcessTuning
 
 extension RootCommand {
     /// ArgumentParser's `main()`, except that the client commands (`send`, `result`, `canvas`) exit with 2 on bad

@@ -1,5 +1,8 @@
 import ArgumentParser
 import Celery
+import CeleryClient
+import CeleryProtocol
+import CeleryRedis
 import Foundation
 
 /// `stubs`: writes a Python module whose Celery tasks carry the registry's names, parameters, types and

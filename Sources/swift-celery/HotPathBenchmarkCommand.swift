@@ -1,5 +1,6 @@
 import ArgumentParser
 import Celery
+import CeleryHotPath
 
 /// `swift-celery hot-path-benchmark`: the worker's per-task CPU path without Redis, for `Benchmarks/hotpath.sh`,
 /// which counts its instructions and allocations under valgrind. Hidden: it is a measuring tool, not a feature.

@@ -1,9 +1,9 @@
-import Celery
 import Foundation
 import JSON
 import Testing
 
 @testable import Beat
+@testable import CeleryProtocol
 
 @Suite struct BeatScheduleFileTests {
     @Test func readsEveryFormOfEntry() throws {

@@ -1,4 +1,3 @@
-import Celery
 import Foundation
 import JSON
 import Logging
@@ -9,6 +8,7 @@ import TestSupport
 import Testing
 
 @testable import Beat
+@testable import CeleryProtocol
 
 /// A clock that jumps to each wake-up time at once; sleeping past `end` ends the loop.
 final class VirtualClock: BeatClock {

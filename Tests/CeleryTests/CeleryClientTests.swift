@@ -1,3 +1,4 @@
+import CeleryClient
 import Foundation
 import JSON
 import RESP
@@ -5,6 +6,8 @@ import Redis
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// The Swift client: messages as `apply_async` builds them (pure), and results against the real redis-server with
 /// an in-process worker.

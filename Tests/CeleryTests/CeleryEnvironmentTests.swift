@@ -1,7 +1,10 @@
+import CeleryClient
 import Redis
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 @Suite struct CeleryEnvironmentTests {
     struct Case: Sendable, CustomTestStringConvertible {

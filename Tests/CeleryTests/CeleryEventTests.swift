@@ -1,3 +1,4 @@
+import CeleryClient
 import ExtrasBase64
 import Foundation
 import JSON
@@ -8,6 +9,8 @@ import TestSupport
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 @Suite("Celery events: bodies and envelopes")
 struct CeleryEventTests {

@@ -1,6 +1,9 @@
+import CeleryClient
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// The lists each fetch pops from: kombu's round-robin over the queues, each at every priority step.
 struct ConsumedQueuesTests {

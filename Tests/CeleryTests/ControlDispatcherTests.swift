@@ -1,9 +1,12 @@
+import CeleryClient
 import ExtrasBase64
 import JSON
 import Synchronization
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// The pidbox command set against an in-memory worker: routing, arguments, replies and errors as Celery 5.7's
 /// worker gives them (captured from a Python worker).

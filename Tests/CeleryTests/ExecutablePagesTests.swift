@@ -1,6 +1,10 @@
+import CeleryClient
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
+@testable import ProcessTuning
 
 /// The worker gives back the pages of its executable that start-up mapped and never wrote.
 struct ExecutablePagesTests {

@@ -1,6 +1,9 @@
+import CeleryClient
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// The message an idle watcher saw is decoded while the pop travels, and given to the delivery with the same bytes.
 struct FetchAheadTests {

@@ -1,3 +1,4 @@
+import CeleryClient
 import Foundation
 import JSON
 import NIOCore
@@ -5,6 +6,9 @@ import RESP
 import Testing
 
 @testable import Celery
+@testable import CeleryHotPath
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// The regression benchmark must measure the real path: these check what each phase produced.
 @Suite struct HotPathBenchmarkTests {

@@ -1,3 +1,4 @@
+import CeleryClient
 import Foundation
 import JSON
 import Logging
@@ -6,6 +7,8 @@ import Redis
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// The idle wait (`IdleFetch.blmove`, the default) against the real redis-server of scripts/test-redis.sh.
 @Suite(.enabled(if: TestRedis.available, "needs SWIFT_CELERY_TEST_REDIS_URL (run through scripts/test.sh)"))

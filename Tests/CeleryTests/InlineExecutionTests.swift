@@ -1,3 +1,4 @@
+import CeleryClient
 import Foundation
 import JSON
 import NIOPosix
@@ -7,6 +8,8 @@ import Synchronization
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// A message that comes alone to an idle worker runs on the event loop that read it; others, and handlers that
 /// are slow, limited in time or not yet seen, run on the global pool.

@@ -1,3 +1,4 @@
+import CeleryClient
 import Foundation
 import JSON
 import RESP
@@ -5,6 +6,8 @@ import Redis
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// The pop script's field search: kombu's spacing, compact JSON and any other spacing all record the message under
 /// its tag with its exchange and routing key, which the visibility restore (Python's or Swift's) reads back.

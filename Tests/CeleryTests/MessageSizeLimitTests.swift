@@ -1,3 +1,4 @@
+import CeleryClient
 import Foundation
 import JSON
 import RESP
@@ -5,6 +6,8 @@ import Redis
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// `--max-message-size`: parsing the option, finding the task id in an oversized message without parsing it.
 @Suite struct MessageSizeParsingTests {

@@ -1,3 +1,4 @@
+import CeleryClient
 import Foundation
 import JSON
 import Logging
@@ -10,6 +11,8 @@ import Testing
 
 @testable import Celery
 @testable import CeleryCLI
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// A plain HTTP/1.1 GET over a real socket: the status code and the body.
 func httpGet(port: Int, _ path: String) async throws -> (status: Int, body: String) {

@@ -1,6 +1,9 @@
+import CeleryClient
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// Celery's rate strings and the per-worker schedule (a token bucket of capacity 1).
 struct RateLimitTests {

@@ -1,4 +1,5 @@
 import Celery
+import CeleryClient
 import JSON
 import NIOCore
 import RESP
@@ -7,6 +8,8 @@ import TestSupport
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// `swift-celery ping`'s check against the real servers of scripts/test-redis.sh and fake ones.
 @Suite(.enabled(if: TestServers.hasPlain, "needs SWIFT_CELERY_TEST_REDIS_URL (run through scripts/test.sh)"))

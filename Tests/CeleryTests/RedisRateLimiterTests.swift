@@ -1,3 +1,4 @@
+import CeleryClient
 import JSON
 import RESP
 import Redis
@@ -5,6 +6,8 @@ import TestSupport
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 @Suite(.enabled(if: TestRedis.available, "needs SWIFT_CELERY_TEST_REDIS_URL (run through scripts/test.sh)"))
 struct RedisRateLimiterTests {

@@ -1,9 +1,12 @@
+import CeleryClient
 import ExtrasBase64
 import Foundation
 import JSON
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// `OutgoingTask.envelope()` writes what Celery 5.7's `apply_async` writes, and `TaskMessage` reads it back.
 struct TaskMessageEncodingTests {

@@ -1,9 +1,12 @@
+import CeleryClient
 import ExtrasBase64
 import Foundation
 import JSON
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// Envelopes captured from Celery 5.7 (`LRANGE` after `apply_async` / `send_task`), and broken variants.
 @Suite struct TaskMessageTests {

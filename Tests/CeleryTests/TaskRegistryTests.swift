@@ -1,3 +1,4 @@
+import CeleryClient
 import JSON
 import Logging
 import Redis
@@ -5,6 +6,8 @@ import Tasks
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 @Suite struct TaskRegistryTests {
     static let registry: TaskRegistry = {

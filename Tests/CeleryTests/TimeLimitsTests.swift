@@ -1,8 +1,11 @@
+import CeleryClient
 import JSON
 import Synchronization
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// `TimeLimits.run` without time limits, as most tasks run: the handler starts at once on the caller's thread
 /// (`Task.immediate`), and `revoke --terminate` still stops one that has suspended.

@@ -1,6 +1,9 @@
+import CeleryClient
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// The timer the worker's loops sleep on (the idle fetch loop's bell among them).
 struct TimerSignalTests {

@@ -1,3 +1,4 @@
+import CeleryClient
 import ExtrasBase64
 import Foundation
 import JSON
@@ -6,6 +7,8 @@ import Redis
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// An in-process worker against the real redis-server of scripts/test-redis.sh.
 @Suite(.enabled(if: TestRedis.available, "needs SWIFT_CELERY_TEST_REDIS_URL (run through scripts/test.sh)"))

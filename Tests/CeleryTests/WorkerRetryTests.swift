@@ -1,9 +1,12 @@
+import CeleryClient
 import JSON
 import RESP
 import Redis
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// `throw TaskRetry(...)`: the next attempt is a new message with the same id; past max retries the task fails.
 @Suite(.enabled(if: TestRedis.available, "needs SWIFT_CELERY_TEST_REDIS_URL (run through scripts/test.sh)"))

@@ -1,3 +1,4 @@
+import CeleryClient
 import ExtrasBase64
 import Foundation
 import JSON
@@ -10,6 +11,8 @@ import Tasks
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// The servers scripts/test-redis.sh started, and helpers to run an in-process worker against them.
 enum TestRedis {

@@ -1,3 +1,4 @@
+import CeleryClient
 import Foundation
 import JSON
 import RESP
@@ -5,6 +6,8 @@ import Redis
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// `timelimit` is `[hard, soft]`: soft cancels the handler, hard fails the task and frees the slot.
 @Suite(.enabled(if: TestRedis.available, "needs SWIFT_CELERY_TEST_REDIS_URL (run through scripts/test.sh)"))

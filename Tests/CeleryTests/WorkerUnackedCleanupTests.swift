@@ -1,3 +1,4 @@
+import CeleryClient
 import Foundation
 import JSON
 import RESP
@@ -5,6 +6,8 @@ import Redis
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// A hostile message the pop script recorded in `unacked` must leave it again, or the visibility-timeout restore
 /// would put it back on the queue every hour (found by Tests/Interop/test_poison.py).

@@ -1,3 +1,4 @@
+import CeleryClient
 import Foundation
 import JSON
 import NIOCore
@@ -6,6 +7,8 @@ import Redis
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// kombu's visibility timeout: a dead worker's messages come back; a live worker's held messages do not.
 ///

@@ -1,3 +1,4 @@
+import CeleryClient
 import Foundation
 import JSON
 import RESP
@@ -5,6 +6,8 @@ import Redis
 import Testing
 
 @testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
 
 /// Results and acks as the batcher writes them, against the real redis-server of scripts/test-redis.sh.
 @Suite(.enabled(if: TestRedis.available, "needs SWIFT_CELERY_TEST_REDIS_URL (run through scripts/test.sh)"))

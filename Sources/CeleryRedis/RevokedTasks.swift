@@ -1,3 +1,4 @@
+import CeleryProtocol
 import JSON
 import RESP
 import Redis
@@ -11,24 +12,24 @@ import Synchronization
 /// the sorted set `swift-celery:revoked` (member: task id, score: the Unix time of the revoke), and a starting
 /// worker loads it, as it does again whenever its control subscription reconnects (a broadcast missed while
 /// disconnected is not lost). The same bounds as Celery: 50,000 ids, 3 hours.
-final class RevokedTasks: Sendable {
+package final class RevokedTasks: Sendable {
     /// Celery's `REVOKES_MAX`.
-    static let maximumCount = 50_000
+    package static let maximumCount = 50_000
     /// Celery's `REVOKE_EXPIRES`, in seconds.
-    static let expiry = 10_800.0
+    package static let expiry = 10_800.0
 
-    let client: RedisClient
-    let key: String
+    package let client: RedisClient
+    package let key: String
     /// id → Unix time of the revoke.
     private let ids = Mutex<[String: Double]>([:])
 
-    init(client: RedisClient, key: String) {
+    package init(client: RedisClient, key: String) {
         self.client = client
         self.key = key
     }
 
     /// Whether `id` was revoked within the last 3 hours.
-    func contains(_ id: String) -> Bool {
+    package func contains(_ id: String) -> Bool {
         let now = CeleryTimestamp.now().secondsSince1970
         return ids.withLock { ids in
             guard let at = ids[id] else { return false }
@@ -37,7 +38,7 @@ final class RevokedTasks: Sendable {
     }
 
     /// The revoked ids, oldest first (as Celery lists them).
-    var list: [String] {
+    package var list: [String] {
         let cutoff = CeleryTimestamp.now().secondsSince1970 - Self.expiry
         return ids.withLock { ids in
             ids.filter { $0.value > cutoff }.sorted { ($0.value, $0.key) < ($1.value, $1.key) }.map(\.key)
@@ -45,7 +46,7 @@ final class RevokedTasks: Sendable {
     }
 
     /// Adds ids in this process only (ids another worker passed in `hello`, or loaded from Redis).
-    func addLocally(_ new: some Sequence<String>, at time: Double = CeleryTimestamp.now().secondsSince1970) {
+    package func addLocally(_ new: some Sequence<String>, at time: Double = CeleryTimestamp.now().secondsSince1970) {
         ids.withLock { ids in
             for id in new where !id.isEmpty { ids[id] = max(ids[id] ?? 0, time) }
             Self.trim(&ids)
@@ -53,7 +54,7 @@ final class RevokedTasks: Sendable {
     }
 
     /// Adds ids here and in Redis, for every worker (those started later too).
-    func add(_ new: [String]) async throws(RedisError) {
+    package func add(_ new: [String]) async throws(RedisError) {
         let now = CeleryTimestamp.now().secondsSince1970
         addLocally(new, at: now)
         guard !new.isEmpty else { return }
@@ -73,7 +74,7 @@ final class RevokedTasks: Sendable {
 
     /// Loads the ids revoked in the last 3 hours from Redis; returns how many there are.
     @discardableResult
-    func load() async throws(RedisError) -> Int {
+    package func load() async throws(RedisError) -> Int {
         let now = CeleryTimestamp.now().secondsSince1970
         let reply = try await client.send(
             RESPCommand("ZRANGE", key, String(now - Self.expiry), "+inf", "BYSCORE", "WITHSCORES")
@@ -109,7 +110,7 @@ final class RevokedTasks: Sendable {
     /// Stores REVOKED for a task as Celery 5.7's `revoke` command does: only when no result is stored yet or the
     /// stored state is PENDING, RECEIVED, RETRY or REJECTED (a task another worker started, or one that finished,
     /// keeps its state). KEYS[1]: the meta key. ARGV: TTL seconds (0: none), the payload. Returns 1 if stored.
-    static let markRevokedScript = RedisScript(
+    package static let markRevokedScript = RedisScript(
         """
         local current = redis.call('GET', KEYS[1])
         if current then

@@ -66,7 +66,7 @@ public struct SendOptions: Sendable {
     }
 
     /// The options as a Celery signature carries them (`sig.options`), which workers apply when they publish it.
-    var json: JSONObject {
+    package var json: JSONObject {
         var object: JSONObject = [:]
         if let taskID { object["task_id"] = .string(taskID) }
         if let queue { object["queue"] = .string(queue) }
@@ -132,7 +132,7 @@ public struct Signature: Sendable {
         json(extraOptions: [:])
     }
 
-    func json(extraOptions: JSONObject) -> JSONValue {
+    package func json(extraOptions: JSONObject) -> JSONValue {
         var options = self.options.json
         for (key, value) in extraOptions { options[key] = value }
         return [
@@ -144,7 +144,7 @@ public struct Signature: Sendable {
 
 extension Duration {
     /// The duration in seconds, with its fraction.
-    var seconds: Double {
+    package var seconds: Double {
         Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
 }

@@ -1,34 +1,35 @@
+import CeleryProtocol
 import RESP
 
 /// What is known of a message longer than the worker's size limit: measured before anything parsed it, so only
 /// its size and the task id and name found by a cheap text search of its first and last 64 KiB (kombu writes the
 /// body first, then headers and properties).
-struct OversizedMessage: Sendable, Equatable {
+package struct OversizedMessage: Sendable, Equatable {
     /// The message's length in bytes.
-    var size: Int
+    package var size: Int
     /// `headers.id` (else `properties.correlation_id`), when found.
-    var taskID: String?
+    package var taskID: String?
     /// `headers.task`, when found.
-    var taskName: String?
+    package var taskName: String?
 
     /// How much of each end of a message the search reads.
-    static let searchWindow = 65_536
+    package static let searchWindow = 65_536
 
-    init(size: Int, taskID: String?, taskName: String?) {
+    package init(size: Int, taskID: String?, taskName: String?) {
         self.size = size
         self.taskID = taskID
         self.taskName = taskName
     }
 
     /// From the pop script's `[size, id or nil, task or nil]`.
-    init(scriptReply: [RESPToken]) {
+    package init(scriptReply: [RESPToken]) {
         self.size = scriptReply.first?.int ?? 0
         self.taskID = scriptReply.count > 1 ? scriptReply[1].string : nil
         self.taskName = scriptReply.count > 2 ? scriptReply[2].string : nil
     }
 
     /// Searches the ends of a message popped whole (the BRPOP path), as the pop script does in Redis.
-    init(scanning bytes: some Collection<UInt8>) {
+    package init(scanning bytes: some Collection<UInt8>) {
         let head = Array(bytes.prefix(Self.searchWindow))
         let tail = Array(bytes.suffix(Self.searchWindow))
         func find(_ key: String) -> String? {
@@ -41,7 +42,7 @@ struct OversizedMessage: Sendable, Equatable {
 
     /// The string value of the first `"key": "value"` in `text` (no escapes in the value), as Lua's
     /// `string.match(text, '"key"%s*:%s*"([^"\\]+)"')` finds it.
-    static func field(_ key: String, in text: [UInt8]) -> String? {
+    package static func field(_ key: String, in text: [UInt8]) -> String? {
         let needle = Array("\"\(key)\"".utf8)
         let quote = UInt8(ascii: "\"")
         let backslash = UInt8(ascii: "\\")

@@ -88,7 +88,7 @@ extension TaskMessage {
     /// Where the envelope's first member is `"body"` and its value a string of base64 characters only (kombu's
     /// layout: `{"body": "<base64>", ...}`), the range of that text between its quotes. Such a string has no escapes,
     /// so its bytes are its value. Nil for any other envelope.
-    static func leadingBodyText(in bytes: [UInt8]) -> Range<Int>? {
+    package static func leadingBodyText(in bytes: [UInt8]) -> Range<Int>? {
         bytes.withUnsafeBufferPointer { buffer -> Range<Int>? in
             var index = 0
             func skipSpace() {

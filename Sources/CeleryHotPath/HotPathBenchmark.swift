@@ -1,3 +1,6 @@
+import Celery
+import CeleryProtocol
+import CeleryRedis
 import ExtrasBase64
 import JSON
 import Logging
@@ -13,9 +16,9 @@ import Redis
 /// is looked up and run with the context the worker builds, in its own task as `TimeLimits.run` starts it; the
 /// SUCCESS meta is made and serialized; per 64 tasks, the EVALSHA of the result script and the HDEL/ZREM of the
 /// acks are encoded as the connection writes them.
-public enum HotPathBenchmark {
+package enum HotPathBenchmark {
     /// How far each task goes; each phase includes the ones before it, so a stage's cost is the difference.
-    public enum Phase: String, Sendable, CaseIterable {
+    package enum Phase: String, Sendable, CaseIterable {
         /// Only make the inputs (the benchmark's own cost, to subtract).
         case inputs
         /// Parse the pop replies and decode the envelopes.
@@ -27,24 +30,24 @@ public enum HotPathBenchmark {
     }
 
     /// What a run produced, so that none of it can be optimized away, and so tests can check it.
-    public struct Report: Sendable {
-        public var tasks: Int
+    package struct Report: Sendable {
+        package var tasks: Int
         /// Sum of the handlers' results.
-        public var resultSum: Int
+        package var resultSum: Int
         /// Bytes of result payloads serialized.
-        public var payloadBytes: Int
+        package var payloadBytes: Int
         /// Bytes of RESP commands encoded.
-        public var commandBytes: Int
+        package var commandBytes: Int
         /// The last task's id, payload and the last batch's encoded result command.
-        public var lastTaskID: String
-        public var lastPayload: String
-        public var lastCommand: [UInt8]
+        package var lastTaskID: String
+        package var lastPayload: String
+        package var lastCommand: [UInt8]
     }
 
     static let batch = 64
 
     /// The envelope kombu 5.7 writes for `app.send_task('tasks.add', [x, y])` (docs/protocol.md §1.1).
-    public static func envelope(taskID: String, x: Int, y: Int, deliveryTag: String) -> [UInt8] {
+    package static func envelope(taskID: String, x: Int, y: Int, deliveryTag: String) -> [UInt8] {
         let body = #"[[\#(x), \#(y)], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]"#
         let encoded = Base64.encodeToString(bytes: Array(body.utf8))
         let text = #"""
@@ -81,7 +84,7 @@ public enum HotPathBenchmark {
     }
 
     /// Runs `tasks` tasks through `phase`.
-    public static func run(tasks: Int, phase: Phase) async throws -> Report {
+    package static func run(tasks: Int, phase: Phase) async throws -> Report {
         var registry = TaskRegistry()
         registry.register("tasks.add", parameters: ["x", "y"]) { (_: TaskContext, x: Int, y: Int) in x + y }
         let backend = ResultBackend(expires: .seconds(86400), extended: false, hostname: "swift@bench")

@@ -1,4 +1,5 @@
 import Logging
+import ProcessTuning
 
 #if canImport(Glibc)
 import CMalloc
@@ -16,37 +17,37 @@ import Glibc
 /// back on first use (a minor fault, no disk read). Only mappings of the executable that are not writable and hold
 /// no page of their own (`Anonymous: 0 kB` in `/proc/self/smaps`) are released, so nothing written is discarded:
 /// the read-only segment the dynamic loader relocated (`.data.rel.ro`) and a page a debugger patched are kept.
-public enum ExecutablePages {
+package enum ExecutablePages {
     /// What ``release()`` did.
-    public struct Release: Sendable, Equatable {
+    package struct Release: Sendable, Equatable {
         /// How many mappings of the executable were released.
-        public var mappings: Int
+        package var mappings: Int
         /// The resident bytes they held just before.
-        public var residentBytes: Int
+        package var residentBytes: Int
 
-        public init(mappings: Int, residentBytes: Int) {
+        package init(mappings: Int, residentBytes: Int) {
             self.mappings = mappings
             self.residentBytes = residentBytes
         }
     }
 
     /// One entry of `/proc/PID/smaps`.
-    struct Mapping: Sendable, Equatable {
-        var start: UInt
-        var end: UInt
-        var permissions: String
-        var path: String
+    package struct Mapping: Sendable, Equatable {
+        package var start: UInt
+        package var end: UInt
+        package var permissions: String
+        package var path: String
         /// Resident kilobytes (`Rss:`).
-        var resident: Int
+        package var resident: Int
         /// Kilobytes of the process's own pages in it (`Anonymous:`): written pages of a file mapping.
-        var anonymous: Int
+        package var anonymous: Int
 
         /// `rw-p`, `-w-p`, …: the second letter of the permissions.
-        var isWritable: Bool { permissions.dropFirst().first == "w" }
+        package var isWritable: Bool { permissions.dropFirst().first == "w" }
     }
 
     /// Releases the executable's unwritten pages (Linux; elsewhere nothing). Nil when `/proc` cannot be read.
-    public static func release() -> Release? {
+    package static func release() -> Release? {
         #if os(Linux)
         guard let executable = executablePath(), let smaps = readFile("/proc/self/smaps") else { return nil }
         var done = Release(mappings: 0, residentBytes: 0)
@@ -65,7 +66,7 @@ public enum ExecutablePages {
 
     /// ``release()``, logged at debug level as `pages released` with the phase it followed (the line the worker's
     /// and beat's tests wait for).
-    public static func release(after phase: String, logger: Logger) {
+    package static func release(after phase: String, logger: Logger) {
         guard let released = release() else { return }
         logger.debug(
             "pages released",
@@ -76,7 +77,7 @@ public enum ExecutablePages {
     }
 
     /// Returns the heap's free pages to the system (glibc's `malloc_trim(0)`). Elsewhere nothing.
-    public static func trimHeap() {
+    package static func trimHeap() {
         #if canImport(Glibc)
         _ = malloc_trim(0)
         #endif
@@ -92,7 +93,7 @@ public enum ExecutablePages {
     /// resident after a burst of tasks, at no measurable cost in throughput (docs/operations.md, Memory).
     /// Returns whether the limit was set. Elsewhere than glibc nothing.
     @discardableResult
-    public static func limitHeapArenas(to count: Int32, environment: [String: String]) -> Bool {
+    package static func limitHeapArenas(to count: Int32, environment: [String: String]) -> Bool {
         #if canImport(Glibc)
         guard count > 0, environment["MALLOC_ARENA_MAX"] == nil else { return false }
         return mallopt(M_ARENA_MAX, count) == 1
@@ -102,13 +103,13 @@ public enum ExecutablePages {
     }
 
     /// The mappings of `executable` that can be released without losing anything: not writable, no page written.
-    static func releasable(_ mappings: [Mapping], executable: String) -> [Mapping] {
+    package static func releasable(_ mappings: [Mapping], executable: String) -> [Mapping] {
         mappings.filter { $0.path == executable && !$0.isWritable && $0.anonymous == 0 }
     }
 
     /// Parses `/proc/PID/smaps`: a header line per mapping (`start-end perms offset dev inode [path]`), then
     /// `Key: value kB` lines.
-    static func mappings(smaps: String) -> [Mapping] {
+    package static func mappings(smaps: String) -> [Mapping] {
         var found: [Mapping] = []
         for line in smaps.split(separator: "\n") {
             if let header = header(line) {

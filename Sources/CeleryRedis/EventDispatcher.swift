@@ -1,3 +1,4 @@
+import CeleryProtocol
 import DequeModule
 import JSON
 import Logging
@@ -21,11 +22,11 @@ public final class EventDispatcher: Sendable {
     /// How many unsent events are kept while Redis is unreachable; older ones are dropped.
     public static let outboxLimit = 10_000
 
-    let client: RedisClient
-    let logger: Logger
+    package let client: RedisClient
+    package let logger: Logger
     /// `/{db}.celeryev/`: kombu's fanout channel prefix for the `celeryev` exchange (docs/protocol.md §1.7).
-    let channelPrefix: String
-    let origin: CeleryEvent.Origin
+    package let channelPrefix: String
+    package let origin: CeleryEvent.Origin
     private let taskEvents: Atomic<Bool>
     private let activeCount = Atomic<Int>(0)
     private let processedCount = Atomic<Int>(0)
@@ -97,13 +98,13 @@ public final class EventDispatcher: Sendable {
         enqueue(.taskRejected(id: id, requeue: requeue))
     }
 
-    func taskReceived(_ message: TaskMessage) {
+    package func taskReceived(_ message: TaskMessage) {
         guard taskEventsEnabled else { return }
         enqueue(.taskReceived(message))
     }
 
     /// A task starts running: counted in `active` and `processed` (events on or off), and `task-started`.
-    func taskStarted(id: String) {
+    package func taskStarted(id: String) {
         activeCount.add(1, ordering: .relaxed)
         processedCount.add(1, ordering: .relaxed)
         guard taskEventsEnabled else { return }
@@ -111,21 +112,21 @@ public final class EventDispatcher: Sendable {
     }
 
     /// A task that started has finished, however it ended.
-    func taskFinished() {
+    package func taskFinished() {
         activeCount.subtract(1, ordering: .relaxed)
     }
 
-    func taskSucceeded(id: String, result: JSONValue, runtime: Duration) {
+    package func taskSucceeded(id: String, result: JSONValue, runtime: Duration) {
         guard taskEventsEnabled else { return }
         enqueue(.taskSucceeded(id: id, result: result, runtime: CeleryEvent.seconds(runtime)))
     }
 
-    func taskFailed(id: String, exception: String, traceback: String?) {
+    package func taskFailed(id: String, exception: String, traceback: String?) {
         guard taskEventsEnabled else { return }
         enqueue(.taskFailed(id: id, exception: exception, traceback: traceback))
     }
 
-    func taskRetried(id: String, exception: String, traceback: String?) {
+    package func taskRetried(id: String, exception: String, traceback: String?) {
         guard taskEventsEnabled else { return }
         enqueue(.taskRetried(id: id, exception: exception, traceback: traceback))
     }
@@ -139,7 +140,7 @@ public final class EventDispatcher: Sendable {
 
     /// Sends `worker-online`, then heartbeats and queued events until `close()`; then `worker-offline` and what is
     /// still queued (one attempt), and returns.
-    func run() async {
+    package func run() async {
         enqueue(.worker("online", status()))
         await withTaskGroup(of: Void.self) { group in
             if let heartbeatInterval {
@@ -173,7 +174,7 @@ public final class EventDispatcher: Sendable {
     }
 
     /// Queues `worker-offline` and lets `run()` finish once everything queued has been tried.
-    func close() {
+    package func close() {
         let event = CeleryEvent.worker("offline", status())
         let timestamp = CeleryTimestamp.now().secondsSince1970
         let waiter = outbox.withLock { outbox -> CheckedContinuation<Void, Never>? in
@@ -240,7 +241,7 @@ public final class EventDispatcher: Sendable {
     }
 
     /// At most this many task events share one `task.multi` message.
-    static let multiLimit = 100
+    package static let multiLimit = 100
 
     private func publish(routingKey: String, body: JSONValue) -> RESPCommand {
         let payload = CeleryEvent.envelope(
@@ -302,7 +303,7 @@ public final class EventDispatcher: Sendable {
     // MARK: - Host facts
 
     /// Hours west of UTC, as Celery's `utcoffset()` (UTC+5:30 → -5.5).
-    static func hoursWestOfUTC() -> Double {
+    package static func hoursWestOfUTC() -> Double {
         var now = time(nil)
         var local = tm()
         guard localtime_r(&now, &local) != nil else { return 0 }
@@ -311,7 +312,7 @@ public final class EventDispatcher: Sendable {
     }
 
     /// The 1, 5 and 15 minute load averages, rounded to 2 places as Celery sends them.
-    static func loadAverage() -> [Double] {
+    package static func loadAverage() -> [Double] {
         var values = [Double](repeating: 0, count: 3)
         guard getloadavg(&values, 3) == 3 else { return [0, 0, 0] }
         return values.map { ($0 * 100).rounded() / 100 }
@@ -320,7 +321,7 @@ public final class EventDispatcher: Sendable {
 
 extension CeleryEvent {
     /// A duration in seconds, as events carry `runtime` and `freq`.
-    static func seconds(_ duration: Duration) -> Double {
+    package static func seconds(_ duration: Duration) -> Double {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }

@@ -47,18 +47,18 @@ public struct PythonException: PythonMappedError, Sendable, CustomStringConverti
 }
 
 /// How any thrown error is stored: `exc_type`, `exc_module`, `exc_message` (a list), and a traceback text.
-struct StoredException: Sendable {
-    var type: String
-    var module: String
-    var arguments: [JSONValue]
+package struct StoredException: Sendable {
+    package var type: String
+    package var module: String
+    package var arguments: [JSONValue]
 
-    init(type: String, module: String, arguments: [JSONValue]) {
+    package init(type: String, module: String, arguments: [JSONValue]) {
         self.type = type
         self.module = module
         self.arguments = arguments
     }
 
-    init(_ error: any Error) {
+    package init(_ error: any Error) {
         if let mapped = error as? any PythonMappedError {
             self.init(
                 type: mapped.pythonExceptionType,
@@ -73,7 +73,7 @@ struct StoredException: Sendable {
         }
     }
 
-    var resultJSON: JSONValue {
+    package var resultJSON: JSONValue {
         .object([
             "exc_type": .string(type),
             "exc_message": .array(arguments),
@@ -82,12 +82,12 @@ struct StoredException: Sendable {
     }
 
     /// The `repr` Python would print, for tracebacks and events.
-    var repr: String {
+    package var repr: String {
         let args = arguments.map { $0.stringValue.map { "'\($0)'" } ?? $0.serializedString() }
         return "\(type)(\(args.joined(separator: ", ")))"
     }
 
-    func traceback(taskName: String, hostname: String) -> String {
+    package func traceback(taskName: String, hostname: String) -> String {
         let qualified = module == "builtins" ? type : "\(module).\(type)"
         let message = arguments.count == 1 ? (arguments[0].stringValue ?? arguments[0].serializedString()) : repr
         return

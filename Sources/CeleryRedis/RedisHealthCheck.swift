@@ -1,3 +1,4 @@
+import CeleryProtocol
 import JSON
 import Logging
 import RESP
@@ -136,7 +137,7 @@ public struct RedisHealthCheck: Sendable {
     }
 
     /// The `field:value` lines of an INFO reply; section headers (`# Server`) and blank lines are skipped.
-    static func infoFields(_ text: String) -> [String: String] {
+    package static func infoFields(_ text: String) -> [String: String] {
         var fields: [String: String] = [:]
         for line in text.split(whereSeparator: { $0 == "\r\n" || $0 == "\n" || $0 == "\r" }) {
             guard !line.hasPrefix("#"), let colon = line.firstIndex(of: ":") else { continue }

@@ -1,3 +1,4 @@
+import CeleryProtocol
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -5,7 +6,9 @@ import Synchronization
 /// A timer that can be cut short: `wait(for:)` returns after the duration, or as soon as `signal()` is called
 /// (a signal with nobody waiting is kept for the next wait). The worker's timers sleep with it until their next
 /// deadline instead of waking every few milliseconds to look.
-final class TimerSignal: Sendable {
+package final class TimerSignal: Sendable {
+    package init() {}
+
     private struct State {
         var pending = false
         var waiter: CheckedContinuation<Void, Never>?
@@ -23,10 +26,10 @@ final class TimerSignal: Sendable {
     private let state = Mutex(State())
 
     /// How many timers the waits armed so far (a wait ended early leaves its timer for the next wait).
-    var timersArmed: UInt64 { state.withLock { $0.timers } }
+    package var timersArmed: UInt64 { state.withLock { $0.timers } }
 
     /// Waits up to `duration` (nil: until signalled).
-    func wait(for duration: Duration?) async {
+    package func wait(for duration: Duration?) async {
         let deadline = duration.map { NIODeadline.now() + TimeAmount($0) }
         let (generation, replaced) = state.withLock { state -> (UInt64, Scheduled<Void>?) in
             state.generation &+= 1
@@ -92,12 +95,12 @@ final class TimerSignal: Sendable {
     }
 
     /// Forgets a signal given while nobody waited.
-    func discardPending() {
+    package func discardPending() {
         state.withLock { $0.pending = false }
     }
 
     /// Ends the current wait, or the next one if nobody waits.
-    func signal() {
+    package func signal() {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
             guard let waiter = state.waiter else {
                 state.pending = true

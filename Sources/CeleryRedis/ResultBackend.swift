@@ -1,23 +1,9 @@
+import CeleryProtocol
 import JSON
 import Logging
 import RESP
 import Redis
 import Synchronization
-
-/// Task states as Celery names them.
-public enum TaskState: String, Sendable {
-    case pending = "PENDING"
-    case received = "RECEIVED"
-    case started = "STARTED"
-    case success = "SUCCESS"
-    case failure = "FAILURE"
-    case retry = "RETRY"
-    case revoked = "REVOKED"
-    case rejected = "REJECTED"
-
-    /// SUCCESS, FAILURE and REVOKED: the states that get a `date_done`.
-    public var isReady: Bool { self == .success || self == .failure || self == .revoked }
-}
 
 /// Celery's Redis result backend: `celery-task-meta-<id>` written with SETEX and PUBLISHed on the channel of
 /// the same name, so `AsyncResult.get()` wakes up.
@@ -25,14 +11,14 @@ public enum TaskState: String, Sendable {
 /// Writes are batched: every write waiting when a flush starts goes in one `EVALSHA` that, per key, skips the
 /// write if a SUCCESS is already stored (Celery's GET guard, made atomic), then SETEX + PUBLISH; when results and
 /// acks go to the same Redis, the same script then acks the batch's messages.
-struct ResultBackend: Sendable {
-    static let keyPrefix = "celery-task-meta-"
+package struct ResultBackend: Sendable {
+    package static let keyPrefix = "celery-task-meta-"
 
     /// KEYS: the n meta keys, then (only when there are tags) `unacked` and `unacked_index`. ARGV[1]: TTL in seconds
     /// (0: no expiry); ARGV[2]: n; ARGV[2 + i]: the payload for KEYS[i]; ARGV[n + 3...]: delivery tags to ack
     /// (kombu's HDEL + ZREM), after the results, so under acks_late no message leaves `unacked` before its result
     /// is stored.
-    static let storeScript = RedisScript(
+    package static let storeScript = RedisScript(
         """
         local ttl = tonumber(ARGV[1])
         local n = tonumber(ARGV[2])
@@ -58,7 +44,7 @@ struct ResultBackend: Sendable {
 
     /// The `storeScript` call for a batch: keys and arguments. `acks` go in only when the results' Redis is the
     /// broker's.
-    static func storeCall(
+    package static func storeCall(
         results: [(key: String, payload: String)],
         acks: [String],
         ttl: Int,
@@ -76,13 +62,19 @@ struct ResultBackend: Sendable {
         return (keys, arguments)
     }
 
-    var expires: Duration?
-    var extended: Bool
-    var hostname: String
+    package var expires: Duration?
+    package var extended: Bool
+    package var hostname: String
+
+    package init(expires: Duration?, extended: Bool, hostname: String) {
+        self.expires = expires
+        self.extended = extended
+        self.hostname = hostname
+    }
 
     /// The meta document, keys in Celery's order: status, result, traceback, children, date_done, group_id,
     /// parent_id, [extended fields], task_id.
-    func meta(
+    package func meta(
         state: TaskState,
         result: JSONValue,
         traceback: String? = nil,
@@ -117,7 +109,7 @@ struct ResultBackend: Sendable {
 /// Collects result writes and acks from finished tasks and sends them in batches, results before acks (so with
 /// acks_late a message leaves `unacked` only after its result is stored). A failed flush is retried with
 /// backoff; nothing is dropped.
-final class WriteBatcher: Sendable {
+package final class WriteBatcher: Sendable {
     private struct State {
         var results: [(key: String, payload: String)] = []
         var acks: [String] = []
@@ -126,17 +118,17 @@ final class WriteBatcher: Sendable {
     }
 
     private let state = Mutex(State())
-    let backend: RedisClient
-    let broker: RedisClient
-    let unackedKey: String
-    let unackedIndexKey: String
-    let resultTTL: Int
-    let logger: Logger
-    static let maximumBatch = 512
+    package let backend: RedisClient
+    package let broker: RedisClient
+    package let unackedKey: String
+    package let unackedIndexKey: String
+    package let resultTTL: Int
+    package let logger: Logger
+    package static let maximumBatch = 512
     /// How many times a flush is tried once the worker is shutting down (about 20 s with the backoff).
-    static let attemptsAfterClose = 12
+    package static let attemptsAfterClose = 12
 
-    init(backend: RedisClient, broker: RedisClient, layout: KombuLayout, resultTTL: Int, logger: Logger) {
+    package init(backend: RedisClient, broker: RedisClient, layout: KombuLayout, resultTTL: Int, logger: Logger) {
         self.backend = backend
         self.broker = broker
         self.unackedKey = layout.unackedKey
@@ -145,13 +137,13 @@ final class WriteBatcher: Sendable {
         self.logger = logger
     }
 
-    func storeResult(taskID: String, meta: JSONValue) {
+    package func storeResult(taskID: String, meta: JSONValue) {
         let payload = Self.payload(taskID: taskID, meta: meta)
         enqueue { $0.results.append((ResultBackend.keyPrefix + taskID, payload)) }
     }
 
     /// The meta as stored; a result too deep to serialize becomes the FAILURE it is.
-    static func payload(taskID: String, meta: JSONValue) -> String {
+    package static func payload(taskID: String, meta: JSONValue) -> String {
         do {
             return String(decoding: try meta.serialize(), as: UTF8.self)
         } catch {
@@ -168,7 +160,7 @@ final class WriteBatcher: Sendable {
         }
     }
 
-    func ack(deliveryTag: String) {
+    package func ack(deliveryTag: String) {
         enqueue { $0.acks.append(deliveryTag) }
     }
 
@@ -184,12 +176,12 @@ final class WriteBatcher: Sendable {
     private var isClosed: Bool { state.withLock { $0.closed } }
 
     /// Stops after everything queued so far has been written.
-    func close() {
+    package func close() {
         enqueue { $0.closed = true }
     }
 
     /// Writes batches until closed and drained.
-    func run() async {
+    package func run() async {
         let backoff = RedisBackoff(initial: .milliseconds(50), maximum: .seconds(2))
         while true {
             let (results, acks, closed) = await nextBatch()
@@ -245,7 +237,7 @@ final class WriteBatcher: Sendable {
     }
 
     /// kombu's ack of these delivery tags: out of `unacked` and `unacked_index`.
-    static func ackCommands(_ acks: [String], unackedKey: String, unackedIndexKey: String) -> [RESPCommand] {
+    package static func ackCommands(_ acks: [String], unackedKey: String, unackedIndexKey: String) -> [RESPCommand] {
         [RESPCommand("HDEL", unackedKey, acks), RESPCommand("ZREM", unackedIndexKey, acks)]
     }
 

@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import JSON
 import Logging
 import RESP
@@ -54,14 +56,14 @@ public struct CeleryClientError: Error, Sendable, CustomStringConvertible {
 /// The result of one task in the result backend (`celery-task-meta-<id>`), as Python's `AsyncResult`.
 public struct AsyncResult: Sendable {
     public let id: String
-    let backend: RedisClient
+    package let backend: RedisClient
 
     public init(id: String, backend: RedisClient) {
         self.id = id
         self.backend = backend
     }
 
-    var key: String { ResultBackend.keyPrefix + id }
+    package var key: String { ResultBackend.keyPrefix + id }
 
     /// The stored meta document, or nil while PENDING (no key).
     public func meta() async throws(CeleryClientError) -> JSONValue? {
@@ -111,7 +113,7 @@ public struct AsyncResult: Sendable {
 
     // MARK: - Shared with GroupResult
 
-    static func parse(_ bytes: [UInt8], id: String) throws(CeleryClientError) -> JSONValue {
+    package static func parse(_ bytes: [UInt8], id: String) throws(CeleryClientError) -> JSONValue {
         guard let meta = try? JSONValue(parsing: bytes), meta["status"]?.stringValue != nil else {
             throw CeleryClientError(
                 .malformedResult,
@@ -121,13 +123,13 @@ public struct AsyncResult: Sendable {
         return meta
     }
 
-    static func isReady(_ meta: JSONValue) -> Bool {
+    package static func isReady(_ meta: JSONValue) -> Bool {
         guard let status = meta["status"]?.stringValue, let state = TaskState(rawValue: status) else { return false }
         return state.isReady
     }
 
     /// The value of a ready meta, or its failure.
-    static func value(of meta: JSONValue, id: String) throws -> JSONValue {
+    package static func value(of meta: JSONValue, id: String) throws -> JSONValue {
         let status = meta["status"]?.stringValue ?? ""
         if status == TaskState.success.rawValue { return meta["result"] ?? .null }
         let result = meta["result"] ?? .null
@@ -148,14 +150,14 @@ public struct AsyncResult: Sendable {
     }
 
     /// Task ids in a `children` entry: `[[id, parent], null]` or a group `[[gid, parent], [members...]]`.
-    static func taskIDs(_ entry: JSONValue) -> [String] {
+    package static func taskIDs(_ entry: JSONValue) -> [String] {
         if let members = entry[1]?.arrayValue { return members.flatMap(taskIDs) }
         return entry[0]?[0]?.stringValue.map { [$0] } ?? []
     }
 
     /// Subscribes to every result's channel, reads them all, then waits for the rest to be published; returns the
     /// ready metas in the order given.
-    static func waitForReady(
+    package static func waitForReady(
         _ results: [AsyncResult],
         backend: RedisClient,
         timeout: Duration
@@ -220,9 +222,9 @@ public struct GroupResult: Sendable {
     /// The group id (`headers.group` of every member).
     public let id: String
     public let results: [AsyncResult]
-    let backend: RedisClient
+    package let backend: RedisClient
 
-    init(id: String, results: [AsyncResult], backend: RedisClient) {
+    package init(id: String, results: [AsyncResult], backend: RedisClient) {
         self.id = id
         self.results = results
         self.backend = backend

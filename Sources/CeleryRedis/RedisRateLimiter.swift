@@ -1,3 +1,4 @@
+import CeleryProtocol
 import JSON
 import RESP
 import Redis
@@ -22,7 +23,7 @@ public struct RedisRateLimiter: Sendable {
         public var resetAfter: Duration
     }
 
-    let client: RedisClient
+    package let client: RedisClient
     /// Prefixed to every key, so limiter keys are easy to find and cannot collide with other data.
     public var keyPrefix: String
 
@@ -33,7 +34,7 @@ public struct RedisRateLimiter: Sendable {
 
     /// KEYS[1]: the ZSET of call times (ms). ARGV: limit, window ms, a unique member. Uses the server's clock so
     /// every worker agrees. Returns {allowed, remaining, retry_after_ms, reset_after_ms}.
-    static let script = RedisScript(
+    package static let script = RedisScript(
         """
         local limit = tonumber(ARGV[1])
         local window = tonumber(ARGV[2])
@@ -87,7 +88,7 @@ public struct RedisRateLimiter: Sendable {
 
 /// JSON values in Redis for handlers (`context.cache`): read, write with a TTL, count.
 public struct RedisJSONCache: Sendable {
-    let client: RedisClient
+    package let client: RedisClient
     /// Prefixed to every key.
     public var keyPrefix: String
 
@@ -140,11 +141,4 @@ public struct RedisJSONCache: Sendable {
         try await set(key, fresh, ttl: ttl)
         return fresh
     }
-}
-
-extension TaskContext {
-    /// A Redis-backed rate limiter on the worker's shared connection.
-    public var rateLimiter: RedisRateLimiter { RedisRateLimiter(client: redis) }
-    /// JSON cache helpers on the worker's shared connection.
-    public var cache: RedisJSONCache { RedisJSONCache(client: redis) }
 }

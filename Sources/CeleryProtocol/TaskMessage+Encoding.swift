@@ -68,7 +68,7 @@ public struct OutgoingTask: Sendable {
     }
 
     /// The Redis list this task goes to: the queue's list for the priority's step (docs/protocol.md §1.3).
-    public var list: String { KombuLayout.list(queue: queue, priority: priority) }
+    public var list: String { KombuPriorityLists.list(queue: queue, priority: priority) }
 
     /// The protocol v2 headers, in the order `apply_async` writes them, custom headers last.
     public var messageHeaders: JSONObject {
@@ -115,7 +115,7 @@ public struct OutgoingTask: Sendable {
 
     /// The kombu envelope with the given protocol v2 headers (for senders whose headers differ from
     /// `apply_async`'s, such as beat's `send_task`-style messages).
-    func envelope(headers: JSONObject, deliveryTag: String, now: CeleryTimestamp) -> [UInt8] {
+    package func envelope(headers: JSONObject, deliveryTag: String, now: CeleryTimestamp) -> [UInt8] {
         var properties: JSONObject = [
             "correlation_id": .string(id),
             "reply_to": .string(replyTo),
@@ -170,14 +170,14 @@ public struct OutgoingTask: Sendable {
 }
 
 /// A Python-repr-like rendering of JSON values, for `argsrepr` and `kwargsrepr` (display only).
-enum PythonRepr {
+package enum PythonRepr {
     /// `(2, 3)`, `(1,)`, `()`: args as a Python tuple.
-    static func arguments(_ args: [JSONValue]) -> String {
+    package static func arguments(_ args: [JSONValue]) -> String {
         let items = args.map(render)
         return items.count == 1 ? "(\(items[0]),)" : "(\(items.joined(separator: ", ")))"
     }
 
-    static func render(_ value: JSONValue) -> String {
+    package static func render(_ value: JSONValue) -> String {
         switch value {
         case .null: return "None"
         case .bool(let flag): return flag ? "True" : "False"

@@ -1,3 +1,5 @@
+import CeleryProtocol
+import CeleryRedis
 import JSON
 import Logging
 import RESP
@@ -31,13 +33,13 @@ public final class CeleryClient: Sendable {
         broker: RedisClient,
         backend: RedisClient,
         defaultQueue: String = "celery",
-        origin: String = "swift-client@" + String(WorkerConfiguration.defaultHostname().dropFirst("swift@".count)),
+        origin: String? = nil,
         resultExpires: Duration = .seconds(86400)
     ) {
         self.broker = broker
         self.backend = backend
         self.defaultQueue = defaultQueue
-        self.origin = origin
+        self.origin = origin ?? "swift-client@" + HostName.current()
         self.oid = OutgoingTask.newID()
         self.resultExpires = resultExpires
     }
@@ -139,7 +141,7 @@ public final class CeleryClient: Sendable {
     }
 
     /// The message for a signature, as `apply_async` builds it.
-    func message(for signature: Signature) throws(CeleryClientError) -> OutgoingTask {
+    package func message(for signature: Signature) throws(CeleryClientError) -> OutgoingTask {
         guard !signature.name.isEmpty else { throw CeleryClientError(.invalidRequest, "the task name is empty") }
         let options = signature.options
         if let priority = options.priority, !(0...255).contains(priority) {

@@ -1,3 +1,4 @@
+import CeleryProtocol
 import JSON
 import Logging
 import NIOCore
@@ -5,63 +6,75 @@ import RESP
 import Redis
 
 /// The key names of kombu's Redis transport (transport options `unacked_key`, ... keep their defaults).
-struct KombuLayout: Sendable {
+package struct KombuLayout: Sendable {
     /// `"\x06\x16"`: between a queue name and its priority step, and in binding members.
-    static let separator = "\u{06}\u{16}"
+    package static let separator = KombuPriorityLists.separator
     /// kombu's `priority_steps`.
-    static let prioritySteps = [0, 3, 6, 9]
+    package static let prioritySteps = KombuPriorityLists.steps
 
-    var unackedKey = "unacked"
-    var unackedIndexKey = "unacked_index"
-    var unackedMutexKey = "unacked_mutex"
+    package var unackedKey = "unacked"
+    package var unackedIndexKey = "unacked_index"
+    package var unackedMutexKey = "unacked_mutex"
     /// Where messages no worker can decode are kept for an operator (ours; kombu drops them).
-    var deadLetterKey = "swift-celery:dead-letter"
-    var deadLetterLimit = 10_000
+    package var deadLetterKey = "swift-celery:dead-letter"
+    package var deadLetterLimit = 10_000
     /// Messages longer than this many bytes are dead-lettered unparsed (0: no limit).
-    var maximumMessageSize = 0
+    package var maximumMessageSize = 0
+
+    package init() {}
 
     /// The list holding `queue`'s messages of priority `priority`: the largest step ≤ priority.
-    static func list(queue: String, priority: Int) -> String {
-        let step = prioritySteps.last(where: { $0 <= max(0, min(priority, 9)) }) ?? 0
-        return step == 0 ? queue : queue + separator + String(step)
+    package static func list(queue: String, priority: Int) -> String {
+        KombuPriorityLists.list(queue: queue, priority: priority)
     }
 
     /// BRPOP key order: every queue at step 0, then every queue at step 3, ... (0 is the most urgent on Redis).
-    static func lists(queues: [String]) -> [String] {
-        prioritySteps.flatMap { step in queues.map { step == 0 ? $0 : $0 + separator + String(step) } }
-    }
+    package static func lists(queues: [String]) -> [String] { KombuPriorityLists.lists(queues: queues) }
 }
 
 /// A message popped from a queue list, and the list it came from.
-struct Delivery: Sendable {
-    var list: String
-    var envelope: [UInt8]
+package struct Delivery: Sendable {
+    package var list: String
+    package var envelope: [UInt8]
     /// The delivery tag it was recorded under in `unacked`; nil when it had none (it was not recorded).
-    var tag: String?
+    package var tag: String?
     /// Set when the message was larger than the size limit: it was not recorded, `envelope` is empty, and the
     /// message itself went to the dead-letter list.
-    var oversized: OversizedMessage? = nil
+    package var oversized: OversizedMessage? = nil
     /// The message, when it was decoded ahead while its pop travelled (from a copy an idle watcher saw).
-    var decoded: TaskMessage? {
+    package var decoded: TaskMessage? {
         get { ahead?.message }
         set { ahead = newValue.map(DecodedAhead.init) }
     }
     /// Boxed: a `TaskMessage` held inline would add its whole size to every delivery, and 100,000 held ETA
     /// messages keep one delivery each.
-    var ahead: DecodedAhead? = nil
+    package var ahead: DecodedAhead? = nil
+
+    package init(list: String, envelope: [UInt8], tag: String? = nil, oversized: OversizedMessage? = nil) {
+        self.list = list
+        self.envelope = envelope
+        self.tag = tag
+        self.oversized = oversized
+    }
 }
 
-final class DecodedAhead: Sendable {
-    let message: TaskMessage
-    init(_ message: TaskMessage) { self.message = message }
+package final class DecodedAhead: Sendable {
+    package let message: TaskMessage
+    package init(_ message: TaskMessage) { self.message = message }
 }
 
 /// Fetches, records, acks and restores messages in kombu's exact Redis layout, so Python and Swift workers share
 /// queues and recover each other's messages.
-struct KombuBroker: Sendable {
-    let client: RedisClient
-    let layout: KombuLayout
-    let logger: Logger
+package struct KombuBroker: Sendable {
+    package let client: RedisClient
+    package let layout: KombuLayout
+    package let logger: Logger
+
+    package init(client: RedisClient, layout: KombuLayout, logger: Logger) {
+        self.client = client
+        self.layout = layout
+        self.logger = logger
+    }
 
     /// Pops up to ARGV[1] messages from KEYS[1..n-3] in order and records each in `unacked` (KEYS[n-2]) and
     /// `unacked_index` (KEYS[n-1]) in the same atomic step, so no popped message is ever unrecorded. A message
@@ -77,7 +90,7 @@ struct KombuBroker: Sendable {
     /// against 30 µs for a Lua pattern scanning the whole envelope; other spacing falls back to the pattern. A value with a backslash escape is not used (the exchange and routing key
     /// become empty rather than break the JSON of the `unacked` record). The records are written with one ZADD and
     /// one HSET per 500 messages.
-    static let popScript = RedisScript(
+    package static let popScript = RedisScript(
         """
         local limit = tonumber(ARGV[1])
         local now = ARGV[2]
@@ -155,7 +168,7 @@ struct KombuBroker: Sendable {
     /// Puts a held message back at the consuming end of its list, as kombu's restore does, but only if it is
     /// still in `unacked` (another worker may have restored it already).
     /// KEYS: unacked, unacked_index, list. ARGV: tag, envelope.
-    static let restoreScript = RedisScript(
+    package static let restoreScript = RedisScript(
         """
         if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
           redis.call('ZREM', KEYS[2], ARGV[1])
@@ -167,12 +180,12 @@ struct KombuBroker: Sendable {
         """
     )
 
-    static func now() -> String {
+    package static func now() -> String {
         String(CeleryTimestamp.now().secondsSince1970)
     }
 
     /// Declares the queues as kombu does: the binding of each queue to its same-named direct exchange.
-    func declare(queues: [String]) async throws(RedisError) {
+    package func declare(queues: [String]) async throws(RedisError) {
         var commands: [RESPCommand] = []
         for queue in queues {
             let member = queue + KombuLayout.separator + KombuLayout.separator + queue
@@ -185,22 +198,29 @@ struct KombuBroker: Sendable {
     /// Pops and records up to `limit` waiting messages in one round trip.
     /// `stamp` is the `unacked_index` score the popped messages get: if the reply is lost (Redis died or the
     /// connection dropped after the script ran), ``recoverLostPop(stamp:holding:)`` finds them by it.
-    func pop(lists: [String], limit: Int, stamp: String = KombuBroker.now()) async throws(RedisError) -> [Delivery] {
+    package func pop(
+        lists: [String],
+        limit: Int,
+        stamp: String = KombuBroker.now()
+    ) async throws(RedisError) -> [Delivery] {
         try await startPop(lists: lists, limit: limit, stamp: stamp).deliveries()
     }
 
     /// A pop written to Redis whose reply has not been read yet.
-    struct PendingPop: Sendable {
-        let reply: RedisPendingReply
+    package struct PendingPop: Sendable {
+        package let reply: RedisPendingReply
 
-        func deliveries() async throws(RedisError) -> [Delivery] {
+        package func deliveries() async throws(RedisError) -> [Delivery] {
             KombuBroker.deliveries(popReply: try await reply.reply())
         }
     }
 
     /// Sends ``popScript`` and returns before its reply: the caller can work while the pop travels.
-    func startPop(lists: [String], limit: Int, stamp: String = KombuBroker.now()) async throws(RedisError) -> PendingPop
-    {
+    package func startPop(
+        lists: [String],
+        limit: Int,
+        stamp: String = KombuBroker.now()
+    ) async throws(RedisError) -> PendingPop {
         let reply = try await client.startEvaluate(
             Self.popScript,
             keys: lists + [layout.unackedKey, layout.unackedIndexKey, layout.deadLetterKey],
@@ -210,7 +230,7 @@ struct KombuBroker: Sendable {
     }
 
     /// The deliveries in a reply of ``popScript``: list, envelope, tag (or false) triples.
-    static func deliveries(popReply reply: RESPToken) -> [Delivery] {
+    package static func deliveries(popReply reply: RESPToken) -> [Delivery] {
         guard let items = reply.array else { return [] }
         var deliveries: [Delivery] = []
         deliveries.reserveCapacity(items.count / 3)
@@ -234,7 +254,7 @@ struct KombuBroker: Sendable {
     ///
     /// Between the pop and the record there is kombu's window: a crash there loses the message. The worker only
     /// blocks here when every list was empty at the last atomic pop.
-    func blockingPop(
+    package func blockingPop(
         connection: RedisConnection,
         lists: [String],
         timeout: Duration
@@ -263,7 +283,7 @@ struct KombuBroker: Sendable {
     /// Records a message popped outside the script, as kombu does right after BRPOP; returns its tag, or nil when
     /// it had none (it then went to the dead-letter list).
     @discardableResult
-    func record(_ delivery: Delivery) async throws(RedisError) -> String? {
+    package func record(_ delivery: Delivery) async throws(RedisError) -> String? {
         guard let envelope = try? JSONValue(parsing: delivery.envelope),
             let properties = envelope["properties"],
             let tag = properties["delivery_tag"]?.stringValue
@@ -289,7 +309,7 @@ struct KombuBroker: Sendable {
     }
 
     /// The envelope with `headers.redelivered` and `properties.delivery_info.redelivered` set, as kombu restores it.
-    static func markedRedelivered(_ bytes: [UInt8]) -> [UInt8] {
+    package static func markedRedelivered(_ bytes: [UInt8]) -> [UInt8] {
         guard case .object(var object)? = try? JSONValue(parsing: bytes) else { return bytes }
         if case .object(var headers)? = object["headers"] {
             headers["redelivered"] = true
@@ -304,7 +324,7 @@ struct KombuBroker: Sendable {
     }
 
     /// Keeps a copy of a message no worker can run in the capped dead-letter list, for an operator to inspect.
-    func deadLetter(_ envelope: [UInt8]) async throws(RedisError) {
+    package func deadLetter(_ envelope: [UInt8]) async throws(RedisError) {
         let replies = try await client.pipeline([
             RESPCommand("LPUSH", layout.deadLetterKey, RESPBytes(envelope)),
             RESPCommand("LTRIM", layout.deadLetterKey, 0, layout.deadLetterLimit - 1),
@@ -314,7 +334,7 @@ struct KombuBroker: Sendable {
 
     /// Gives a message that did not run back to its list, marked redelivered, as kombu's restore does.
     @discardableResult
-    func restore(_ delivery: Delivery, deliveryTag: String) async throws(RedisError) -> Bool {
+    package func restore(_ delivery: Delivery, deliveryTag: String) async throws(RedisError) -> Bool {
         let envelope = Self.markedRedelivered(delivery.envelope)
         let reply = try await client.evaluate(
             Self.restoreScript,
@@ -325,7 +345,7 @@ struct KombuBroker: Sendable {
     }
 
     /// Compare-and-delete of `unacked_mutex`, as kombu releases it.
-    static let releaseMutexScript = RedisScript(
+    package static let releaseMutexScript = RedisScript(
         """
         if redis.call('GET', KEYS[1]) == ARGV[1] then
           return redis.call('DEL', KEYS[1])
@@ -337,7 +357,7 @@ struct KombuBroker: Sendable {
     /// kombu's visibility-timeout restore: under `unacked_mutex`, every message whose `unacked_index` score is
     /// older than `cutoff` goes back to its queue (marked redelivered), unless it is one this worker holds.
     /// A live worker refreshes the scores of what it holds, so only messages of dead workers come back.
-    func restoreExpired(olderThan cutoff: Double, holding: Set<String>) async throws(RedisError) -> Int {
+    package func restoreExpired(olderThan cutoff: Double, holding: Set<String>) async throws(RedisError) -> Int {
         let token = OutgoingTask.newID()
         let locked = try await client.send(
             RESPCommand("SET", layout.unackedMutexKey, token, "NX", "PX", 300_000)
@@ -394,7 +414,7 @@ struct KombuBroker: Sendable {
     }
 
     /// Moves the `unacked_index` score of messages this worker still holds to now, so no restore takes them.
-    func refresh(_ tags: some Collection<String>) async throws(RedisError) {
+    package func refresh(_ tags: some Collection<String>) async throws(RedisError) {
         guard !tags.isEmpty else { return }
         let now = Self.now()
         var commands: [RESPCommand] = []

@@ -1,3 +1,4 @@
+import CeleryProtocol
 import Logging
 import RESP
 import Redis
@@ -15,7 +16,7 @@ import Synchronization
 /// The watchers block only while the fetch loop is idle (armed), so a non-empty list cannot make them spin.
 /// BLMOVE needs Redis 6.2; when the server refuses it (an older server, or an ACL without `+blmove`),
 /// ``isUnavailable`` turns true and the worker polls instead.
-final class IdleWake: Sendable {
+package final class IdleWake: Sendable {
     private struct State {
         var armed = false
         var closed = false
@@ -36,25 +37,25 @@ final class IdleWake: Sendable {
     /// travels; the pop most often takes that very message.
     private let seen = Mutex<[UInt8]?>(nil)
     /// Larger messages are not kept for decoding ahead.
-    static let largestSeen = 64 * 1024
+    package static let largestSeen = 64 * 1024
     /// What the fetch loop waits on.
     private let bell = TimerSignal()
-    let client: RedisClient
+    package let client: RedisClient
     /// How long one BLMOVE blocks before its watcher checks whether it is still wanted.
-    let blockTimeout: Duration
-    let logger: Logger
+    package let blockTimeout: Duration
+    package let logger: Logger
 
-    init(client: RedisClient, blockTimeout: Duration, logger: Logger) {
+    package init(client: RedisClient, blockTimeout: Duration, logger: Logger) {
         self.client = client
         self.blockTimeout = blockTimeout
         self.logger = logger
     }
 
     /// True once Redis refused BLMOVE: the fetch loop polls instead.
-    var isUnavailable: Bool { state.withLock { $0.unavailable } }
+    package var isUnavailable: Bool { state.withLock { $0.unavailable } }
 
     /// Arms the watchers of `lists` and returns on the first sign of a message, or after `timeout`, or at close.
-    func wait(lists: [String], timeout: Duration) async {
+    package func wait(lists: [String], timeout: Duration) async {
         // A ring from before the empty pop that led here is stale: the pop came after it.
         bell.discardPending()
         let (closed, armWaiters, coordinator) = state.withLock {
@@ -84,7 +85,7 @@ final class IdleWake: Sendable {
     }
 
     /// The message a watcher last saw, once (nil if none since the last call).
-    func takeSeen() -> [UInt8]? {
+    package func takeSeen() -> [UInt8]? {
         seen.withLock { seen in
             defer { seen = nil }
             return seen
@@ -92,13 +93,13 @@ final class IdleWake: Sendable {
     }
 
     /// Wakes the fetch loop (a watcher saw a message, Redis refused BLMOVE, or the worker is stopping).
-    func ring() {
+    package func ring() {
         state.withLock { $0.armed = false }
         bell.signal()
     }
 
     /// Stops the watchers and wakes the fetch loop.
-    func close() {
+    package func close() {
         let (armWaiters, coordinator) = state.withLock {
             state -> ([CheckedContinuation<Bool, Never>], CheckedContinuation<Void, Never>?) in
             state.closed = true
@@ -114,7 +115,7 @@ final class IdleWake: Sendable {
     }
 
     /// Runs one watcher per list asked for, until closed.
-    func run() async {
+    package func run() async {
         await withDiscardingTaskGroup { group in
             while true {
                 let (closed, newLists) = state.withLock { state -> (Bool, [String]) in
@@ -219,7 +220,7 @@ final class IdleWake: Sendable {
     }
 
     /// The server's refusal of the command itself (unknown command, or denied by an ACL), if that is the error.
-    static func refusal(_ error: RedisError) -> String? {
+    package static func refusal(_ error: RedisError) -> String? {
         guard error.code == .serverError else { return nil }
         let prefix = error.serverErrorPrefix ?? ""
         if prefix == "NOPERM" { return error.message }

@@ -1,3 +1,4 @@
+import CeleryProtocol
 import JSON
 import RESP
 import Redis
@@ -8,24 +9,28 @@ import Redis
 ///
 /// Celery ≤ 5.6 workers use the same keys without `K.d` and `K.c`, and ≤ 5.0 clients set no `K.s` but put
 /// `chord_size` in the callback signature; both work with these scripts.
-struct RedisChord: Sendable {
-    static let groupPrefix = "celery-taskset-meta-"
+package struct RedisChord: Sendable {
+    package static let groupPrefix = "celery-taskset-meta-"
 
-    let groupID: String
+    package let groupID: String
 
-    var groupKey: String { Self.groupPrefix + groupID }
-    var joinKey: String { groupKey + ".j" }
-    var totalDiffKey: String { groupKey + ".t" }
-    var sizeKey: String { groupKey + ".s" }
-    var dedupeKey: String { groupKey + ".d" }
-    var claimKey: String { groupKey + ".c" }
+    package init(groupID: String) {
+        self.groupID = groupID
+    }
+
+    package var groupKey: String { Self.groupPrefix + groupID }
+    package var joinKey: String { groupKey + ".j" }
+    package var totalDiffKey: String { groupKey + ".t" }
+    package var sizeKey: String { groupKey + ".s" }
+    package var dedupeKey: String { groupKey + ".d" }
+    package var claimKey: String { groupKey + ".c" }
 
     /// How long the claim lasts before the callback is published (Celery: max(5, 2 × result_chord_join_timeout)).
-    static let claimSeconds = 6
+    package static let claimSeconds = 6
     /// How long the claim is extended for publishing the callback.
-    static let publishClaimSeconds = 21
+    package static let publishClaimSeconds = 21
     /// How long `K.c` says "done" after the callback went out, so a late duplicate part changes nothing.
-    static let doneSeconds = 300
+    package static let doneSeconds = 300
 
     /// Stores a header task's own result (KEYS[7], skipped if SUCCESS is already stored) and then returns its part,
     /// in one atomic step, so only the worker whose part completes the chord claims the callback.
@@ -35,7 +40,7 @@ struct RedisChord: Sendable {
     /// K.s is missing (0: none), and with a meta key: its payload and TTL (0: no expiry).
     /// Returns `{ready parts, expected parts or -1 when the size is unknown, claimed 1/0}`, or `{-1, -1, 0}` for a
     /// chord whose callback was already sent.
-    static let partReturnScript = RedisScript(
+    package static let partReturnScript = RedisScript(
         """
         local metaKey = KEYS[7]
         if metaKey then
@@ -89,7 +94,7 @@ struct RedisChord: Sendable {
 
     /// Keeps the claim while the callback is published: extends it if this token still holds it, or takes it
     /// again if it lapsed and nobody else took it (and the chord was not cleaned up). KEYS: c, s. ARGV: token, TTL.
-    static let extendClaimScript = RedisScript(
+    package static let extendClaimScript = RedisScript(
         """
         local holder = redis.call('GET', KEYS[1])
         if holder == ARGV[1] then
@@ -105,7 +110,7 @@ struct RedisChord: Sendable {
 
     /// After the callback went out: if this token holds the claim, drop the chord's keys and mark it done.
     /// KEYS: c, j, t, s, d. ARGV: token, seconds the done marker lasts.
-    static let cleanupScript = RedisScript(
+    package static let cleanupScript = RedisScript(
         """
         if redis.call('GET', KEYS[1]) ~= ARGV[1] then
           return 0
@@ -117,22 +122,22 @@ struct RedisChord: Sendable {
     )
 
     /// What the part-return step answered.
-    struct PartReturn: Sendable, Equatable {
+    package struct PartReturn: Sendable, Equatable {
         /// Header parts stored so far; -1 when the chord was already completed (a late duplicate).
-        var ready: Int
+        package var ready: Int
         /// Parts the chord waits for; nil while the size is not known yet.
-        var expected: Int?
+        package var expected: Int?
         /// True for the one worker that must send the callback (or store the chord's error).
-        var claimed: Bool
+        package var claimed: Bool
     }
 
     /// One finished header part: `[1, task id, state, result]` as Celery encodes it.
-    static func part(taskID: String, state: TaskState, result: JSONValue) -> String {
+    package static func part(taskID: String, state: TaskState, result: JSONValue) -> String {
         JSONValue.array([1, .string(taskID), .string(state.rawValue), result]).serializedString()
     }
 
     /// Runs the part-return step; `meta` (key, payload) is the header task's own result, stored first.
-    func returnPart(
+    package func returnPart(
         on client: RedisClient,
         taskID: String,
         groupIndex: Int?,
@@ -162,7 +167,7 @@ struct RedisChord: Sendable {
     }
 
     /// The stored parts, in header order (ZSET score = `group_index`).
-    func parts(on client: RedisClient) async throws(RedisError) -> [JSONValue] {
+    package func parts(on client: RedisClient) async throws(RedisError) -> [JSONValue] {
         let reply = try await client.send(RESPCommand("ZRANGE", joinKey, 0, -1))
         guard let items = reply.array else {
             throw RedisError(.unexpectedReply, "ZRANGE \(joinKey) answered \(reply)")
@@ -176,13 +181,13 @@ struct RedisChord: Sendable {
     }
 
     /// The group meta `K`, when a client saved one (a header with nested groups, or `GroupResult.save()`).
-    func savedGroup(on client: RedisClient) async throws(RedisError) -> JSONValue? {
+    package func savedGroup(on client: RedisClient) async throws(RedisError) -> JSONValue? {
         let reply = try await client.send(RESPCommand("GET", groupKey))
         guard let bytes = reply.bytes else { return nil }
         return try? JSONValue(parsing: Array(bytes.readableBytesView))
     }
 
-    func extendClaim(on client: RedisClient, token: String) async throws(RedisError) -> Bool {
+    package func extendClaim(on client: RedisClient, token: String) async throws(RedisError) -> Bool {
         try await client.evaluate(
             Self.extendClaimScript,
             keys: [claimKey, sizeKey],
@@ -190,7 +195,7 @@ struct RedisChord: Sendable {
         ).int == 1
     }
 
-    func cleanUp(on client: RedisClient, token: String) async throws(RedisError) -> Bool {
+    package func cleanUp(on client: RedisClient, token: String) async throws(RedisError) -> Bool {
         try await client.evaluate(
             Self.cleanupScript,
             keys: [claimKey, joinKey, totalDiffKey, sizeKey, dedupeKey],
@@ -199,7 +204,7 @@ struct RedisChord: Sendable {
     }
 
     /// After a failed header: the size goes, so a late copy of a header task does not fail the chord again.
-    func dropSize(on client: RedisClient) async throws(RedisError) {
+    package func dropSize(on client: RedisClient) async throws(RedisError) {
         try await client.send(RESPCommand("DEL", sizeKey))
     }
 }
@@ -207,10 +212,10 @@ struct RedisChord: Sendable {
 extension StoredException: Error {}
 
 /// How the parts of a completed chord become the callback's argument, or the ChordError that replaces it.
-enum ChordJoin {
+package enum ChordJoin {
     /// The results in header order, or the error for the first part that failed or was revoked (Celery's
     /// `Dependency <id> raised <repr>`), or for a part that cannot be read.
-    static func results(_ parts: [JSONValue]) -> Result<[JSONValue], StoredException> {
+    package static func results(_ parts: [JSONValue]) -> Result<[JSONValue], StoredException> {
         var results: [JSONValue] = []
         results.reserveCapacity(parts.count)
         for part in parts {
@@ -227,12 +232,12 @@ enum ChordJoin {
         return .success(results)
     }
 
-    static func chordError(_ message: String) -> StoredException {
+    package static func chordError(_ message: String) -> StoredException {
         StoredException(type: "ChordError", module: "celery.exceptions", arguments: [.string(message)])
     }
 
     /// Python's `repr()` of the exception a stored `{exc_type, exc_message, exc_module}` rebuilds into.
-    static func exceptionRepr(_ value: JSONValue) -> String {
+    package static func exceptionRepr(_ value: JSONValue) -> String {
         guard let type = value["exc_type"]?.stringValue else { return PythonRepr.render(value) }
         let name = type.split(separator: ".").last.map(String.init) ?? type
         let arguments: [JSONValue]
@@ -245,7 +250,7 @@ enum ChordJoin {
     }
 
     /// True when a saved group meta holds nested groups (a header Celery joins through GroupResult).
-    static func hasNestedGroups(_ saved: JSONValue) -> Bool {
+    package static func hasNestedGroups(_ saved: JSONValue) -> Bool {
         // {"result": [[gid, parent], [member, ...]]}; a plain member is [[id, parent], null], a group is
         // [[gid, parent], [members...]].
         guard let members = saved["result"]?[1]?.arrayValue else { return false }

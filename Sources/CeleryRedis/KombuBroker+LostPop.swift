@@ -1,3 +1,4 @@
+import CeleryProtocol
 import JSON
 import RESP
 import Redis
@@ -7,7 +8,7 @@ extension KombuBroker {
     /// the messages are recorded in `unacked` with the score `stamp` (this worker's clock at the call, to the
     /// microsecond) and nobody holds them; without this they would wait for the visibility timeout (an hour by
     /// default). Returns how many went back to their lists (marked redelivered, as kombu restores them).
-    func recoverLostPop(stamp: String, holding: Set<String>) async throws(RedisError) -> Int {
+    package func recoverLostPop(stamp: String, holding: Set<String>) async throws(RedisError) -> Int {
         let reply = try await client.send(
             RESPCommand("ZRANGE", layout.unackedIndexKey, stamp, stamp, "BYSCORE", "LIMIT", 0, 10_000)
         )

@@ -3,27 +3,33 @@ import JSON
 
 /// One monitoring event as a Celery 5.7 worker sends it (docs/protocol.md §4): its type, the fields of that type,
 /// and the fields every event has, added when it is published.
-struct CeleryEvent: Sendable, Equatable {
+package struct CeleryEvent: Sendable, Equatable {
     /// `task-succeeded`, `worker-heartbeat`, ...
-    var type: String
+    package var type: String
     /// The fields of this type, in the order Celery writes them (`uuid`, `result`, `runtime`, ...).
-    var fields: JSONObject
+    package var fields: JSONObject
 
     /// The routing key: the type with `-` replaced by `.` (`task.succeeded`).
-    var routingKey: String { String(type.map { $0 == "-" ? "." : $0 }) }
+    package var routingKey: String { String(type.map { $0 == "-" ? "." : $0 }) }
 
     /// The fields every event has, the same for one worker's events.
-    struct Origin: Sendable, Equatable {
+    package struct Origin: Sendable, Equatable {
         /// The node name (`celery@host`).
-        var hostname: String
+        package var hostname: String
         /// Hours **west** of UTC (UTC+5:30 → -5.5).
-        var utcOffset: Double
+        package var utcOffset: Double
         /// The worker's process id.
-        var pid: Int
+        package var pid: Int
+
+        package init(hostname: String, utcOffset: Double, pid: Int) {
+            self.hostname = hostname
+            self.utcOffset = utcOffset
+            self.pid = pid
+        }
     }
 
     /// The event body as Celery orders it: hostname, utcoffset, pid, clock, the type's fields, timestamp, type.
-    func body(origin: Origin, clock: Int, timestamp: Double) -> JSONValue {
+    package func body(origin: Origin, clock: Int, timestamp: Double) -> JSONValue {
         var body: JSONObject = [
             "hostname": .string(origin.hostname),
             "utcoffset": .double(origin.utcOffset),
@@ -38,7 +44,8 @@ struct CeleryEvent: Sendable, Equatable {
 
     /// The kombu envelope published on `/{db}.celeryev/<routing key>`: a fanout message with delivery mode 1
     /// (transient) and the node name in its headers, byte for byte as a Python worker's.
-    static func envelope(body: JSONValue, hostname: String, routingKey: String, deliveryTag: String) -> [UInt8] {
+    package static func envelope(body: JSONValue, hostname: String, routingKey: String, deliveryTag: String) -> [UInt8]
+    {
         let envelope: JSONValue = [
             "body": .string(Base64.encodeToString(bytes: body.serialized())),
             "content-encoding": "utf-8",
@@ -58,7 +65,7 @@ struct CeleryEvent: Sendable, Equatable {
     // MARK: - Task events
 
     /// `task-received`: the message was fetched (also an ETA message that now waits).
-    static func taskReceived(_ message: TaskMessage) -> CeleryEvent {
+    package static func taskReceived(_ message: TaskMessage) -> CeleryEvent {
         CeleryEvent(
             type: "task-received",
             fields: [
@@ -78,12 +85,12 @@ struct CeleryEvent: Sendable, Equatable {
     }
 
     /// `task-started`.
-    static func taskStarted(id: String) -> CeleryEvent {
+    package static func taskStarted(id: String) -> CeleryEvent {
         CeleryEvent(type: "task-started", fields: ["uuid": .string(id)])
     }
 
     /// `task-succeeded`: the result as Python's `repr` would print it, the runtime in seconds.
-    static func taskSucceeded(id: String, result: JSONValue, runtime: Double) -> CeleryEvent {
+    package static func taskSucceeded(id: String, result: JSONValue, runtime: Double) -> CeleryEvent {
         CeleryEvent(
             type: "task-succeeded",
             fields: ["uuid": .string(id), "result": .string(PythonRepr.render(result)), "runtime": .double(runtime)]
@@ -91,7 +98,7 @@ struct CeleryEvent: Sendable, Equatable {
     }
 
     /// `task-failed`: the exception's repr and the traceback text.
-    static func taskFailed(id: String, exception: String, traceback: String?) -> CeleryEvent {
+    package static func taskFailed(id: String, exception: String, traceback: String?) -> CeleryEvent {
         CeleryEvent(
             type: "task-failed",
             fields: ["uuid": .string(id), "exception": .string(exception), "traceback": optional(traceback)]
@@ -99,7 +106,7 @@ struct CeleryEvent: Sendable, Equatable {
     }
 
     /// `task-retried`: the exception that caused the retry.
-    static func taskRetried(id: String, exception: String, traceback: String?) -> CeleryEvent {
+    package static func taskRetried(id: String, exception: String, traceback: String?) -> CeleryEvent {
         CeleryEvent(
             type: "task-retried",
             fields: ["uuid": .string(id), "exception": .string(exception), "traceback": optional(traceback)]
@@ -107,7 +114,7 @@ struct CeleryEvent: Sendable, Equatable {
     }
 
     /// `task-revoked`: `expired` when it was discarded for its `expires`, `terminated`/`signum` when killed.
-    static func taskRevoked(id: String, terminated: Bool, signum: Int?, expired: Bool) -> CeleryEvent {
+    package static func taskRevoked(id: String, terminated: Bool, signum: Int?, expired: Bool) -> CeleryEvent {
         CeleryEvent(
             type: "task-revoked",
             fields: [
@@ -120,28 +127,35 @@ struct CeleryEvent: Sendable, Equatable {
     }
 
     /// `task-rejected`: the message was rejected, given back to its queue if `requeue`.
-    static func taskRejected(id: String, requeue: Bool) -> CeleryEvent {
+    package static func taskRejected(id: String, requeue: Bool) -> CeleryEvent {
         CeleryEvent(type: "task-rejected", fields: ["uuid": .string(id), "requeue": .bool(requeue)])
     }
 
     // MARK: - Worker events
 
     /// What a worker event says about the worker.
-    struct WorkerStatus: Sendable, Equatable {
+    package struct WorkerStatus: Sendable, Equatable {
         /// Seconds between heartbeats; a monitor thinks the worker gone after twice this without one.
-        var frequency: Double
+        package var frequency: Double
         /// Tasks running now.
-        var active: Int
+        package var active: Int
         /// Tasks started since the worker started.
-        var processed: Int
+        package var processed: Int
         /// The 1, 5 and 15 minute load averages.
-        var loadAverage: [Double]
+        package var loadAverage: [Double]
+
+        package init(frequency: Double, active: Int, processed: Int, loadAverage: [Double]) {
+            self.frequency = frequency
+            self.active = active
+            self.processed = processed
+            self.loadAverage = loadAverage
+        }
     }
 
     /// What the worker says it is (Python sends `py-celery`, its version and `platform.system()`).
-    static let softwareIdentity = "swift-celery"
-    static let softwareVersion = "0.1.0"
-    static let softwareSystem: String = {
+    package static let softwareIdentity = "swift-celery"
+    package static let softwareVersion = "0.1.0"
+    package static let softwareSystem: String = {
         #if os(Linux)
         return "Linux"
         #elseif os(macOS)
@@ -152,7 +166,7 @@ struct CeleryEvent: Sendable, Equatable {
     }()
 
     /// `worker-online`, `worker-heartbeat` or `worker-offline`.
-    static func worker(_ kind: String, _ status: WorkerStatus) -> CeleryEvent {
+    package static func worker(_ kind: String, _ status: WorkerStatus) -> CeleryEvent {
         CeleryEvent(
             type: "worker-\(kind)",
             fields: [

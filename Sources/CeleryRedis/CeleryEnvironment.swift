@@ -1,3 +1,4 @@
+import CeleryProtocol
 import Redis
 
 /// Where the broker, the result backend and Redis for task code live, from flags, then the environment, then

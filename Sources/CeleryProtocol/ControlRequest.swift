@@ -4,32 +4,32 @@ import JSON
 /// A remote-control request broadcast by `celery inspect` / `celery control` on the `celery.pidbox` fanout
 /// exchange (docs/protocol.md §5): kombu's envelope whose body is `{"method", "arguments", "destination", "pattern",
 /// "matcher", "ticket", "reply_to"}`.
-struct ControlRequest: Sendable {
+package struct ControlRequest: Sendable {
     /// Where the answer goes: LPUSHed to the queue bound to `exchange` with `routingKey`.
-    struct ReplyAddress: Sendable, Hashable {
-        var exchange: String
-        var routingKey: String
+    package struct ReplyAddress: Sendable, Hashable {
+        package var exchange: String
+        package var routingKey: String
     }
 
-    var method: String
-    var arguments: JSONObject
+    package var method: String
+    package var arguments: JSONObject
     /// Node names the request is for; nil or empty: every node (unless a pattern says otherwise).
-    var destination: [String]?
-    var pattern: String?
+    package var destination: [String]?
+    package var pattern: String?
     /// `glob` or `pcre`.
-    var matcher: String?
+    package var matcher: String?
     /// Set on calls that want replies; copied into the reply's headers.
-    var ticket: String?
-    var replyTo: ReplyAddress?
+    package var ticket: String?
+    package var replyTo: ReplyAddress?
     /// The sender's Lamport clock (`headers.clock`).
-    var clock: Int?
+    package var clock: Int?
 
     /// Why a published message is not a control request.
-    struct DecodeError: Error, Sendable, CustomStringConvertible {
-        var description: String
+    package struct DecodeError: Error, Sendable, CustomStringConvertible {
+        package var description: String
     }
 
-    init(
+    package init(
         method: String,
         arguments: JSONObject = [:],
         destination: [String]? = nil,
@@ -50,7 +50,7 @@ struct ControlRequest: Sendable {
     }
 
     /// Decodes the envelope published on `/<db>.celery.pidbox`.
-    init(envelope bytes: [UInt8]) throws(DecodeError) {
+    package init(envelope bytes: [UInt8]) throws(DecodeError) {
         guard let envelope = try? JSONValue(parsing: bytes), let object = envelope.objectValue else {
             throw DecodeError(description: "the envelope is not a JSON object")
         }
@@ -102,7 +102,7 @@ struct ControlRequest: Sendable {
     }
 
     /// kombu's filter: the destination list if it is non-empty, else the pattern with its matcher, else everyone.
-    func isAddressed(to hostname: String) -> Bool {
+    package func isAddressed(to hostname: String) -> Bool {
         if let destination, !destination.isEmpty { return destination.contains(hostname) }
         if let pattern, let matcher, !pattern.isEmpty {
             switch matcher {
@@ -118,8 +118,8 @@ struct ControlRequest: Sendable {
 }
 
 /// Python's `fnmatch`: `*`, `?` and `[...]` classes (`[!...]` negated).
-enum Glob {
-    static func matches(_ text: String, pattern: String) -> Bool {
+package enum Glob {
+    package static func matches(_ text: String, pattern: String) -> Bool {
         matches(Array(text), 0, Array(pattern), 0)
     }
 
