@@ -13,7 +13,6 @@ package final class WorkerControlState: Sendable {
     /// Global limits from handler options (`TaskOptions.globalRateLimit`), fixed for the worker's life.
     package let globalRates: [String: TaskRateLimit]
     package let globalLimiter: GlobalRateLimiter
-    package let rateLimited = RateLimitedMessages()
     package let active = ActiveRequests()
     package let queues: ConsumedQueues
     package let startTime = CeleryTimestamp.now()

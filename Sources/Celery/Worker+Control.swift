@@ -181,12 +181,14 @@ extension Worker {
             }
         }
         guard let wait else { return true }
-        if !control.rateLimited.hold(
-            delivery,
-            message,
-            until: .now + wait,
-            keepsCredit: keepsCredit,
-            admitted: admitted
+        if !holdRateLimited(
+            Machine.RateLimited(
+                due: .now + wait,
+                delivery: delivery,
+                message: message,
+                keepsCredit: keepsCredit,
+                admitted: admitted
+            )
         ) {
             await restore(delivery)  // shutting down: it goes back with the rest
         }
@@ -231,7 +233,8 @@ extension Worker {
     /// Messages fetched and not started: the reserved queue and those waiting for a rate-limit slot.
     package var reservedMessages: [TaskMessage] {
         var messages: [TaskMessage] = []
-        for work in reserved.snapshot {
+        let (reserved, limited) = machine.withLock { ($0.reservedWork, $0.rateLimitedMessages) }
+        for work in reserved {
             switch work {
             case .fetched(let delivery):
                 if let message = try? TaskMessage(envelope: delivery.envelope) { messages.append(message) }
@@ -239,7 +242,7 @@ extension Worker {
                 messages.append(message)
             }
         }
-        return messages + control.rateLimited.snapshot
+        return messages + limited.map(\.message)
     }
 }
 
@@ -268,7 +271,7 @@ package struct WorkerControlTarget: ControlTarget {
     }
 
     package func scheduledRequests() -> [JSONValue] {
-        worker.held.snapshot.map { entry in
+        worker.scheduledMessages.map { entry in
             [
                 "eta": .string(entry.due.iso8601),
                 "priority": .int(entry.message.priority),
@@ -289,7 +292,7 @@ package struct WorkerControlTarget: ControlTarget {
         for message in worker.reservedMessages where wanted.contains(message.id) && found[message.id] == nil {
             found[message.id] = ["reserved", worker.requestInfo(message, timeStart: nil, acknowledged: false)]
         }
-        for (_, message) in worker.held.snapshot where wanted.contains(message.id) && found[message.id] == nil {
+        for (_, message) in worker.scheduledMessages where wanted.contains(message.id) && found[message.id] == nil {
             found[message.id] = ["scheduled", worker.requestInfo(message, timeStart: nil, acknowledged: false)]
         }
         return found

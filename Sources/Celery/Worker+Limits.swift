@@ -5,8 +5,8 @@ import Logging
 
 extension Worker {
     /// Answers the messages the pop measured as larger than `maximumMessageSize` (already in the dead-letter list
-    /// and not recorded in `unacked`): a log line, and a FAILURE when the task id was found. Returns the others
-    /// and frees the oversized ones' prefetch credit.
+    /// and not recorded in `unacked`): a log line, and a FAILURE when the task id was found. Returns the others;
+    /// the oversized ones hold no prefetch credit once they are left out of what is reserved.
     package func rejectOversized(_ deliveries: [Delivery]) async -> [Delivery] {
         guard deliveries.contains(where: { $0.oversized != nil }) else { return deliveries }
         var kept: [Delivery] = []
@@ -15,7 +15,6 @@ extension Worker {
                 kept.append(delivery)
                 continue
             }
-            gate.release(1)
             let limit = configuration.maximumMessageSize
             logger.error(
                 "rejecting a message of \(oversized.size) bytes: larger than --max-message-size \(limit); kept unparsed in \(broker.layout.deadLetterKey)",
@@ -58,7 +57,7 @@ extension Worker {
         var remaining: [String] = []
         for stamp in stamps {
             do {
-                let restored = try await broker.recoverLostPop(stamp: stamp, holding: holding.withLock { $0 })
+                let restored = try await broker.recoverLostPop(stamp: stamp, holding: holdingTags)
                 if restored > 0 {
                     logger.warning(
                         "gave back \(restored) message(s) whose pop reply was lost with the connection",

@@ -69,7 +69,7 @@ extension Worker {
         if backendClient !== brokerClient { reconnects += await backendClient.reconnectCount }
         metrics.update(
             active: events.active,
-            prefetchInUse: holding.withLock { $0.count },
+            prefetchInUse: machine.withLock { $0.holding.count },
             queueLengths: lengths,
             redisReconnects: reconnects
         )

@@ -5,7 +5,7 @@ import JSON
 extension Worker {
     /// Acks a message (batched) and stops refreshing its `unacked_index` score.
     package func acknowledge(_ tag: String) {
-        _ = holding.withLock { $0.remove(tag) }
+        machine.withLock { $0.acknowledged(tag) }
         batcher.ack(deliveryTag: tag)
     }
 
@@ -29,7 +29,7 @@ extension Worker {
             if now >= nextRefresh {
                 nextRefresh = now + refreshInterval
                 do {
-                    try await broker.refresh(holding.withLock { $0 })
+                    try await broker.refresh(holdingTags)
                 } catch {
                     logger.warning("cannot refresh held messages in unacked_index", metadata: ["error": "\(error)"])
                 }
@@ -41,7 +41,7 @@ extension Worker {
                     CeleryTimestamp.now().secondsSince1970 - Double(timeout.components.seconds)
                     - Double(timeout.components.attoseconds) / 1e18
                 do {
-                    let restored = try await broker.restoreExpired(olderThan: cutoff, holding: holding.withLock { $0 })
+                    let restored = try await broker.restoreExpired(olderThan: cutoff, holding: holdingTags)
                     if restored > 0 {
                         logger.info("restored \(restored) message(s) past the visibility timeout")
                     }

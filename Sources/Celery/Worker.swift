@@ -23,14 +23,16 @@ public final class Worker: Service, Sendable {
     package let broker: KombuBroker
     package let backend: ResultBackend
     package let batcher: WriteBatcher
-    package let gate: CreditGate
     /// Monitoring events (`-E`, heartbeats); the control commands reach it here.
     public let events: EventDispatcher
     package let metrics: WorkerMetrics
     /// False while fetching from Redis fails.
     package let fetchHealthy = Atomic<Bool>(true)
-    package let reserved: ReservedQueue<Work>
-    package let held = HeldMessages()
+    /// The life of every fetched message: credit, reserved, held and rate-limited messages, the tags in
+    /// `unacked`, the shutdown phase (Worker+StateMachine.swift drives it).
+    package let machine: Mutex<Machine>
+    /// Wakes the loop that moves held and rate-limited messages to the executors when they are due.
+    package let dueTimer = TimerSignal()
     /// Wakes the idle fetch loop when a message arrives (`IdleFetch.blmove`).
     package let idleWake: IdleWake
     /// Signalled by `stop()`: the visibility loop and the remote-control listener sleep on these instead of
@@ -42,11 +44,6 @@ public final class Worker: Service, Sendable {
     package let worked = Atomic<Int>(0)
     /// Remote control, revocation and rate limits (Worker+Control.swift).
     package let control: WorkerControlState
-    /// Delivery tags of every message this worker fetched and has not acked or given back: their
-    /// `unacked_index` scores are kept fresh so no visibility restore takes them.
-    package let holding = Mutex<Set<String>>([])
-    /// Messages executors took off the reserved queue after shutdown began, in the order they were fetched.
-    private let unstarted = Mutex<[Delivery]>([])
     private let stopping = Atomic<Bool>(false)
     private let readyState = Atomic<Bool>(false)
     package let processID = Int(getpid())
@@ -54,15 +51,8 @@ public final class Worker: Service, Sendable {
     /// connections, or nil for Swift's global executor.
     package let ioExecutor: EventLoopTaskExecutor?
 
-    /// What an executor takes from the reserved queue.
-    package enum Work: Sendable {
-        /// Freshly fetched; finishing it frees one prefetch credit.
-        case fetched(Delivery)
-        /// An ETA message whose time has come; `keepsCredit` when it held its prefetch credit while waiting.
-        case due(Delivery, TaskMessage, keepsCredit: Bool)
-        /// A message whose rate-limit slot has come: it runs without asking the rate limiter again.
-        case admitted(Delivery, TaskMessage, keepsCredit: Bool)
-    }
+    /// What an executor takes from the reserved messages.
+    package typealias Work = ReservedWork
 
     /// - Parameters:
     ///   - broker: where messages are consumed and acked. A client made on one event loop
@@ -86,7 +76,13 @@ public final class Worker: Service, Sendable {
         self.ioExecutor = broker.eventLoop.map { EventLoopTaskExecutor(eventLoop: $0) }
         precondition(configuration.concurrency > 0, "concurrency must be at least 1")
         // With an event loop, one of the executors waits on it (`inlineExecutorLoop`).
-        self.reserved = ReservedQueue(otherExecutors: ioExecutor == nil ? 0 : configuration.concurrency - 1)
+        self.machine = Mutex(
+            Machine(
+                credit: configuration.prefetchCount,
+                otherExecutors: ioExecutor == nil ? 0 : configuration.concurrency - 1,
+                maximumCreditFreeHeld: max(0, configuration.maximumHeld)
+            )
+        )
         self.configuration = configuration
         self.registry = registry
         self.brokerClient = broker
@@ -108,7 +104,6 @@ public final class Worker: Service, Sendable {
         )
         let ttl = configuration.resultExpires.map { Int($0.components.seconds) } ?? 0
         self.batcher = WriteBatcher(backend: backend, broker: broker, layout: layout, resultTTL: ttl, logger: logger)
-        self.gate = CreditGate(credit: configuration.prefetchCount)
         self.idleWake = IdleWake(client: broker, blockTimeout: configuration.idlePollTimeout, logger: logger)
         self.control = WorkerControlState(
             configuration: configuration,
@@ -158,7 +153,8 @@ public final class Worker: Service, Sendable {
         guard !stopping.exchange(true, ordering: .relaxed) else { return }
         readyState.store(false, ordering: .relaxed)
         logger.info("warm shutdown: finishing running tasks")
-        gate.close()
+        if let waiter = machine.withLock({ $0.stop() }) { waiter.resume(returning: 0) }
+        dueTimer.signal()
         idleWake.close()
         visibilityStop.signal()
         controlStop.signal()
@@ -196,10 +192,9 @@ public final class Worker: Service, Sendable {
                         inner.addTask { await self.executorLoop() }
                     }
                 }
-                inner.addTask { await self.held.run(worker: self) }
+                inner.addTask { await self.dueLoop() }
                 inner.addTask { await self.visibilityLoop() }
                 if configuration.releasePages { inner.addTask { await self.pagesLoop() } }
-                inner.addTask { await self.control.rateLimited.run(worker: self) }
                 if configuration.idleFetch == .blmove {
                     inner.addTask { await withTaskExecutorPreference(self.ioExecutor) { await self.idleWake.run() } }
                 }
@@ -208,7 +203,7 @@ public final class Worker: Service, Sendable {
                 return closeQueues()
             }
             // Every executor has returned: nothing else can take or add a message now.
-            await giveBack(unstarted.withLock { $0 } + leftovers)
+            await giveBack(machine.withLock { $0.takeUnstarted() } + leftovers)
             batcher.close()
             events.close()
         }
@@ -243,16 +238,16 @@ public final class Worker: Service, Sendable {
         var idleDelay = Duration.milliseconds(1)
         var lostPops: [String] = []
         while !isStopping {
-            let credit = await gate.acquireAll()
+            let credit = await acquireCredit()
             guard credit > 0, !isStopping else {
-                gate.release(credit)
+                releaseCredit(credit)
                 break
             }
             // kombu's round_robin cycle: the next fetch starts with the next queue (add_consumer/cancel_consumer
             // change the set).
             let lists = control.queues.nextLists()
             guard !lists.isEmpty else {
-                gate.release(credit)
+                releaseCredit(credit)
                 try? await Task.sleep(for: .milliseconds(100))
                 continue
             }
@@ -277,13 +272,13 @@ public final class Worker: Service, Sendable {
                 if deliveries.isEmpty, configuration.idleFetch == .blmove, !idleWake.isUnavailable {
                     // Every pop is the atomic script: nothing is ever popped without being recorded. Idle, wait
                     // for a BLMOVE watcher to see a message (it leaves the message in place), then pop again.
-                    gate.release(credit)
+                    releaseCredit(credit)
                     await idleWake.wait(lists: lists, timeout: configuration.idlePollTimeout)
                     continue
                 }
                 if deliveries.isEmpty, configuration.idleFetch != .brpop {
                     // Polling (or BLMOVE refused): pop again after 1 ms, 2 ms, ... up to `idlePolling`.
-                    gate.release(credit)
+                    releaseCredit(credit)
                     try? await Task.sleep(for: idleDelay)
                     idleDelay = min(idleDelay * 2, configuration.idlePolling)
                     continue
@@ -302,17 +297,9 @@ public final class Worker: Service, Sendable {
                     }
                 }
                 let popped = deliveries.count
-                gate.release(credit - popped)
+                // The oversized ones are answered; the rest are reserved, and the credit they do not hold comes back.
                 deliveries = await rejectOversized(deliveries)
-                holding.withLock { held in
-                    for delivery in deliveries { if let tag = delivery.tag { held.insert(tag) } }
-                }
-                // A message that came alone may run right here on the event loop if the worker has nothing else
-                // to do (`inlineExecutorLoop`).
-                let alone = deliveries.count == 1
-                for delivery in deliveries where !reserved.push(.fetched(delivery), mayRunInline: alone) {
-                    await restore(delivery)
-                }
+                await reserveFetched(deliveries, taken: credit)
                 if popped < credit, configuration.idleFetch == .blmove, !idleWake.isUnavailable, !isStopping {
                     // The pop takes from every list until it has `credit` messages: fewer means it emptied them.
                     // Wait for the next message now instead of popping nothing first (a watcher's BLMOVE answers
@@ -322,7 +309,7 @@ public final class Worker: Service, Sendable {
             } catch {
                 // Redis may have run the pop script and lost only its reply: look for those messages once it is back.
                 if popInFlight { lostPops.append(stamp) }
-                gate.release(credit)
+                releaseCredit(credit)
                 fetchHealthy.store(false, ordering: .relaxed)
                 failures += 1
                 await blocking?.close()
@@ -359,17 +346,13 @@ public final class Worker: Service, Sendable {
         }
     }
 
-    /// Closes the held list and the reserved queue; returns what they still had, in fetch order.
+    /// Closes the state machine: waiting executors end; returns the messages that did not start, in fetch order.
     private func closeQueues() -> [Delivery] {
-        // Held first: the timer may still move due messages into the reserved queue, which is closed second.
-        var messages = held.close() + control.rateLimited.close()
-        for work in reserved.close() {
-            switch work {
-            case .fetched(let delivery), .due(let delivery, _, _), .admitted(let delivery, _, _):
-                messages.append(delivery)
-            }
-        }
-        return messages
+        let closed = machine.withLock { $0.close() }
+        for waiter in closed.executors { waiter.resume(returning: nil) }
+        closed.inline?.resume(returning: nil)
+        closed.credit?.resume(returning: 0)
+        return closed.giveBack
     }
 
     /// Restores messages that were fetched but did not start.
@@ -417,7 +400,7 @@ public final class Worker: Service, Sendable {
     // MARK: - Executing
 
     private func executorLoop() async {
-        while let work = await reserved.pop() {
+        while let work = await takeWork() {
             await run(work, inline: false)
             // A handler that does not suspend runs on this thread from start to end (TimeLimits.run), and taking
             // the next reserved message does not suspend either: without this, busy executors would keep both
@@ -434,7 +417,7 @@ public final class Worker: Service, Sendable {
     /// pool unless it is known to be quick (`execute(_:inline:)`). A message that comes while the others are busy
     /// is run on the global pool, with whatever else is reserved, as the other executors do.
     private func inlineExecutorLoop() async {
-        while let (work, alone) = await reserved.popInline() {
+        while let (work, alone) = await takeInlineWork() {
             if alone {
                 // Let what the fetch loop just queued on the loop go first: re-arming the idle watchers sends their
                 // BLMOVEs, so a message that comes while this one runs is seen at once.
@@ -447,7 +430,7 @@ public final class Worker: Service, Sendable {
                 while let work = next {
                     await run(work, inline: false)
                     await Task.yield()
-                    next = reserved.tryPop()
+                    next = tryTakeWork()
                 }
             }
         }
@@ -458,23 +441,20 @@ public final class Worker: Service, Sendable {
         worked.add(1, ordering: .relaxed)
         if isStopping {
             // Shutdown began: nothing new starts; the message goes back with the rest.
-            switch work {
-            case .fetched(let delivery), .due(let delivery, _, _), .admitted(let delivery, _, _):
-                unstarted.withLock { $0.append(delivery) }
-            }
+            machine.withLock { $0.notStarted(work) }
             return
         }
         switch work {
         case .fetched(let delivery):
             let keepsCredit = await process(delivery, inline: inline)
-            if keepsCredit { gate.release(1) }
+            finished(keepsCredit: keepsCredit)
         case .due(let delivery, let message, let keepsCredit):
             guard await admit(delivery, message, keepsCredit: keepsCredit) else { return }
             await execute(message, inline: inline)
-            if keepsCredit { gate.release(1) }
+            finished(keepsCredit: keepsCredit)
         case .admitted(_, let message, let keepsCredit):
             await execute(message, inline: inline)
-            if keepsCredit { gate.release(1) }
+            finished(keepsCredit: keepsCredit)
         }
     }
 
@@ -496,16 +476,12 @@ public final class Worker: Service, Sendable {
         if let recorded = delivery.tag, recorded != message.deliveryTag { message.deliveryTag = recorded }
         noteReceived(message)
         if let eta = message.eta, eta > CeleryTimestamp.now(), !isStopping, !control.revoked.contains(message.id) {
-            switch held.hold(delivery, until: eta, creditFree: configuration.maximumHeld) {
-            case nil:
+            // Held: its credit stays with it until it has run, or was given back by the machine.
+            guard holdUntilDue(delivery, eta: eta) else {
                 await restore(delivery)
                 return true
-            case true?:
-                return false  // the credit stays with the held message and is freed when it has run
-            case false?:
-                gate.release(1)
-                return false
             }
+            return false
         }
         guard await admit(delivery, message, keepsCredit: true) else { return false }
         await execute(message, inline: inline)

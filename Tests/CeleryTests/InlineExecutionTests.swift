@@ -14,67 +14,6 @@ import Testing
 /// A message that comes alone to an idle worker runs on the event loop that read it; others, and handlers that
 /// are slow, limited in time or not yet seen, run on the global pool.
 struct InlineExecutionTests {
-    /// Waits until `count` executors wait on `queue`.
-    static func waitForWaiters(_ queue: ReservedQueue<Int>, _ count: Int) async throws {
-        let deadline = ContinuousClock.now + .seconds(5)
-        while queue.waiting < count {
-            guard ContinuousClock.now < deadline else { throw CancellationError() }
-            try await Task.sleep(for: .milliseconds(1))
-        }
-    }
-
-    @Test func aLoneMessageGoesToTheInlineExecutorWhenEveryOtherWaits() async throws {
-        let queue = ReservedQueue<Int>(otherExecutors: 2)
-        async let first = queue.pop()
-        async let second = queue.pop()
-        async let apart = queue.popInline()
-        try await Self.waitForWaiters(queue, 3)
-        #expect(queue.push(1, mayRunInline: true))
-        let taken = try #require(await apart)
-        #expect(taken.element == 1 && taken.alone)
-        #expect(queue.close().isEmpty)
-        #expect(await first == nil)
-        #expect(await second == nil)
-    }
-
-    @Test func aMessageThatMayNotRunInlineGoesToAnotherExecutor() async throws {
-        let queue = ReservedQueue<Int>(otherExecutors: 1)
-        async let other = queue.pop()
-        async let apart = queue.popInline()
-        try await Self.waitForWaiters(queue, 2)
-        #expect(queue.push(7))
-        #expect(await other == 7)
-        #expect(queue.close().isEmpty)
-        #expect(await apart == nil)
-    }
-
-    @Test func whileAnotherExecutorIsBusyTheMessageGoesToAWaitingOne() async throws {
-        // Two others: one waits, one is busy (not waiting).
-        let queue = ReservedQueue<Int>(otherExecutors: 2)
-        async let other = queue.pop()
-        async let apart = queue.popInline()
-        try await Self.waitForWaiters(queue, 2)
-        #expect(queue.push(3, mayRunInline: true))
-        #expect(await other == 3)
-        // Every other executor busy: the one apart takes it, but not as alone.
-        #expect(queue.push(4, mayRunInline: true))
-        let taken = try #require(await apart)
-        #expect(taken.element == 4 && !taken.alone)
-    }
-
-    @Test func theInlineExecutorTakesWhatIsQueuedAsNotAlone() async throws {
-        let queue = ReservedQueue<Int>(otherExecutors: 0)
-        #expect(queue.push(5, mayRunInline: true))
-        #expect(queue.push(6))
-        let taken = try #require(await queue.popInline())
-        #expect(taken.element == 5 && !taken.alone)
-        #expect(queue.tryPop() == 6)
-        #expect(queue.tryPop() == nil)
-        #expect(queue.close().isEmpty)
-        #expect(!queue.push(8))
-        #expect(await queue.popInline() == nil)
-    }
-
     @Test func aHandlerIsQuickOnlyOnceSeenAndUntilASlowRunDecays() {
         let pace = HandlerPace()
         #expect(!pace.isQuick(below: .milliseconds(1)))  // never seen

@@ -126,7 +126,7 @@ struct WorkerControlTests {
             let fast = TestRedis.envelope(task: "test.badrate", args: [7], queue: queue)
             try await TestRedis.push(redis, queue, fast.bytes)
             #expect(try await TestRedis.result(redis, fast.id)["result"] == 7)
-            let waiting = worker.control.rateLimited.count
+            let waiting = worker.machine.withLock { $0.rateLimitedMessages.count }
             #expect(waiting == 2)
             let reserved = WorkerControlTarget(worker: worker).reservedRequests().compactMap { $0["id"]?.stringValue }
             #expect(Set(reserved) == [slow[1].id, slow[2].id])

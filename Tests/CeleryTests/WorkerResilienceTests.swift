@@ -29,10 +29,12 @@ struct WorkerResilienceTests {
             }
             for message in messages { try await TestRedis.push(redis, queue, message.bytes) }
             // 5 held without credit, then 4 holding the whole prefetch credit: fetching stops there.
-            for _ in 0..<200 where worker.held.count < 9 { try await Task.sleep(for: .milliseconds(10)) }
+            for _ in 0..<200 where worker.machine.withLock { $0.heldCount } < 9 {
+                try await Task.sleep(for: .milliseconds(10))
+            }
             try await Task.sleep(for: .milliseconds(300))
             #expect(CeleryTimestamp.now() < eta, "the machine is too slow for this check")
-            #expect(worker.held.count == 9)
+            #expect(worker.machine.withLock { $0.heldCount } == 9)
             #expect(try await redis.send(RESPCommand("LLEN", queue)).int == 11)
             // Once due, they run, free their credit, and the rest are fetched and run.
             for message in messages {
