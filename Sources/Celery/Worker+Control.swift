@@ -195,20 +195,6 @@ extension Worker {
         return false
     }
 
-    /// Revoked before it ran: REVOKED stored (`exc_message ["revoked"]`), acked, not run — as Celery does.
-    /// A revoked chord header task returns its part (REVOKED), so the chord still completes, with a ChordError.
-    package func discardRevoked(_ message: TaskMessage) async -> Bool {
-        guard control.revoked.contains(message.id) else { return false }
-        TaskContext.logger(logger, taskID: message.id, taskName: message.taskName).info("task revoked, discarding")
-        events.taskRevoked(id: message.id)
-        let result = StoredException(type: "TaskRevokedError", module: "celery.exceptions", arguments: ["revoked"])
-            .resultJSON
-        let meta = backend.meta(state: .revoked, result: result, message: message, taskID: message.id)
-        await storeOutcome(.revoked, result: result, meta: message.ignoreResult ? JSONValue?.none : meta, of: message)
-        acknowledge(message.deliveryTag)
-        return true
-    }
-
     /// Celery's request info dict for `active`, `reserved`, `scheduled` and `query_task`.
     package func requestInfo(_ message: TaskMessage, timeStart: Double?, acknowledged: Bool) -> JSONValue {
         [

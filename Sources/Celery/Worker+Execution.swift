@@ -4,40 +4,61 @@ import JSON
 import Logging
 import RESP
 
-extension Worker {
-    /// Runs one decoded task: expiry check, lookup, ack (early or late), STARTED, the handler, the result.
-    /// `inline`: called on the broker connections' event loop (Worker.inlineExecutorLoop); the handler then runs
-    /// there too only if it cannot hold the loop for long: a blocking one (it runs on the thread pool anyway), or one
-    /// without time limits whose recent runs were quicker than `inlineHandlerLimit` (`HandlerPace`). Any other goes
-    /// to the global pool.
-    package func execute(_ message: TaskMessage, inline: Bool = false) async {
-        // Made on first use: most tasks log nothing at the worker's level, and setting metadata is not free.
-        lazy var logger = TaskContext.logger(self.logger, taskID: message.id, taskName: message.taskName)
+/// Why a task ended as REVOKED.
+package enum RevokeReason: String, Sendable {
+    /// Its id was revoked before it ran.
+    case revoked
+    /// Its `expires` had passed when it was taken.
+    case expired
+    /// `revoke --terminate` stopped its handler.
+    case terminated
+}
 
-        if await discardRevoked(message) { return }
+/// What one delivery of a task came to: the executor's single answer, which the recorder alone turns into writes
+/// (callbacks, errbacks, the result, the chord part, the ack) and the monitors observe.
+package enum TaskOutcome: Sendable {
+    /// The handler returned `result`.
+    case succeeded(JSONValue, runtime: Duration)
+    /// FAILURE with this exception; `errbacks` when the task's errbacks run (the handler threw, or retries ran
+    /// out), not when the task could not run at all (not registered).
+    case failed(StoredException, errbacks: Bool)
+    /// The handler asked to run again later (`TaskRetry`, or `autoretry`); the recorder publishes the next attempt.
+    case retrying(TaskRetry)
+    /// The next attempt was published for `eta`.
+    case retried(TaskRetry, eta: CeleryTimestamp)
+    case revoked(RevokeReason)
+    /// A cold shutdown interrupted the handler: the message goes back to its queue.
+    case interrupted
+}
+
+extension Worker {
+    /// Runs one decoded task: what ends it before it runs (revoked, expired, not registered), the ack (early or
+    /// late), STARTED, the handler (`outcome(of:)`), then the recorder. `inline`: called on the broker connections'
+    /// event loop (Worker.inlineExecutorLoop); the handler then runs there too only if it cannot hold the loop for
+    /// long: a blocking one (it runs on the thread pool anyway), or one without time limits whose recent runs were
+    /// quicker than `inlineHandlerLimit` (`HandlerPace`). Any other goes to the global pool.
+    package func execute(_ message: TaskMessage, inline: Bool = false) async {
+        if control.revoked.contains(message.id) {
+            TaskContext.logger(logger, taskID: message.id, taskName: message.taskName).info("task revoked, discarding")
+            await record(.revoked(.revoked), of: message, ignoreResult: message.ignoreResult, acknowledged: false)
+            return
+        }
         if let expires = message.expires, expires < CeleryTimestamp.now() {
-            logger.info("task expired, discarding")
-            events.taskRevoked(id: message.id, expired: true)
-            await store(
-                .revoked,
-                StoredException(type: "TaskRevokedError", module: "celery.exceptions", arguments: ["expired"]),
-                message,
-                traceback: nil
-            )
-            acknowledge(message.deliveryTag)
+            TaskContext.logger(logger, taskID: message.id, taskName: message.taskName).info("task expired, discarding")
+            await record(.revoked(.expired), of: message, ignoreResult: false, acknowledged: false)
             return
         }
         guard let task = registry[message.taskName] else {
             // Celery: reject (no requeue) and store NotRegistered.
-            logger.error("received unregistered task \(message.taskName); discarding it")
+            TaskContext.logger(logger, taskID: message.id, taskName: message.taskName).error(
+                "received unregistered task \(message.taskName); discarding it"
+            )
             let error = StoredException(
                 type: "NotRegistered",
                 module: "celery.exceptions",
                 arguments: [.string(message.taskName)]
             )
-            await storeFailure(error, message)
-            noteFailed(message, error)
-            acknowledge(message.deliveryTag)
+            await record(.failed(error, errbacks: false), of: message, ignoreResult: false, acknowledged: false)
             return
         }
         let ignoreResult = message.ignoreResult || task.options.ignoreResult
@@ -51,6 +72,14 @@ extension Worker {
                 meta: backend.meta(state: .started, result: started, message: message, taskID: message.id)
             )
         }
+        let outcome = await outcome(of: message, task, inline: inline)
+        await record(outcome, of: message, ignoreResult: ignoreResult, acknowledged: !configuration.acksLate)
+    }
+
+    /// The executor: runs the handler under its time limits and turns what it did into one outcome.
+    package func outcome(of message: TaskMessage, _ task: RegisteredTask, inline: Bool) async -> TaskOutcome {
+        // Made on first use: most tasks log nothing at the worker's level, and setting metadata is not free.
+        lazy var logger = TaskContext.logger(self.logger, taskID: message.id, taskName: message.taskName)
         let context = TaskContext(
             message: message,
             hostname: configuration.hostname,
@@ -88,12 +117,48 @@ extension Worker {
                 : try await runHandler()
             let runtime = ContinuousClock.now - started
             if debugging { logger.debug("task succeeded", metadata: ["celery.task.runtime": "\(runtime)"]) }
-            // Follow-ups go out before the result is stored and before the ack (see Worker+Canvas.swift).
-            let children: JSONValue
+            return .succeeded(result, runtime: runtime)
+        } catch  where Task.isCancelled {
+            logger.warning("cold shutdown: task interrupted, giving its message back")
+            return .interrupted
+        } catch  where error is TaskTerminated || termination.isFired {
+            logger.info("task terminated by a revoke")
+            return .revoked(.terminated)
+        } catch let request as TaskRetry {
+            return .retrying(request)
+        } catch let error where task.options.autoretry?.matches(error) == true {
+            let policy = task.options.autoretry!
+            return .retrying(
+                TaskRetry(
+                    countdown: policy.delay(afterRetries: message.retries),
+                    maxRetries: policy.maxRetries,
+                    cause: ErrorCause(error)
+                )
+            )
+        } catch {
+            let stored = StoredException(error)
+            logger.error("task raised \(stored.repr)")
+            return .failed(stored, errbacks: true)
+        }
+    }
+
+    /// The recorder: applies an outcome in Celery's order — follow-ups first (callbacks and the chain's next task
+    /// after a success, errbacks after a failure, the next attempt of a retry), then the monitors, then the result
+    /// with its chord part, then the ack when the message was not acked before it ran. The one place a task ends.
+    package func record(
+        _ outcome: TaskOutcome,
+        of message: TaskMessage,
+        ignoreResult: Bool,
+        acknowledged: Bool
+    ) async {
+        var outcome = outcome
+        var children: JSONValue = .null
+        switch outcome {
+        case .succeeded(let result, _):
             do {
                 children = try await publishSuccessors(of: message, result: result)
             } catch {
-                logger.error(
+                TaskContext.logger(logger, taskID: message.id, taskName: message.taskName).error(
                     "cannot publish the task's callbacks or chain; storing FAILURE",
                     metadata: ["error": "\(error)"]
                 )
@@ -102,12 +167,19 @@ extension Worker {
                     module: "kombu.exceptions",
                     arguments: [.string("cannot publish callbacks or the next chain task: \(error)")]
                 )
-                noteFailed(message, failure)
-                await storeFailure(failure, message, ignoreResult: ignoreResult)
-                if configuration.acksLate { acknowledge(message.deliveryTag) }
-                return
+                outcome = .failed(failure, errbacks: false)
             }
-            noteSucceeded(message, result: result, runtime: runtime)
+        case .retrying(let request):
+            outcome = await publishRetry(of: message, request)
+        case .interrupted:
+            await giveBackInterrupted(message)
+            return
+        default:
+            break
+        }
+        observe(outcome, of: message)
+        switch outcome {
+        case .succeeded(let result, _):
             // A chord header's result is stored together with its chord part (Worker+Chord.swift).
             // (JSONValue is ExpressibleByNilLiteral: spell out the optional, or `nil` would store `null`.)
             var meta: JSONValue? = .none
@@ -121,42 +193,49 @@ extension Worker {
                 )
             }
             await storeOutcome(.success, result: result, meta: meta, of: message)
-        } catch  where Task.isCancelled {
-            // Cold shutdown: the handler was interrupted. Give the message back instead of storing a failure.
-            logger.warning("cold shutdown: task interrupted, giving its message back")
-            await giveBackInterrupted(message)
-            return
-        } catch  where error is TaskTerminated || termination.isFired {
-            // `revoke --terminate`: REVOKED with reason "terminated", as Celery's terminate stores it.
-            logger.info("task terminated by a revoke")
-            events.taskRevoked(id: message.id, terminated: true, signum: 15)
-            // Through the chord part-return too, so a chord whose header task was terminated still completes.
+        case .failed(let error, let errbacks):
+            if errbacks { await publishErrbacks(of: message) }
+            await storeFailure(error, message, ignoreResult: ignoreResult)
+        case .retried(let request, let eta):
+            if !ignoreResult { storeRetry(of: message, request, eta: eta) }
+        case .revoked(let reason):
+            // Through the chord part-return too, so a chord whose header task was revoked still completes.
             await store(
                 .revoked,
-                StoredException(type: "TaskRevokedError", module: "celery.exceptions", arguments: ["terminated"]),
+                StoredException(
+                    type: "TaskRevokedError",
+                    module: "celery.exceptions",
+                    arguments: [.string(reason.rawValue)]
+                ),
                 message,
                 traceback: nil,
                 ignoreResult: ignoreResult
             )
-        } catch let request as TaskRetry {
-            await retry(message, request, ignoreResult: ignoreResult)
-        } catch let error where task.options.autoretry?.matches(error) == true {
-            let policy = task.options.autoretry!
-            let request = TaskRetry(
-                countdown: policy.delay(afterRetries: message.retries),
-                maxRetries: policy.maxRetries,
-                cause: ErrorCause(error)
-            )
-            await retry(message, request, ignoreResult: ignoreResult)
-        } catch {
-            let stored = StoredException(error)
-            logger.error("task raised \(stored.repr)")
-            noteFailed(message, stored)
-            await publishErrbacks(of: message)
-            await storeFailure(stored, message, ignoreResult: ignoreResult)
+        case .retrying, .interrupted:
+            preconditionFailure("resolved above")
         }
-        if configuration.acksLate {
+        if !acknowledged {
             acknowledge(message.deliveryTag)
+        }
+    }
+
+    /// What the metrics and the task events see of an outcome: called once per delivery, by the recorder.
+    package func observe(_ outcome: TaskOutcome, of message: TaskMessage) {
+        switch outcome {
+        case .succeeded(let result, let runtime):
+            noteSucceeded(message, result: result, runtime: runtime)
+        case .failed(let error, _):
+            noteFailed(message, error)
+        case .retried(let request, _):
+            noteRetried(message, request.cause.map(StoredException.init))
+        case .revoked(.revoked):
+            events.taskRevoked(id: message.id)
+        case .revoked(.expired):
+            events.taskRevoked(id: message.id, expired: true)
+        case .revoked(.terminated):
+            events.taskRevoked(id: message.id, terminated: true, signum: 15)
+        case .retrying, .interrupted:
+            break
         }
     }
 

@@ -3,9 +3,10 @@ import CeleryRedis
 import JSON
 
 extension Worker {
-    /// Celery's retry: publish the next attempt (same id, retries + 1, its ETA, the same canvas), store RETRY.
-    /// Past `maxRetries` the task fails instead. The caller acks this attempt as usual.
-    package func retry(_ message: TaskMessage, _ request: TaskRetry, ignoreResult: Bool) async {
+    /// Celery's retry: publishes the next attempt (same id, retries + 1, its ETA, the same canvas) and answers
+    /// `.retried`; past `maxRetries`, or when the next attempt cannot be published, the task fails instead. The
+    /// recorder stores RETRY (`storeRetry`) and acks this attempt as usual.
+    package func publishRetry(of message: TaskMessage, _ request: TaskRetry) async -> TaskOutcome {
         let cause = request.cause.map(StoredException.init)
         if let limit = request.maxRetries, message.retries >= limit {
             let failure =
@@ -21,10 +22,7 @@ extension Worker {
                 "task failed after \(message.retries) retries: \(failure.repr)",
                 metadata: ["celery.task.id": "\(message.id)", "celery.task.name": "\(message.taskName)"]
             )
-            await publishErrbacks(of: message)
-            noteFailed(message, failure)
-            await storeFailure(failure, message, ignoreResult: ignoreResult)
-            return
+            return .failed(failure, errbacks: true)
         }
         let now = CeleryTimestamp.now()
         let delay = request.countdown ?? .seconds(180)
@@ -64,11 +62,8 @@ extension Worker {
                 "cannot publish the retry; storing FAILURE",
                 metadata: ["celery.task.id": "\(message.id)", "error": "\(error)"]
             )
-            noteFailed(message, cause ?? StoredException(error))
-            await storeFailure(cause ?? StoredException(error), message, ignoreResult: ignoreResult)
-            return
+            return .failed(cause ?? StoredException(error), errbacks: false)
         }
-        noteRetried(message, cause)
         logger.info(
             "task retry scheduled",
             metadata: [
@@ -76,24 +71,28 @@ extension Worker {
                 "celery.task.retries": "\(next.retries)", "celery.task.eta": "\(eta.iso8601)",
             ]
         )
-        if !ignoreResult {
-            let stored =
-                cause
-                ?? StoredException(
-                    type: "Retry",
-                    module: "celery.exceptions",
-                    arguments: [.string("Retry in \(delay)")]
-                )
-            batcher.storeResult(
-                taskID: message.id,
-                meta: backend.meta(
-                    state: .retry,
-                    result: stored.resultJSON,
-                    traceback: "celery.exceptions.Retry: Retry at \(eta.iso8601): \(stored.repr)\n",
-                    message: message,
-                    taskID: message.id
-                )
+        return .retried(request, eta: eta)
+    }
+
+    /// Stores RETRY with the request's cause (or Celery's `Retry` exception) for the attempt that asked to retry.
+    package func storeRetry(of message: TaskMessage, _ request: TaskRetry, eta: CeleryTimestamp) {
+        let delay = request.countdown ?? .seconds(180)
+        let stored =
+            request.cause.map(StoredException.init)
+            ?? StoredException(
+                type: "Retry",
+                module: "celery.exceptions",
+                arguments: [.string("Retry in \(delay)")]
             )
-        }
+        batcher.storeResult(
+            taskID: message.id,
+            meta: backend.meta(
+                state: .retry,
+                result: stored.resultJSON,
+                traceback: "celery.exceptions.Retry: Retry at \(eta.iso8601): \(stored.repr)\n",
+                message: message,
+                taskID: message.id
+            )
+        )
     }
 }
