@@ -200,7 +200,6 @@ extension Worker {
     package func publish(_ tasks: [OutgoingTask], taskID: String, chordSizes: [ChordSize] = []) async throws(RedisError)
     {
         guard !tasks.isEmpty else { return }
-        let commands = tasks.map { RESPCommand("LPUSH", $0.list, RESPBytes($0.envelope())) }
         let backoff = RedisBackoff(initial: .milliseconds(100), maximum: .seconds(1))
         try await backoff.retry(
             maximumAttempts: 6,
@@ -212,7 +211,7 @@ extension Worker {
             },
             operation: { () throws(RedisError) in
                 try await storeChordSizes(chordSizes)
-                for reply in try await brokerClient.transaction(commands) { _ = try reply.get() }
+                try await publisher.publish(tasks)
             }
         )
     }

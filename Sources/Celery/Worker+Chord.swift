@@ -47,7 +47,7 @@ extension Worker {
     /// together with its chord part in one atomic step, followed by the callback when this part completes the chord.
     package func storeOutcome(_ state: TaskState, result: JSONValue, meta: JSONValue?, of message: TaskMessage) async {
         guard let membership = ChordMembership(message, origin: origin(of: message)) else {
-            if let meta { batcher.storeResult(taskID: message.id, meta: meta) }
+            if let meta { results.storeResult(taskID: message.id, meta: meta) }
             return
         }
         await returnChordPart(membership, state: state, result: result, meta: meta)
@@ -89,8 +89,8 @@ extension Worker {
                         part: RedisChord.part(taskID: membership.taskID, state: state, result: result),
                         fallbackSize: membership.callback["chord_size"]?.intValue,
                         meta: stored,
-                        metaTTL: batcher.resultTTL,
-                        chordTTL: batcher.resultTTL,
+                        metaTTL: results.resultTTL,
+                        chordTTL: results.resultTTL,
                         token: token
                     )
                 }
@@ -100,7 +100,7 @@ extension Worker {
                 "cannot return the chord part; the chord's callback will not be sent",
                 metadata: ["error": "\(error)"]
             )
-            if let meta { batcher.storeResult(taskID: membership.taskID, meta: meta) }
+            if let meta { results.storeResult(taskID: membership.taskID, meta: meta) }
             return
         }
         logger.debug(
@@ -178,7 +178,7 @@ extension Worker {
     ) async {
         logger.error("chord failed: \(error.repr)", metadata: ["celery.chord.callback": "\(callbackID)"])
         let callbackName = membership.callback["task"]?.stringValue ?? "?"
-        batcher.storeResult(
+        results.storeResult(
             taskID: callbackID,
             meta: backend.meta(
                 state: .failure,
@@ -226,7 +226,7 @@ extension Worker {
             if let membership = ChordMembership(chainElement: element, origin: origin) {
                 await returnChordPart(membership, state: .failure, result: error.resultJSON, meta: meta)
             } else {
-                batcher.storeResult(taskID: taskID, meta: meta)
+                results.storeResult(taskID: taskID, meta: meta)
             }
         }
     }

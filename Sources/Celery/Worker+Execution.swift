@@ -67,7 +67,7 @@ extension Worker {
         }
         if configuration.trackStarted && !ignoreResult {
             let started: JSONValue = ["pid": .int(processID), "hostname": .string(configuration.hostname)]
-            batcher.storeResult(
+            results.storeResult(
                 taskID: message.id,
                 meta: backend.meta(state: .started, result: started, message: message, taskID: message.id)
             )
@@ -317,7 +317,7 @@ extension Worker {
                     arguments: [.string(error.description)]
                 )
             }
-            batcher.storeResult(
+            results.storeResult(
                 taskID: id,
                 meta: backend.meta(
                     state: .failure,

@@ -35,7 +35,7 @@ extension Worker {
                     )
                 ]
             )
-            batcher.storeResult(
+            results.storeResult(
                 taskID: id,
                 meta: backend.meta(
                     state: .failure,

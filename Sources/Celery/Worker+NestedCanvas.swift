@@ -139,8 +139,8 @@ extension Worker {
         for size in sizes {
             let chord = RedisChord(groupID: size.groupID)
             commands.append(RESPCommand("DEL", chord.claimKey))
-            if batcher.resultTTL > 0 {
-                commands.append(RESPCommand("SET", chord.sizeKey, String(size.size), "EX", String(batcher.resultTTL)))
+            if results.resultTTL > 0 {
+                commands.append(RESPCommand("SET", chord.sizeKey, String(size.size), "EX", String(results.resultTTL)))
             } else {
                 commands.append(RESPCommand("SET", chord.sizeKey, String(size.size)))
             }

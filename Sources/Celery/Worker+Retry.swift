@@ -84,7 +84,7 @@ extension Worker {
                 module: "celery.exceptions",
                 arguments: [.string("Retry in \(delay)")]
             )
-        batcher.storeResult(
+        results.storeResult(
             taskID: message.id,
             meta: backend.meta(
                 state: .retry,

@@ -6,7 +6,7 @@ extension Worker {
     /// Acks a message (batched) and stops refreshing its `unacked_index` score.
     package func acknowledge(_ tag: String) {
         machine.withLock { $0.acknowledged(tag) }
-        batcher.ack(deliveryTag: tag)
+        results.ack(deliveryTag: tag)
     }
 
     /// How often the scores of held messages are refreshed: well inside the visibility timeout.

@@ -23,6 +23,10 @@ public final class Worker: Service, Sendable {
     package let broker: KombuBroker
     package let backend: ResultBackend
     package let batcher: WriteBatcher
+    /// Where results and acks go: the batcher, or an in-memory store in unit tests.
+    package let results: any ResultStore
+    /// Where follow-up tasks go: the broker, or an in-memory list in unit tests.
+    package let publisher: any TaskPublisher
     /// Monitoring events (`-E`, heartbeats); the control commands reach it here.
     public let events: EventDispatcher
     package let metrics: WorkerMetrics
@@ -64,13 +68,39 @@ public final class Worker: Service, Sendable {
     ///     the global executor.
     ///   - backend: where results are stored (often the same Redis).
     ///   - redis: what handlers get as `context.redis` (REDIS_URL, else the broker).
-    public init(
+    public convenience init(
         configuration: WorkerConfiguration,
         registry: TaskRegistry,
         broker: RedisClient,
         backend: RedisClient,
         redis: RedisClient? = nil,
         metrics: WorkerMetrics = WorkerMetrics(),
+        logger: Logger
+    ) {
+        self.init(
+            configuration: configuration,
+            registry: registry,
+            broker: broker,
+            backend: backend,
+            redis: redis,
+            metrics: metrics,
+            results: nil,
+            publisher: nil,
+            logger: logger
+        )
+    }
+
+    /// As the public initializer; `results` and `publisher` replace the Redis result writer and the broker's
+    /// publishing (unit tests of the executor and the recorder run on in-memory ones).
+    package init(
+        configuration: WorkerConfiguration,
+        registry: TaskRegistry,
+        broker: RedisClient,
+        backend: RedisClient,
+        redis: RedisClient? = nil,
+        metrics: WorkerMetrics = WorkerMetrics(),
+        results: (any ResultStore)?,
+        publisher: (any TaskPublisher)?,
         logger: Logger
     ) {
         self.ioExecutor = broker.eventLoop.map { EventLoopTaskExecutor(eventLoop: $0) }
@@ -104,6 +134,8 @@ public final class Worker: Service, Sendable {
         )
         let ttl = configuration.resultExpires.map { Int($0.components.seconds) } ?? 0
         self.batcher = WriteBatcher(backend: backend, broker: broker, layout: layout, resultTTL: ttl, logger: logger)
+        self.results = results ?? batcher
+        self.publisher = publisher ?? KombuPublisher(client: broker)
         self.idleWake = IdleWake(client: broker, blockTimeout: configuration.idlePollTimeout, logger: logger)
         self.control = WorkerControlState(
             configuration: configuration,
