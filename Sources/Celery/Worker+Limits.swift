@@ -17,7 +17,7 @@ extension Worker {
             }
             let limit = configuration.maximumMessageSize
             logger.error(
-                "rejecting a message of \(oversized.size) bytes: larger than --max-message-size \(limit); kept unparsed in \(broker.layout.deadLetterKey)",
+                "rejecting a message of \(oversized.size) bytes: larger than --max-message-size \(limit); kept unparsed in \(broker.deadLetterKey)",
                 metadata: [
                     "celery.queue": "\(delivery.list)",
                     "celery.message.bytes": "\(oversized.size)",

@@ -20,7 +20,8 @@ public final class Worker: Service, Sendable {
     package let backendClient: RedisClient
     package let redisForTasks: RedisClient
     package let logger: Logger
-    package let broker: KombuBroker
+    /// The queues: kombu's Redis lists, or an in-memory broker in unit tests.
+    package let broker: any Broker
     package let backend: ResultBackend
     package let batcher: WriteBatcher
     /// Where results and acks go: the batcher, or an in-memory store in unit tests.
@@ -101,6 +102,7 @@ public final class Worker: Service, Sendable {
         metrics: WorkerMetrics = WorkerMetrics(),
         results: (any ResultStore)?,
         publisher: (any TaskPublisher)?,
+        queues: (any Broker)? = nil,
         logger: Logger
     ) {
         self.ioExecutor = broker.eventLoop.map { EventLoopTaskExecutor(eventLoop: $0) }
@@ -126,7 +128,7 @@ public final class Worker: Service, Sendable {
         layout.unackedIndexKey = configuration.unackedIndexKey
         layout.unackedMutexKey = configuration.unackedMutexKey
         layout.maximumMessageSize = max(0, configuration.maximumMessageSize)
-        self.broker = KombuBroker(client: broker, layout: layout, logger: logger)
+        self.broker = queues ?? KombuBroker(client: broker, layout: layout, logger: logger)
         self.backend = ResultBackend(
             expires: configuration.resultExpires,
             extended: configuration.resultExtended,
@@ -265,7 +267,6 @@ public final class Worker: Service, Sendable {
     // MARK: - Fetching
 
     private func fetchLoop() async {
-        var blocking: RedisConnection?
         var failures = 0
         var idleDelay = Duration.milliseconds(1)
         var lostPops: [String] = []
@@ -316,17 +317,10 @@ public final class Worker: Service, Sendable {
                     continue
                 }
                 idleDelay = .milliseconds(1)
-                if deliveries.isEmpty {
-                    if blocking == nil || blocking?.isActive == false {
-                        blocking = try await brokerClient.makeConnection()
-                    }
-                    if let delivery = try await broker.blockingPop(
-                        connection: blocking!,
-                        lists: lists,
-                        timeout: configuration.idlePollTimeout
-                    ) {
-                        deliveries = [delivery]
-                    }
+                if deliveries.isEmpty,
+                    let delivery = try await broker.blockingPop(lists: lists, timeout: configuration.idlePollTimeout)
+                {
+                    deliveries = [delivery]
                 }
                 let popped = deliveries.count
                 // The oversized ones are answered; the rest are reserved, and the credit they do not hold comes back.
@@ -344,8 +338,7 @@ public final class Worker: Service, Sendable {
                 releaseCredit(credit)
                 fetchHealthy.store(false, ordering: .relaxed)
                 failures += 1
-                await blocking?.close()
-                blocking = nil
+                await broker.closeBlockingPop()
                 let delay = RedisBackoff(initial: .milliseconds(100), maximum: .seconds(5)).delay(
                     afterFailures: failures
                 )
@@ -356,7 +349,7 @@ public final class Worker: Service, Sendable {
                 try? await Task.sleep(for: delay)
             }
         }
-        await blocking?.close()
+        await broker.closeBlockingPop()
     }
 
     /// Gives the message decoded ahead to the first delivery with the same bytes (none if the pop brought another).

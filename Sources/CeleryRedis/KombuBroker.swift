@@ -65,16 +65,30 @@ package final class DecodedAhead: Sendable {
 
 /// Fetches, records, acks and restores messages in kombu's exact Redis layout, so Python and Swift workers share
 /// queues and recover each other's messages.
-package struct KombuBroker: Sendable {
+package struct KombuBroker: Broker {
     package let client: RedisClient
     package let layout: KombuLayout
     package let logger: Logger
+
+    /// The connection `blockingPop` waits on.
+    package let blocking = BlockingConnection()
 
     package init(client: RedisClient, layout: KombuLayout, logger: Logger) {
         self.client = client
         self.layout = layout
         self.logger = logger
     }
+
+    package var deadLetterKey: String { layout.deadLetterKey }
+
+    package func blockingPop(lists: [String], timeout: Duration) async throws(RedisError) -> Delivery? {
+        try await blockingPop(connection: try await blocking.get(from: client), lists: lists, timeout: timeout)
+    }
+
+    package func closeBlockingPop() async {
+        await blocking.close()
+    }
+
 
     /// Pops up to ARGV[1] messages from KEYS[1..n-3] in order and records each in `unacked` (KEYS[n-2]) and
     /// `unacked_index` (KEYS[n-1]) in the same atomic step, so no popped message is ever unrecorded. A message
@@ -207,14 +221,6 @@ package struct KombuBroker: Sendable {
     }
 
     /// A pop written to Redis whose reply has not been read yet.
-    package struct PendingPop: Sendable {
-        package let reply: RedisPendingReply
-
-        package func deliveries() async throws(RedisError) -> [Delivery] {
-            KombuBroker.deliveries(popReply: try await reply.reply())
-        }
-    }
-
     /// Sends ``popScript`` and returns before its reply: the caller can work while the pop travels.
     package func startPop(
         lists: [String],
@@ -226,7 +232,7 @@ package struct KombuBroker: Sendable {
             keys: lists + [layout.unackedKey, layout.unackedIndexKey, layout.deadLetterKey],
             arguments: [String(limit), stamp, String(layout.deadLetterLimit), String(layout.maximumMessageSize)]
         )
-        return PendingPop(reply: reply)
+        return PendingPop { () throws(RedisError) in KombuBroker.deliveries(popReply: try await reply.reply()) }
     }
 
     /// The deliveries in a reply of ``popScript``: list, envelope, tag (or false) triples.
@@ -414,7 +420,7 @@ package struct KombuBroker: Sendable {
     }
 
     /// Moves the `unacked_index` score of messages this worker still holds to now, so no restore takes them.
-    package func refresh(_ tags: some Collection<String>) async throws(RedisError) {
+    package func refresh(_ tags: Set<String>) async throws(RedisError) {
         guard !tags.isEmpty else { return }
         let now = Self.now()
         var commands: [RESPCommand] = []

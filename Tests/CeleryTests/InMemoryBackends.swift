@@ -48,12 +48,16 @@ final class WriteLog: Sendable {
     }
 }
 
-/// A result store that keeps every write in memory, in order.
+/// A result store that keeps every write in memory, in order; acks also reach the in-memory broker, if any.
 struct InMemoryResultStore: ResultStore {
     let log: WriteLog
+    var broker: InMemoryBroker? = nil
     var resultTTL: Int { 86_400 }
     func storeResult(taskID: String, meta: JSONValue) { log.storeResult(taskID: taskID, meta: meta) }
-    func ack(deliveryTag: String) { log.ack(deliveryTag) }
+    func ack(deliveryTag: String) {
+        log.ack(deliveryTag)
+        broker?.ack(deliveryTag)
+    }
 }
 
 /// A publisher that keeps what it was asked to send, or fails as an unreachable broker does.
@@ -72,28 +76,46 @@ struct InMemoryWorker {
     let worker: Worker
     let log: WriteLog
 
+    let broker: InMemoryBroker
+
     init(registry: TaskRegistry, acksLate: Bool, failingPublisher: Bool = false) throws {
+        try self.init(
+            registry: registry,
+            configuration: WorkerConfiguration(
+                queues: ["q"],
+                concurrency: 1,
+                hostname: "memory@test",
+                acksLate: acksLate
+            ),
+            failingPublisher: failingPublisher
+        )
+    }
+
+    /// A worker that can also run (`worker.run()`): its queues are an in-memory broker, it polls them (no
+    /// BLMOVE watchers), and it has no remote control and no heartbeats.
+    init(registry: TaskRegistry, configuration: WorkerConfiguration, failingPublisher: Bool = false) throws {
         let log = WriteLog()
+        let broker = InMemoryBroker()
         let client = RedisClient(
             configuration: try RedisConfiguration(url: "redis://127.0.0.1:1/0"),
             logger: Logger(label: "in-memory")
         )
-        let configuration = WorkerConfiguration(
-            queues: ["q"],
-            concurrency: 1,
-            hostname: "memory@test",
-            acksLate: acksLate
-        )
+        var configuration = configuration
+        configuration.idleFetch = .poll
+        configuration.remoteControl = false
+        configuration.heartbeatInterval = nil
         self.worker = Worker(
             configuration: configuration,
             registry: registry,
             broker: client,
             backend: client,
-            results: InMemoryResultStore(log: log),
+            results: InMemoryResultStore(log: log, broker: broker),
             publisher: InMemoryPublisher(log: log, failing: failingPublisher),
+            queues: broker,
             logger: Logger(label: "in-memory")
         )
         self.log = log
+        self.broker = broker
     }
 
     /// A task message as Celery 5.7 sends it, with the given canvas in its embed and extra headers.
@@ -106,6 +128,29 @@ struct InMemoryWorker {
         chain: [JSONValue]? = nil,
         headers: JSONObject = [:]
     ) throws -> TaskMessage {
+        try TaskMessage(
+            envelope: envelope(
+                task,
+                id: id,
+                args: args,
+                callbacks: callbacks,
+                errbacks: errbacks,
+                chain: chain,
+                headers: headers
+            )
+        )
+    }
+
+    /// The envelope of `message(...)`, as a client LPUSHes it; its delivery tag is `tag-<id>`.
+    static func envelope(
+        _ task: String,
+        id: String = UUID().uuidString.lowercased(),
+        args: [JSONValue] = [],
+        callbacks: [JSONValue]? = nil,
+        errbacks: [JSONValue]? = nil,
+        chain: [JSONValue]? = nil,
+        headers: JSONObject = [:]
+    ) -> [UInt8] {
         let body: JSONValue = [
             .array(args), [:],
             [
@@ -130,7 +175,7 @@ struct InMemoryWorker {
                 "body_encoding": "base64", "delivery_tag": .string("tag-\(id)"),
             ],
         ]
-        return try TaskMessage(envelope: envelope.serialized())
+        return envelope.serialized()
     }
 
     /// A signature as Python's `sig.set(task_id=...)` serializes it.

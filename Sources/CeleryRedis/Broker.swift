@@ -1,0 +1,66 @@
+import CeleryProtocol
+import Redis
+import Synchronization
+
+/// The queue side of a broker as the worker's consumer uses it: kombu's Redis lists (``KombuBroker``), or an
+/// in-memory broker in unit tests. Every message handed out is recorded as unacked until acked (through the
+/// ``ResultStore``) or given back.
+package protocol Broker: Sendable {
+    /// Where messages no worker can decode are kept, for log lines.
+    var deadLetterKey: String { get }
+    /// Makes the queues known (kombu's bindings), so Python clients route to them.
+    func declare(queues: [String]) async throws(RedisError)
+    /// Starts an atomic pop of up to `limit` messages, the first lists first; returns before they arrive.
+    func startPop(lists: [String], limit: Int, stamp: String) async throws(RedisError) -> PendingPop
+    /// Waits up to `timeout` for one message (kombu's BRPOP), then records it.
+    func blockingPop(lists: [String], timeout: Duration) async throws(RedisError) -> Delivery?
+    /// Releases what `blockingPop` holds (its connection), after an error or at the end.
+    func closeBlockingPop() async
+    /// Gives a message that did not run back to its list, marked redelivered.
+    @discardableResult
+    func restore(_ delivery: Delivery, deliveryTag: String) async throws(RedisError) -> Bool
+    /// Gives back what dead workers left unacked longer than the visibility timeout; returns how many.
+    func restoreExpired(olderThan cutoff: Double, holding: Set<String>) async throws(RedisError) -> Int
+    /// Marks the messages this worker holds as alive, so no visibility restore takes them.
+    func refresh(_ tags: Set<String>) async throws(RedisError)
+    /// Gives back the messages of a pop whose reply was lost; returns how many.
+    func recoverLostPop(stamp: String, holding: Set<String>) async throws(RedisError) -> Int
+    /// Keeps a copy of a message that cannot run.
+    func deadLetter(_ envelope: [UInt8]) async throws(RedisError)
+}
+
+/// A pop on its way: `deliveries()` waits for what it brought.
+package struct PendingPop: Sendable {
+    private let wait: @Sendable () async throws(RedisError) -> [Delivery]
+
+    package init(_ wait: @escaping @Sendable () async throws(RedisError) -> [Delivery]) {
+        self.wait = wait
+    }
+
+    package func deliveries() async throws(RedisError) -> [Delivery] {
+        try await wait()
+    }
+}
+
+/// The dedicated connection of kombu's BRPOP (a blocking command holds its connection).
+package final class BlockingConnection: Sendable {
+    private let connection = Mutex<RedisConnection?>(nil)
+
+    package init() {}
+
+    /// The open connection, made on `client` when there is none or it closed.
+    package func get(from client: RedisClient) async throws(RedisError) -> RedisConnection {
+        if let open = connection.withLock({ $0 }), open.isActive { return open }
+        let made = try await client.makeConnection()
+        connection.withLock { $0 = made }
+        return made
+    }
+
+    package func close() async {
+        let open = connection.withLock { connection in
+            defer { connection = nil }
+            return connection
+        }
+        await open?.close()
+    }
+}

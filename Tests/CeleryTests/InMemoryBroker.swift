@@ -1,0 +1,86 @@
+import DequeModule
+import Redis
+import Synchronization
+
+@testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
+
+/// kombu's queue semantics in memory: LPUSH in, RPOP out, every popped message recorded as unacked until acked
+/// or given back (to the consuming end, as kombu's restore does).
+final class InMemoryBroker: Broker {
+    private struct State {
+        var lists: [String: Deque<[UInt8]>] = [:]
+        var unacked: [String: Delivery] = [:]
+        var deadLetters: [[UInt8]] = []
+        var declared: Set<String> = []
+    }
+
+    private let state = Mutex(State())
+
+    var deadLetterKey: String { "memory:dead-letter" }
+
+    /// LPUSH, as a client sends.
+    func push(_ envelope: [UInt8], to list: String = "q") {
+        state.withLock { $0.lists[list, default: []].prepend(envelope) }
+    }
+
+    func count(_ list: String = "q") -> Int { state.withLock { $0.lists[list]?.count ?? 0 } }
+    var unackedTags: Set<String> { state.withLock { Set($0.unacked.keys) } }
+    var declared: Set<String> { state.withLock { $0.declared } }
+
+    /// What the result store's ack does to kombu's `unacked`.
+    func ack(_ tag: String) { state.withLock { _ = $0.unacked.removeValue(forKey: tag) } }
+
+    func declare(queues: [String]) async throws(RedisError) {
+        state.withLock { $0.declared.formUnion(queues) }
+    }
+
+    func startPop(lists: [String], limit: Int, stamp: String) async throws(RedisError) -> PendingPop {
+        let popped = state.withLock { state -> [Delivery] in
+            var popped: [Delivery] = []
+            for list in lists {
+                while popped.count < limit, let envelope = state.lists[list]?.popLast() {
+                    guard let tag = (try? TaskMessage.deliveryTag(in: envelope)) ?? nil else {
+                        state.deadLetters.append(envelope)
+                        continue
+                    }
+                    let delivery = Delivery(list: list, envelope: envelope, tag: tag)
+                    state.unacked[tag] = delivery
+                    popped.append(delivery)
+                }
+            }
+            return popped
+        }
+        return PendingPop { popped }
+    }
+
+    func blockingPop(lists: [String], timeout: Duration) async throws(RedisError) -> Delivery? {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let delivery = try await startPop(lists: lists, limit: 1, stamp: "").deliveries().first {
+                return delivery
+            }
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+        return nil
+    }
+
+    func closeBlockingPop() async {}
+
+    func restore(_ delivery: Delivery, deliveryTag: String) async throws(RedisError) -> Bool {
+        state.withLock { state in
+            guard state.unacked.removeValue(forKey: deliveryTag) != nil else { return false }
+            state.lists[delivery.list, default: []].append(delivery.envelope)
+            return true
+        }
+    }
+
+    func restoreExpired(olderThan cutoff: Double, holding: Set<String>) async throws(RedisError) -> Int { 0 }
+    func refresh(_ tags: Set<String>) async throws(RedisError) {}
+    func recoverLostPop(stamp: String, holding: Set<String>) async throws(RedisError) -> Int { 0 }
+
+    func deadLetter(_ envelope: [UInt8]) async throws(RedisError) {
+        state.withLock { $0.deadLetters.append(envelope) }
+    }
+}
