@@ -89,7 +89,6 @@ package struct KombuBroker: Broker {
         await blocking.close()
     }
 
-
     /// Pops up to ARGV[1] messages from KEYS[1..n-3] in order and records each in `unacked` (KEYS[n-2]) and
     /// `unacked_index` (KEYS[n-1]) in the same atomic step, so no popped message is ever unrecorded. A message
     /// without a delivery tag cannot be recorded or acked; it goes to the dead-letter list (KEYS[n]) instead.
