@@ -4,8 +4,8 @@ import PackageDescription
 // libFuzzer targets, in their own package so that the root package's `swift build` never builds them.
 // Build and run with scripts/fuzz.sh (it passes -sanitize=fuzzer,address and -parse-as-library).
 //
-// FuzzTaskMessage compiles the Celery module's message decoder (Sources/Celery/TaskMessage.swift and
-// TaskArgument.swift, linked here as symbolic links: the same files, not copies) without the rest of that module,
+// FuzzTaskMessage compiles the message decoder (Sources/CeleryProtocol/TaskMessage.swift and Sources/Celery/
+// TaskArgument.swift, linked here as symbolic links: the same files, not copies) without the rest of the package,
 // so the fuzz build does not need NIO's TLS stack.
 let package = Package(
     name: "Fuzz",

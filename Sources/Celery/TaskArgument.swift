@@ -1,5 +1,3 @@
-import CeleryProtocol
-import CeleryRedis
 import JSON
 
 /// A Swift type a task argument can be decoded into. Failures become Python `TypeError`s naming the argument.

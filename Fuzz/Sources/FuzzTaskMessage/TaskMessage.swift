@@ -1,1 +1,1 @@
-../../../Sources/Celery/TaskMessage.swift
+../../../Sources/CeleryProtocol/TaskMessage.swift
