@@ -114,18 +114,21 @@ struct BeatCommand: AsyncParsableCommand {
         configuration.historyLimit = historyLimit
         configuration.releaseMemory = !keepPages
 
-        let client = RedisClient(configuration: brokerConfiguration, logger: logger)
         let path = schedule
-        let scheduler = BeatScheduler(
-            configuration: configuration,
-            schedule: file,
-            state: BeatRedisState(client: client, prefix: keyPrefix),
-            logger: logger,
-            reload: { () throws(BeatError) in try BeatScheduleFile.load(path: path) }
+        let service = BeatService(
+            configuration: .init(
+                redis: brokerConfiguration,
+                schedule: file,
+                beat: configuration,
+                keyPrefix: keyPrefix,
+                reload: { () throws(BeatError) in try BeatScheduleFile.load(path: path) }
+            ),
+            logger: logger
         )
+        let scheduler = service.scheduler
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [.init(service: scheduler)],
+                services: [.init(service: service)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 cancellationSignals: [.sigquit],
                 logger: logger
@@ -142,7 +145,6 @@ struct BeatCommand: AsyncParsableCommand {
             try await tasks.next()
             tasks.cancelAll()
         }
-        await client.close()
     }
 
     /// Each entry's next `count` fire times from `now`, in UTC and in the crontab's zone.
