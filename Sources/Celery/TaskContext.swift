@@ -102,6 +102,7 @@ public struct TaskArguments: Sendable {
 }
 
 /// Binds a call's positional and keyword arguments to named parameters, with Python's error messages.
+@usableFromInline
 package final class ArgumentBinder {
     package let taskName: String
     package let parameters: [String]
@@ -111,6 +112,7 @@ package final class ArgumentBinder {
     /// How Python names the function in a TypeError: `add()` for `tasks.add` (made only for an error).
     package var function: String { (taskName.split(separator: ".").last.map(String.init) ?? taskName) + "()" }
 
+    @usableFromInline
     package init(taskName: String, parameters: [String], arguments: TaskArguments) throws(PythonException) {
         self.taskName = taskName
         self.parameters = parameters
@@ -131,6 +133,7 @@ package final class ArgumentBinder {
     }
 
     /// Checks that every parameter without a default has a value (Python reports all missing ones at once).
+    @usableFromInline
     package func checkMissing(optional: [Bool]) throws(PythonException) {
         var missing: [String] = []
         for (index, name) in parameters.enumerated()
@@ -149,6 +152,7 @@ package final class ArgumentBinder {
     }
 
     /// The next parameter's value, decoded as `type`.
+    @usableFromInline
     package func next<A: TaskArgument>(_ type: A.Type) throws(PythonException) -> A {
         let index = position
         position += 1

@@ -105,11 +105,26 @@ public struct RegisteredTask: Sendable {
     /// What the task does, in a sentence or two: the docstring of its Python stub.
     public var documentation: String?
     /// Each parameter's Python type (`int`, `list[str]`, `str | None`) and whether it may be left out.
-    package var parameterTypes: [(python: String, optional: Bool)] = []
+    @usableFromInline package var parameterTypes: [(python: String, optional: Bool)] = []
     /// The Python type of the result (`int`, `None`; `Any` where the Swift type names none).
-    package var resultType = "Any"
+    @usableFromInline package var resultType = "Any"
     package let run: @Sendable (TaskContext, TaskArguments) async throws -> JSONValue
     package let pace = HandlerPace()
+
+    @usableFromInline
+    init(
+        name: String,
+        parameters: [String],
+        options: TaskOptions,
+        documentation: String?,
+        run: @escaping @Sendable (TaskContext, TaskArguments) async throws -> JSONValue
+    ) {
+        self.name = name
+        self.parameters = parameters
+        self.options = options
+        self.documentation = documentation
+        self.run = run
+    }
 }
 
 /// How long a handler's recent runs took: the worker runs only a quick one on an event loop, where a long run
@@ -142,7 +157,7 @@ package final class HandlerPace: Sendable {
 /// Arguments bind as in Python: positionally, then by keyword; a missing, extra or wrongly typed argument fails
 /// the task with a `TypeError` worded as Python words it. `Optional` parameters may be left out.
 public struct TaskRegistry: Sendable {
-    private var tasks: [String: RegisteredTask] = [:]
+    @usableFromInline var tasks: [String: RegisteredTask] = [:]
 
     public init() {}
 
@@ -169,6 +184,9 @@ public struct TaskRegistry: Sendable {
     }
 
     /// Registers an async handler with typed, named parameters.
+    ///
+    /// Inlinable: the handler's argument decoding is specialized in the caller's module for its types.
+    @inlinable
     public mutating func register<each A: TaskArgument, R: TaskResult>(
         _ name: String,
         parameters: [String],
@@ -194,6 +212,9 @@ public struct TaskRegistry: Sendable {
     }
 
     /// Registers a synchronous handler that runs on a thread pool (CPU-bound or blocking work).
+    ///
+    /// Inlinable: the handler's argument decoding is specialized in the caller's module for its types.
+    @inlinable
     public mutating func registerBlocking<each A: TaskArgument, R: TaskResult>(
         _ name: String,
         parameters: [String],
@@ -222,7 +243,7 @@ public struct TaskRegistry: Sendable {
         tasks[name] = task
     }
 
-    private static func pythonTypes<each A: TaskArgument>(
+    @usableFromInline static func pythonTypes<each A: TaskArgument>(
         _ types: repeat (each A).Type,
         optional: [Bool]
     ) -> [(python: String, optional: Bool)] {
@@ -234,7 +255,7 @@ public struct TaskRegistry: Sendable {
         return result
     }
 
-    private static func optionality<each A: TaskArgument>(_ types: repeat (each A).Type) -> [Bool] {
+    @usableFromInline static func optionality<each A: TaskArgument>(_ types: repeat (each A).Type) -> [Bool] {
         var result: [Bool] = []
         for type in repeat each types {
             result.append(type.init(taskArgument: .null) != nil && !(type is JSONValue.Type))
