@@ -56,9 +56,6 @@ public final class Worker: Service, Sendable {
     /// connections, or nil for Swift's global executor.
     package let ioExecutor: EventLoopTaskExecutor?
 
-    /// What an executor takes from the reserved messages.
-    package typealias Work = ReservedWork
-
     /// - Parameters:
     ///   - broker: where messages are consumed and acked. A client made on one event loop
     ///     (`RedisClient(..., eventLoopGroup: loop)`) runs the fetch loop, the idle watchers and the result batcher
@@ -451,7 +448,7 @@ public final class Worker: Service, Sendable {
                 continue
             }
             await withTaskExecutorPreference(globalConcurrentExecutor) {
-                var next: Work? = work
+                var next: ReservedWork? = work
                 while let work = next {
                     await run(work, inline: false)
                     await Task.yield()
@@ -462,7 +459,7 @@ public final class Worker: Service, Sendable {
     }
 
     /// Runs one message an executor took; `inline` when on the event loop (`inlineExecutorLoop`).
-    private func run(_ work: Work, inline: Bool) async {
+    private func run(_ work: ReservedWork, inline: Bool) async {
         worked.add(1, ordering: .relaxed)
         if isStopping {
             // Shutdown began: nothing new starts; the message goes back with the rest.

@@ -240,9 +240,6 @@ package struct WorkerStateMachine<ExecutorWaiter: Sendable, InlineWaiter: Sendab
         holding.remove(tag)
     }
 
-    /// Executors waiting, the inline one included.
-    package var waitingExecutors: Int { executorWaiters.count + (inlineWaiter == nil ? 0 : 1) }
-
     /// The reserved messages, in order (for `celery inspect reserved`).
     package var reservedWork: [ReservedWork] { Array(reserved) }
 

@@ -77,6 +77,8 @@ struct InMemoryWorker {
     let log: WriteLog
 
     let broker: InMemoryBroker
+    /// The worker's expected error lines (failures the tests cause) stay out of the test output.
+    static let quietLogger = Logger(label: "in-memory", factory: { _ in SwiftLogNoOpLogHandler() })
 
     init(registry: TaskRegistry, acksLate: Bool, failingPublisher: Bool = false) throws {
         try self.init(
@@ -98,7 +100,7 @@ struct InMemoryWorker {
         let broker = InMemoryBroker()
         let client = RedisClient(
             configuration: try RedisConfiguration(url: "redis://127.0.0.1:1/0"),
-            logger: Logger(label: "in-memory")
+            logger: Self.quietLogger
         )
         var configuration = configuration
         configuration.idleFetch = .poll
@@ -112,7 +114,7 @@ struct InMemoryWorker {
             results: InMemoryResultStore(log: log, broker: broker),
             publisher: InMemoryPublisher(log: log, failing: failingPublisher),
             queues: broker,
-            logger: Logger(label: "in-memory")
+            logger: Self.quietLogger
         )
         self.log = log
         self.broker = broker
