@@ -13,7 +13,10 @@ Sections (all by default, in this order):
               as are two reference workers in C (Benchmarks/reference_worker.c) making only the trips through Redis;
               the open loop again from a probe in C (Benchmarks/open_loop_probe.c), with that probe's floor
     memory    idle RSS (the image's binary also idle again after 10,000 tasks, and with --keep-pages); peak RSS
-              while 1,000,000 queued tasks drain; RSS holding 100,000 ETA tasks
+              while 1,000,000 queued tasks drain
+    eta       ETA tasks: swift-celery's RSS (now and peak) with 100,000 and 1,000,000 parked in Redis, and holding
+              100,000 in memory (--park-eta-after off); 100 plain tasks queued behind 30,000 countdown=3600 tasks:
+              how long until all 100 have results, swift-celery vs Python Celery prefork -c 2 (and its RSS)
     startup   process start → `worker ready`, and → the first result of a task waiting in the queue
     beat      Python's `celery beat` and `swift-celery beat` with the same 10,000 entries all due together every
               30 s (Python 1 round, Swift 3): CPU, RSS, and how long each round takes to go out
@@ -614,25 +617,91 @@ def section_memory(a) -> None:
         raise RuntimeError("backlog did not drain")
     rows.append((f"peak while {a.backlog:,} queued tasks drain, swift-celery", peak[0]))
 
-    # Holding ETA tasks.
-    r.flushdb()
-    eta = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 3600))
-    enqueue(r, a.held, eta=eta)
-    w = Worker("swift", a.redis_url, a.swift_concurrency, a.swift_bin, flags=("--max-held", str(a.held + 1000)))
-    w.start()
-    deadline = time.monotonic() + 600
-    while r.llen(QUEUE) > 0 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1)
-    rows.append((f"holding {a.held:,} ETA tasks, swift-celery", rss_kib(w.proc.pid)))
-    w.stop()
-    r.flushdb()
-
     print("\n### Memory (RSS)\n")
     print("| state | RSS (MiB) |")
     print("|---|---:|")
     for label, kib in rows:
         print(f"| {label} | {mib(kib)} |")
+
+
+# ---- ETA tasks -----------------------------------------------------------------------------------------------
+
+def peak_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def eta_in(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + seconds))
+
+
+def section_eta(a) -> None:
+    r = redis.Redis.from_url(a.redis_url)
+    rows = []
+    parked_key = f"swift-celery:eta:{QUEUE}"
+    for count in (a.held, a.parked):
+        r.flushdb()
+        t0 = time.monotonic()
+        enqueue(r, count, eta=eta_in(86_400))
+        print(f"  enqueued {count:,} ETA tasks in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        w = Worker("swift", a.redis_url, a.swift_concurrency, a.swift_bin)
+        w.start()
+        t0 = time.monotonic()
+        deadline = t0 + 3600
+        while r.zcard(parked_key) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+        parked_in = time.monotonic() - t0
+        if r.zcard(parked_key) < count:
+            raise RuntimeError(f"only {r.zcard(parked_key):,} of {count:,} ETA tasks parked")
+        time.sleep(1)
+        rows.append((f"{count:,} ETA tasks parked in Redis ({count / parked_in:,.0f} parked/s): RSS now / peak",
+                     f"{mib(rss_kib(w.proc.pid))} / {mib(peak_kib(w.proc.pid))}", ""))
+        w.stop()
+    # Held in memory, as Celery holds them (and as swift-celery did before parking).
+    r.flushdb()
+    enqueue(r, a.held, eta=eta_in(86_400))
+    w = Worker("swift", a.redis_url, a.swift_concurrency, a.swift_bin,
+               flags=("--park-eta-after", "off", "--max-held", str(a.held + 1000)))
+    w.start()
+    deadline = time.monotonic() + 600
+    while r.llen(QUEUE) > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    rows.append((f"{a.held:,} ETA tasks held in memory (--park-eta-after off): RSS", mib(rss_kib(w.proc.pid)), ""))
+    w.stop()
+
+    # Plain tasks behind an ETA flood: the worker runs first, the flood arrives, then the plain tasks.
+    flood_rows = []
+    for kind, c in (("python", a.python_concurrency), ("swift", a.swift_concurrency)):
+        r.flushdb()
+        w = Worker(kind, a.redis_url, c, a.swift_bin if kind == "swift" else None)
+        w.start()
+        enqueue(r, a.eta_flood, eta=eta_in(3600), consumed=True)
+        t0 = time.monotonic()
+        jobs = enqueue(r, 100, consumed=True)
+        done = wait_all(r, [tid for tid, _, _ in jobs], timeout=120)
+        elapsed = time.monotonic() - t0
+        time.sleep(1)
+        rss = rss_kib(w.proc.pid)
+        w.stop()
+        flood_rows.append((kind, f"{elapsed:.2f}" if done is not None else f"not done in 120 s", mib(rss)))
+    r.flushdb()
+
+    print("\n### ETA tasks\n")
+    print("| state | swift-celery RSS (MiB) |")
+    print("|---|---:|")
+    for label, value, _ in rows:
+        print(f"| {label} | {value} |")
+    print(f"\n100 plain `tasks.add` sent after {a.eta_flood:,} tasks with countdown=3600 (the worker already "
+          "consuming): seconds until all 100 have results, and the worker's RSS then.\n")
+    print("| worker | seconds | RSS (MiB) |")
+    print("|---|---:|---:|")
+    for kind, seconds, rss in flood_rows:
+        label = "Python Celery prefork -c 2 (all processes)" if kind == "python" else "swift-celery"
+        print(f"| {label} | {seconds} | {rss} |")
 
 
 # ---- start-up ------------------------------------------------------------------------------------------------
@@ -914,7 +983,8 @@ def main() -> int:
     p.add_argument("--image-bin", type=Path,
                    default=Path(__file__).resolve().parents[1] / ".build-compose/out/swift-celery",
                    help="the binary compose/build-release.sh made; its idle RSS is measured too when it exists")
-    p.add_argument("--only", nargs="+", choices=["drain", "latency", "memory", "startup", "beat", "ceiling", "netlag"])
+    p.add_argument("--only", nargs="+", choices=["drain", "latency", "memory", "eta", "startup", "beat", "ceiling",
+                                                   "netlag"])
     p.add_argument("--quick", action="store_true", help="small counts, to check the suite itself runs")
     p.add_argument("-n", type=int, default=50_000, help="tasks per Swift drain")
     p.add_argument("--python-n", type=int, default=10_000, help="tasks per Python drain")
@@ -924,6 +994,8 @@ def main() -> int:
     p.add_argument("--load-seconds", type=float, default=10)
     p.add_argument("--backlog", type=int, default=1_000_000)
     p.add_argument("--held", type=int, default=100_000)
+    p.add_argument("--parked", type=int, default=1_000_000)
+    p.add_argument("--eta-flood", type=int, default=30_000)
     p.add_argument("--idle-after-tasks", type=int, default=10_000,
                    help="tasks the image's binary runs before its idle RSS is measured again")
     p.add_argument("--startup-runs", type=int, default=10)
@@ -937,11 +1009,12 @@ def main() -> int:
     if a.quick:
         a.n, a.python_n, a.latency_count, a.load_seconds = 5000, 1000, 100, 3
         a.backlog, a.held, a.startup_runs, a.idle_after_tasks = 20_000, 5000, 3, 1000
+        a.parked, a.eta_flood = 20_000, 3000
         a.beat_entries, a.beat_interval, a.beat_rounds, a.beat_python_rounds = 1000, 3, 2, 2
     if not a.swift_bin.exists():
         print(f"swift-celery binary not found at {a.swift_bin}", file=sys.stderr)
         return 2
-    sections = a.only or ["drain", "latency", "memory", "startup", "beat", "ceiling", "netlag"]
+    sections = a.only or ["drain", "latency", "memory", "eta", "startup", "beat", "ceiling", "netlag"]
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True,
                          text=True).stdout.strip()
     print(f"## swift-celery benchmark suite\n\nMachine: {os.cpu_count()} cores ({cpu}), Redis "
@@ -955,6 +1028,8 @@ def main() -> int:
         section_latency(a, swift_rate)
     if "memory" in sections:
         section_memory(a)
+    if "eta" in sections:
+        section_eta(a)
     if "startup" in sections:
         section_startup(a)
     if "beat" in sections:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks/suite.sh [suite.py arguments...]   (--quick: small counts; --only drain latency memory startup beat ceiling netlag)
+# Benchmarks/suite.sh [suite.py arguments...]   (--quick: small counts; --only drain latency memory eta startup beat ceiling netlag)
 #
 # Starts a throw-away redis-server on a free port (no persistence), builds the release swift-celery binary if it
 # is missing, runs Benchmarks/suite.py (swift-celery vs Python Celery and the Redis ceiling), stops the server.

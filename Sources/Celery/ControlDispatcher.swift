@@ -11,7 +11,7 @@ package protocol ControlTarget: Sendable {
     /// `active`, `reserved`, `scheduled`: Celery's request info dicts (`scheduled` wrapped with eta and priority).
     func activeRequests() -> [JSONValue]
     func reservedRequests() -> [JSONValue]
-    func scheduledRequests() -> [JSONValue]
+    func scheduledRequests() async -> [JSONValue]
     /// `query_task`: for each known id, `[state, info]` with state `active`, `reserved` or `scheduled`.
     func queryTasks(_ ids: [String]) -> JSONObject
     func stats() -> JSONValue
@@ -59,7 +59,7 @@ package struct ControlDispatcher: Sendable {
         case "reserved", "dump_reserved":
             return .reply(.array(target.reservedRequests()))
         case "scheduled", "dump_schedule":
-            return .reply(.array(target.scheduledRequests()))
+            return .reply(.array(await target.scheduledRequests()))
         case "registered", "dump_tasks":
             return .reply(.array(target.registeredTasks().map { .string($0) }))
         case "stats":

@@ -256,8 +256,21 @@ package struct WorkerControlTarget: ControlTarget {
         worker.reservedMessages.map { worker.requestInfo($0, timeStart: nil, acknowledged: false) }
     }
 
-    package func scheduledRequests() -> [JSONValue] {
-        worker.scheduledMessages.map { entry in
+    package func scheduledRequests() async -> [JSONValue] {
+        var scheduled = worker.scheduledMessages
+        if worker.configuration.parkETAAfter != nil,
+            let parked = try? await worker.broker.parked(
+                queues: worker.control.queues.current,
+                limit: Worker.maximumParkedReported
+            )
+        {
+            // Every worker consuming the queue reports its parked messages: they belong to no worker yet.
+            for entry in parked {
+                guard let message = try? TaskMessage(envelope: entry.envelope) else { continue }
+                scheduled.append((CeleryTimestamp(secondsSince1970: entry.due), message))
+            }
+        }
+        return scheduled.map { entry in
             [
                 "eta": .string(entry.due.iso8601),
                 "priority": .int(entry.message.priority),

@@ -45,6 +45,7 @@ public final class Worker: Service, Sendable {
     package let visibilityStop = TimerSignal()
     package let controlStop = TimerSignal()
     package let pagesStop = TimerSignal()
+    package let unparkStop = TimerSignal()
     /// Messages executors have taken from the reserved queue: the pages loop tells an idle spell by it.
     package let worked = Atomic<Int>(0)
     /// Remote control, revocation and rate limits (Worker+Control.swift).
@@ -124,6 +125,7 @@ public final class Worker: Service, Sendable {
         layout.unackedKey = configuration.unackedKey
         layout.unackedIndexKey = configuration.unackedIndexKey
         layout.unackedMutexKey = configuration.unackedMutexKey
+        layout.unackedMutexExpiry = min(layout.unackedMutexExpiry, configuration.visibilityTimeout)
         layout.maximumMessageSize = max(0, configuration.maximumMessageSize)
         self.broker = queues ?? KombuBroker(client: broker, layout: layout, logger: logger)
         self.backend = ResultBackend(
@@ -190,6 +192,7 @@ public final class Worker: Service, Sendable {
         visibilityStop.signal()
         controlStop.signal()
         pagesStop.signal()
+        unparkStop.signal()
     }
 
     package var isStopping: Bool { stopping.load(ordering: .relaxed) || Task.isCancelled }
@@ -225,6 +228,7 @@ public final class Worker: Service, Sendable {
                 }
                 inner.addTask { await self.dueLoop() }
                 inner.addTask { await self.visibilityLoop() }
+                if configuration.parkETAAfter != nil { inner.addTask { await self.unparkLoop() } }
                 if configuration.releasePages { inner.addTask { await self.pagesLoop() } }
                 if configuration.idleFetch == .blmove {
                     inner.addTask { await withTaskExecutorPreference(self.ioExecutor) { await self.idleWake.run() } }
@@ -498,6 +502,8 @@ public final class Worker: Service, Sendable {
         if let recorded = delivery.tag, recorded != message.deliveryTag { message.deliveryTag = recorded }
         noteReceived(message)
         if let eta = message.eta, eta > CeleryTimestamp.now(), !isStopping, !control.revoked.contains(message.id) {
+            // Due later than the in-memory window: parked in Redis, and this worker is done with it.
+            if shouldPark(eta), await park(delivery, message, eta: eta) { return true }
             // Held: its credit stays with it until it has run, or was given back by the machine.
             guard holdUntilDue(delivery, eta: eta) else {
                 await restore(delivery)

@@ -25,10 +25,15 @@ public struct WorkerConfiguration: Sendable {
     public var unackedKey = "unacked"
     public var unackedIndexKey = "unacked_index"
     public var unackedMutexKey = "unacked_mutex"
-    /// How many ETA/countdown messages may wait in memory beyond the prefetch count. Past it a held message keeps
-    /// its prefetch credit, so the worker stops fetching until held messages run: memory stays bounded, where
-    /// Celery keeps fetching ETA tasks without limit.
+    /// How many ETA/countdown messages may wait in memory beyond the prefetch count (the in-memory window). Past
+    /// it, the next ones are parked in Redis (``parkETAAfter``); with parking off, a held message then keeps its
+    /// prefetch credit, so the worker stops fetching until held messages run.
     public var maximumHeld: Int = 10_000
+    /// ETA/countdown messages due further ahead than this are parked in Redis, in a sorted set per queue, instead
+    /// of held in memory, and come back to their queue when due within half of it (any worker then takes them).
+    /// Memory and prefetch credit stay free however many are scheduled, where Celery holds every one. nil holds
+    /// them all in memory, bounded by ``maximumHeld``.
+    public var parkETAAfter: Duration? = .seconds(30)
     /// How an idle worker (every list empty at its last pop) waits for the next message.
     public enum IdleFetch: String, Sendable, CaseIterable {
         /// The default. Dedicated connections block in `BLMOVE list list RIGHT RIGHT`, which returns when a message

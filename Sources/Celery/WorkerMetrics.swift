@@ -57,6 +57,11 @@ public final class WorkerMetrics: Sendable {
     package func succeeded(_ task: String) { counter("celery_tasks_succeeded_total", task: task).increment() }
     package func failed(_ task: String) { counter("celery_tasks_failed_total", task: task).increment() }
     package func retried(_ task: String) { counter("celery_tasks_retried_total", task: task).increment() }
+    /// ETA messages moved to Redis's parked sets, and moved back when due (Worker+Parking.swift).
+    package func parked() { CoreMetrics.Counter(label: "celery_eta_parked_total", factory: factory).increment() }
+    package func unparked(_ count: Int) {
+        CoreMetrics.Counter(label: "celery_eta_unparked_total", factory: factory).increment(by: count)
+    }
 
     /// How long a handler ran (success or not).
     package func runtime(_ task: String, _ duration: Duration) {

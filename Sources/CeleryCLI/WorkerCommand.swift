@@ -57,9 +57,21 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @Option(
         name: .long,
-        help: "ETA/countdown messages held in memory beyond the prefetch count before fetching pauses."
+        help: """
+            ETA/countdown messages held in memory beyond the prefetch count; past it the next ones are parked in \
+            Redis (with --park-eta-after off, fetching pauses instead).
+            """
     )
     var maxHeld: Int = 10_000
+
+    @Option(
+        name: .long,
+        help: """
+            Seconds: ETA/countdown messages due further ahead are parked in Redis (a sorted set per queue) instead \
+            of held in memory, and come back to their queue when due within half of it; 'off' holds all in memory.
+            """
+    )
+    var parkEtaAfter: String = "30"
 
     @Option(
         name: .long,
@@ -145,6 +157,9 @@ struct WorkerCommand: AsyncParsableCommand {
             throw ValidationError("--shutdown-timeout must be a positive number of seconds")
         }
         guard maxHeld >= 0 else { throw ValidationError("--max-held must be 0 or more, got \(maxHeld)") }
+        guard parkETAAfter != nil || parkEtaAfter == "off" else {
+            throw ValidationError("--park-eta-after must be 0 or more seconds, or off, got '\(parkEtaAfter)'")
+        }
         guard visibilityTimeout > 0, visibilityTimeout.isFinite else {
             throw ValidationError("--visibility-timeout must be a positive number of seconds")
         }
@@ -159,6 +174,12 @@ struct WorkerCommand: AsyncParsableCommand {
         guard Logger.Level(rawValue: loglevel.lowercased()) != nil else {
             throw ValidationError("--loglevel must be one of trace, debug, info, warning, error, critical")
         }
+    }
+
+    /// `--park-eta-after` as a duration; nil for `off` or a value that is not 0 or more seconds.
+    var parkETAAfter: Duration? {
+        guard let seconds = Double(parkEtaAfter), seconds >= 0, seconds <= 31_536_000 else { return nil }
+        return .milliseconds(Int64(seconds * 1000))
     }
 
     var queueList: [String] {
@@ -204,6 +225,7 @@ struct WorkerCommand: AsyncParsableCommand {
             visibilityTimeout: .milliseconds(Int64(visibilityTimeout * 1000))
         )
         workerConfiguration.maximumHeld = maxHeld
+        workerConfiguration.parkETAAfter = parkETAAfter
         workerConfiguration.maximumMessageSize = ByteSize(parsing: maxMessageSize)?.bytes ?? 0
         workerConfiguration.idleFetch = WorkerConfiguration.IdleFetch(rawValue: idleFetch) ?? .blmove
         workerConfiguration.taskEvents = taskEvents

@@ -16,3 +16,17 @@ package enum KombuPriorityLists {
         steps.flatMap { step in queues.map { step == 0 ? $0 : $0 + separator + String(step) } }
     }
 }
+
+extension KombuPriorityLists {
+    /// The queue and priority step of one of kombu's lists: `"q"` is `("q", 0)`, `"q\x06\x163"` is `("q", 3)`.
+    package static func split(list: String) -> (queue: String, step: Int) {
+        // The step is the one digit after the last separator.
+        let scalars = Array(list.unicodeScalars)
+        guard scalars.count >= 3, scalars[scalars.count - 3] == "\u{06}", scalars[scalars.count - 2] == "\u{16}",
+            let step = Int(String(scalars[scalars.count - 1])), step != 0, steps.contains(step)
+        else { return (list, 0) }
+        var queue = String.UnicodeScalarView()
+        queue.append(contentsOf: scalars[..<(scalars.count - 3)])
+        return (String(queue), step)
+    }
+}

@@ -27,6 +27,19 @@ package protocol Broker: Sendable {
     func recoverLostPop(stamp: String, holding: Set<String>) async throws(RedisError) -> Int
     /// Keeps a copy of a message that cannot run.
     func deadLetter(_ envelope: [UInt8]) async throws(RedisError)
+    /// Moves fetched ETA messages from `unacked` to their queue's parked set, in one atomic step; for each, false
+    /// when it was no longer in `unacked` (a visibility restore gave it back meanwhile) and so was not parked.
+    func park(_ messages: [ParkedMessage]) async throws(RedisError) -> [Bool]
+    /// Moves the parked messages of `queues` due by `until` (Unix seconds; at most `limit` a queue) back to the
+    /// consuming end of their lists; returns how many, whether more are due, and the earliest due time left.
+    func unpark(
+        queues: [String],
+        until: Double,
+        limit: Int
+    ) async throws(RedisError)
+        -> (moved: Int, more: Bool, earliest: Double?)
+    /// The first `limit` parked messages of `queues`, earliest first.
+    func parked(queues: [String], limit: Int) async throws(RedisError) -> [ParkedEntry]
 }
 
 /// A pop on its way: `deliveries()` waits for what it brought.

@@ -15,9 +15,17 @@ package struct KombuLayout: Sendable {
     package var unackedKey = "unacked"
     package var unackedIndexKey = "unacked_index"
     package var unackedMutexKey = "unacked_mutex"
+    /// How long a restore sweep's `unacked_mutex` lives if its worker dies holding it (kombu's
+    /// `unacked_mutex_expire`, 300 s). A sweep gives each message back in its own atomic step, so two sweeps at
+    /// once double nothing: the worker shortens this to its visibility timeout when that is shorter, so a worker
+    /// killed mid-sweep does not stop every restore for five minutes.
+    package var unackedMutexExpiry: Duration = .seconds(300)
     /// Where messages no worker can decode are kept for an operator (ours; kombu drops them).
     package var deadLetterKey = "swift-celery:dead-letter"
     package var deadLetterLimit = 10_000
+    /// Followed by a queue name: the sorted set of that queue's parked ETA messages (ours; see
+    /// KombuBroker+Parking.swift).
+    package var parkedKeyPrefix = "swift-celery:eta:"
     /// Messages longer than this many bytes are dead-lettered unparsed (0: no limit).
     package var maximumMessageSize = 0
 
@@ -365,7 +373,15 @@ package struct KombuBroker: Broker {
     package func restoreExpired(olderThan cutoff: Double, holding: Set<String>) async throws(RedisError) -> Int {
         let token = OutgoingTask.newID()
         let locked = try await client.send(
-            RESPCommand("SET", layout.unackedMutexKey, token, "NX", "PX", 300_000)
+            RESPCommand(
+                "SET",
+                layout.unackedMutexKey,
+                token,
+                "NX",
+                "PX",
+                max(1, Int(layout.unackedMutexExpiry.components.seconds * 1000))
+                    + Int(layout.unackedMutexExpiry.components.attoseconds / 1_000_000_000_000_000)
+            )
         )
         guard !locked.isNull else { return 0 }
         var restored = 0

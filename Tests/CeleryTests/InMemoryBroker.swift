@@ -14,6 +14,8 @@ final class InMemoryBroker: Broker {
         var unacked: [String: Delivery] = [:]
         var deadLetters: [[UInt8]] = []
         var declared: Set<String> = []
+        /// Parked ETA messages: due time, the list they go back to, the envelope.
+        var parked: [ParkedEntry] = []
     }
 
     private let state = Mutex(State())
@@ -28,6 +30,7 @@ final class InMemoryBroker: Broker {
     func count(_ list: String = "q") -> Int { state.withLock { $0.lists[list]?.count ?? 0 } }
     var unackedTags: Set<String> { state.withLock { Set($0.unacked.keys) } }
     var declared: Set<String> { state.withLock { $0.declared } }
+    var parkedCount: Int { state.withLock { $0.parked.count } }
 
     /// What the result store's ack does to kombu's `unacked`.
     func ack(_ tag: String) { state.withLock { _ = $0.unacked.removeValue(forKey: tag) } }
@@ -82,5 +85,46 @@ final class InMemoryBroker: Broker {
 
     func deadLetter(_ envelope: [UInt8]) async throws(RedisError) {
         state.withLock { $0.deadLetters.append(envelope) }
+    }
+
+    func park(_ messages: [ParkedMessage]) async throws(RedisError) -> [Bool] {
+        state.withLock { state in
+            messages.map { message in
+                guard state.unacked.removeValue(forKey: message.tag) != nil else { return false }
+                state.parked.append(ParkedEntry(due: message.due, list: message.list, envelope: message.envelope))
+                return true
+            }
+        }
+    }
+
+    func unpark(
+        queues: [String],
+        until: Double,
+        limit: Int
+    ) async throws(RedisError) -> (moved: Int, more: Bool, earliest: Double?) {
+        state.withLock { state in
+            let wanted = Set(queues)
+            let (due, rest) = state.parked.sorted { $0.due < $1.due }.reduce(into: ([ParkedEntry](), [ParkedEntry]())) {
+                if $1.due <= until, wanted.contains(KombuPriorityLists.split(list: $1.list).queue) {
+                    $0.0.append($1)
+                } else {
+                    $0.1.append($1)
+                }
+            }
+            for entry in due.reversed() { state.lists[entry.list, default: []].append(entry.envelope) }
+            state.parked = rest
+            let earliest = rest.filter { wanted.contains(KombuPriorityLists.split(list: $0.list).queue) }.first?.due
+            return (due.count, false, earliest)
+        }
+    }
+
+    func parked(queues: [String], limit: Int) async throws(RedisError) -> [ParkedEntry] {
+        state.withLock { state in
+            let wanted = Set(queues)
+            return Array(
+                state.parked.filter { wanted.contains(KombuPriorityLists.split(list: $0.list).queue) }
+                    .sorted { $0.due < $1.due }.prefix(limit)
+            )
+        }
     }
 }

@@ -105,6 +105,7 @@ struct WorkerInMemoryTests {
             acksLate: true
         )
         configuration.maximumHeld = 10
+        configuration.parkETAAfter = nil
         let memory = try InMemoryWorker(registry: Self.registry(runs: runs), configuration: configuration)
         let later = CeleryTimestamp(secondsSince1970: CeleryTimestamp.now().secondsSince1970 + 3600)
         memory.broker.push(
@@ -126,6 +127,41 @@ struct WorkerInMemoryTests {
         #expect(CeleryTimestamp.now() >= soon)
         // The held message goes back at shutdown.
         #expect(memory.broker.count() == 1 && memory.broker.unackedTags.isEmpty)
+        #expect(runs.count == 6)
+    }
+
+    @Test func anETAMessageDueLaterIsParkedAndComesBackWhenDue() async throws {
+        let runs = RunCounter()
+        var configuration = WorkerConfiguration(
+            queues: ["q"],
+            concurrency: 1,
+            hostname: "memory@test",
+            prefetchMultiplier: 1,
+            acksLate: true
+        )
+        configuration.parkETAAfter = .milliseconds(400)
+        let memory = try InMemoryWorker(registry: Self.registry(runs: runs), configuration: configuration)
+        let later = CeleryTimestamp(secondsSince1970: CeleryTimestamp.now().secondsSince1970 + 3600)
+        memory.broker.push(
+            InMemoryWorker.envelope("t.add", id: "later", args: [1, 1], headers: ["eta": .string(later.iso8601)])
+        )
+        let soon = CeleryTimestamp(secondsSince1970: CeleryTimestamp.now().secondsSince1970 + 1.2)
+        memory.broker.push(
+            InMemoryWorker.envelope("t.add", id: "soon", args: [2, 2], headers: ["eta": .string(soon.iso8601)])
+        )
+        for index in 0..<5 { memory.broker.push(InMemoryWorker.envelope("t.add", id: "now-\(index)", args: [0, 0])) }
+        try await Self.running(memory) {
+            // Both are parked at first (due further ahead than 0.4 s): the plain ones run meanwhile.
+            try await Self.waitFor { (0..<5).allSatisfy { memory.log.meta("now-\($0)") != nil } }
+            try await Self.waitFor { memory.log.meta("soon") != nil }
+            #expect(memory.log.meta("later") == nil)
+            #expect(memory.broker.unackedTags.isEmpty)
+            #expect(memory.broker.parkedCount == 1)
+        }
+        #expect(memory.log.meta("soon")?["result"] == 4)
+        #expect(CeleryTimestamp.now() >= soon)
+        // The parked message stays parked at shutdown: no worker holds it.
+        #expect(memory.broker.count() == 0 && memory.broker.unackedTags.isEmpty && memory.broker.parkedCount == 1)
         #expect(runs.count == 6)
     }
 }

@@ -17,6 +17,7 @@ struct WorkerResilienceTests {
         let queue = TestRedis.uniqueQueue()
         var configuration = WorkerConfiguration(queues: [queue], concurrency: 1, prefetchMultiplier: 4)
         configuration.maximumHeld = 5
+        configuration.parkETAAfter = nil
         try await TestRedis.withWorker(configuration) { worker, redis in
             let eta = CeleryTimestamp(secondsSince1970: CeleryTimestamp.now().secondsSince1970 + 4)
             let messages = (0..<20).map {

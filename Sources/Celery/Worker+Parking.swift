@@ -1,0 +1,82 @@
+import CeleryProtocol
+import CeleryRedis
+import Redis
+
+/// ETA messages parked in Redis (docs/guarantees.md, "ETA and countdown"). A message due within
+/// ``WorkerConfiguration/parkETAAfter`` is held in memory as Celery holds it; one due later, or any while
+/// ``WorkerConfiguration/maximumHeld`` messages are already held, leaves `unacked` for its queue's parked set, so
+/// neither memory nor prefetch credit is spent on it. Each worker moves the parked messages of its queues back to
+/// their lists when they are due within half the window: whichever worker pops one then holds it until its ETA.
+extension Worker {
+    /// How many parked messages one unpark step moves from each queue's set.
+    static let unparkLimit = 1000
+    /// At most this many parked messages are listed by `celery inspect scheduled` (each worker of the queue lists
+    /// them).
+    static let maximumParkedReported = 1000
+
+    /// Whether a message due at `eta` goes to Redis rather than into memory.
+    func shouldPark(_ eta: CeleryTimestamp) -> Bool {
+        guard let window = configuration.parkETAAfter else { return false }
+        if eta.secondsSince1970 - CeleryTimestamp.now().secondsSince1970 > window.seconds { return true }
+        return machine.withLock { $0.heldCount } >= configuration.maximumHeld
+    }
+
+    /// Parks a fetched ETA message; true when it left this worker (parked, or given back by a visibility restore
+    /// meanwhile), false when Redis refused and it must be held here instead.
+    func park(_ delivery: Delivery, _ message: TaskMessage, eta: CeleryTimestamp) async -> Bool {
+        let tag = delivery.tag ?? message.deliveryTag
+        do {
+            _ = try await broker.park([
+                ParkedMessage(tag: tag, list: delivery.list, envelope: delivery.envelope, due: eta.secondsSince1970)
+            ])
+        } catch {
+            logger.warning(
+                "cannot park an ETA message in Redis; holding it in memory",
+                metadata: ["celery.task_id": "\(message.id)", "error": "\(error)"]
+            )
+            return false
+        }
+        machine.withLock { $0.acknowledged(tag) }
+        metrics.parked()
+        return true
+    }
+
+    /// Until shutdown: moves this worker's queues' parked messages that are due within half the window back to
+    /// their lists (only the ones already due while the in-memory window is full), waking when the earliest
+    /// is due and at least every second (another worker may park an earlier one).
+    func unparkLoop() async {
+        guard let window = configuration.parkETAAfter else { return }
+        let lead = window.seconds / 2
+        var failures = 0
+        while !isStopping {
+            let full = machine.withLock { $0.heldCount } >= configuration.maximumHeld
+            let now = CeleryTimestamp.now().secondsSince1970
+            var pause = Duration.seconds(1)
+            do {
+                let step = try await broker.unpark(
+                    queues: control.queues.current,
+                    until: now + (full ? 0 : lead),
+                    limit: Self.unparkLimit
+                )
+                if failures > 0 {
+                    logger.info("moving parked ETA messages again")
+                    failures = 0
+                }
+                if step.moved > 0 { metrics.unparked(step.moved) }
+                if step.more {
+                    pause = .zero
+                } else if let earliest = step.earliest {
+                    let wait = min(1, max(0, earliest - lead - CeleryTimestamp.now().secondsSince1970))
+                    pause = .microseconds(Int64(wait * 1e6))
+                }
+            } catch {
+                failures += 1
+                pause = RedisBackoff(initial: .milliseconds(100), maximum: .seconds(5)).delay(afterFailures: failures)
+                if failures == 1 {
+                    logger.error("cannot move parked ETA messages, retrying", metadata: ["error": "\(error)"])
+                }
+            }
+            if pause > .zero { await unparkStop.wait(for: pause) }
+        }
+    }
+}
