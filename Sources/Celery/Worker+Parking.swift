@@ -1,6 +1,7 @@
 import CeleryProtocol
 import CeleryRedis
 import Redis
+import Synchronization
 
 /// ETA messages parked in Redis (docs/guarantees.md, "ETA and countdown"). A message due within
 /// ``WorkerConfiguration/parkETAAfter`` is held in memory as Celery holds it; one due later, or any while
@@ -22,17 +23,18 @@ extension Worker {
     }
 
     /// Parks a fetched ETA message; true when it left this worker (parked, or given back by a visibility restore
-    /// meanwhile), false when Redis refused and it must be held here instead.
+    /// meanwhile), false when Redis refused and it must be held here instead. Executors parking at the same time
+    /// share one script call (``ParkingQueue``).
     func park(_ delivery: Delivery, _ message: TaskMessage, eta: CeleryTimestamp) async -> Bool {
         let tag = delivery.tag ?? message.deliveryTag
-        do {
-            _ = try await broker.park([
-                ParkedMessage(tag: tag, list: delivery.list, envelope: delivery.envelope, due: eta.secondsSince1970)
-            ])
-        } catch {
+        let parked = await parking.park(
+            ParkedMessage(tag: tag, list: delivery.list, envelope: delivery.envelope, due: eta.secondsSince1970),
+            through: broker
+        )
+        guard parked else {
             logger.warning(
                 "cannot park an ETA message in Redis; holding it in memory",
-                metadata: ["celery.task_id": "\(message.id)", "error": "\(error)"]
+                metadata: ["celery.task_id": "\(message.id)"]
             )
             return false
         }
@@ -77,6 +79,49 @@ extension Worker {
                 }
             }
             if pause > .zero { await unparkStop.wait(for: pause) }
+        }
+    }
+}
+
+/// Parks messages in batches: the first executor to park while no batch is on its way sends every message waiting
+/// (its own and those added meanwhile) in one script call, and again while more are waiting; the others wait for
+/// their batch's reply. Under a flood of ETA messages each executor still waits for its own message to be parked.
+package final class ParkingQueue: Sendable {
+    private struct State {
+        var waiting: [(ParkedMessage, CheckedContinuation<Bool, Never>)] = []
+        var sending = false
+    }
+
+    private let state = Mutex(State())
+    /// The most messages one script call parks.
+    static let batchLimit = 500
+
+    package init() {}
+
+    /// True once parked (or no longer in `unacked`), false when Redis failed.
+    package func park(_ message: ParkedMessage, through broker: any Broker) async -> Bool {
+        await withCheckedContinuation { continuation in
+            let leads = state.withLock { state in
+                state.waiting.append((message, continuation))
+                defer { state.sending = true }
+                return !state.sending
+            }
+            guard leads else { return }
+            Task { await self.send(through: broker) }
+        }
+    }
+
+    private func send(through broker: any Broker) async {
+        while true {
+            let batch = state.withLock { state in
+                let batch = Array(state.waiting.prefix(Self.batchLimit))
+                state.waiting.removeFirst(batch.count)
+                if batch.isEmpty { state.sending = false }
+                return batch
+            }
+            guard !batch.isEmpty else { return }
+            let parked = (try? await broker.park(batch.map(\.0))) != nil
+            for (_, continuation) in batch { continuation.resume(returning: parked) }
         }
     }
 }

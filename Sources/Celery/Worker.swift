@@ -46,6 +46,8 @@ public final class Worker: Service, Sendable {
     package let controlStop = TimerSignal()
     package let pagesStop = TimerSignal()
     package let unparkStop = TimerSignal()
+    /// ETA messages on their way to Redis's parked sets (Worker+Parking.swift).
+    package let parking = ParkingQueue()
     /// Messages executors have taken from the reserved queue: the pages loop tells an idle spell by it.
     package let worked = Atomic<Int>(0)
     /// Remote control, revocation and rate limits (Worker+Control.swift).

@@ -77,8 +77,10 @@ def unique(prefix: str) -> str:
 class WorkerProcess:
     """A worker process (Swift or the Python reference) consuming one queue; its output is kept in memory."""
 
-    def __init__(self, kind: str, redis_url: str, queue: str, name: str, flags=(), concurrency: int | None = None):
+    def __init__(self, kind: str, redis_url: str, queue: str, name: str, flags=(), concurrency: int | None = None,
+                 binary: str | None = None):
         self.kind = kind
+        self.binary = Path(binary) if binary else None
         self.redis_url = redis_url
         self.queue = queue
         self.name = name
@@ -97,7 +99,7 @@ class WorkerProcess:
 
     def command(self):
         if self.kind == "swift":
-            binary = swift_binary()
+            binary = self.binary or swift_binary()
             if not binary.exists():
                 pytest.fail(f"swift-celery binary not found at {binary}: run `swift build` or set SWIFT_CELERY_BIN")
             cmd = [str(binary), "worker", "--broker", self.redis_url, "--result-backend", self.redis_url,
