@@ -34,6 +34,11 @@ let package = Package(
         ),
         // glibc's malloc.h (malloc_trim), which Swift's Glibc module leaves out.
         .systemLibrary(name: "CMalloc"),
+        // zlib, libbz2 and liblzma: kombu's message compression (CeleryProtocol/MessageCompression.swift).
+        .systemLibrary(
+            name: "CCompression",
+            providers: [.apt(["zlib1g-dev", "libbz2-dev", "liblzma-dev"])]
+        ),
         .target(
             name: "JanssonArena",
             dependencies: ["CJansson"]
@@ -68,6 +73,7 @@ let package = Package(
             name: "CeleryProtocol",
             dependencies: [
                 "JSON",
+                "CCompression",
                 .product(name: "ExtrasBase64", package: "swift-extras-base64"),
             ]
         ),

@@ -4,8 +4,8 @@ import PackageDescription
 // libFuzzer targets, in their own package so that the root package's `swift build` never builds them.
 // Build and run with scripts/fuzz.sh (it passes -sanitize=fuzzer,address and -parse-as-library).
 //
-// FuzzTaskMessage compiles the message decoder (Sources/CeleryProtocol/TaskMessage.swift and Sources/Celery/
-// TaskArgument.swift, linked here as symbolic links: the same files, not copies) without the rest of the package,
+// FuzzTaskMessage compiles the message decoder (Sources/CeleryProtocol/TaskMessage.swift, MessageCompression.swift
+// and Sources/Celery/TaskArgument.swift, linked here as symbolic links: the same files, not copies) without the rest of the package,
 // so the fuzz build does not need NIO's TLS stack.
 let package = Package(
     name: "Fuzz",
@@ -17,6 +17,9 @@ let package = Package(
     ],
     targets: [
         .target(name: "FuzzDriver"),
+        // The system libraries of CeleryProtocol/MessageCompression.swift under another module name (two packages
+        // cannot both have a CCompression target); FUZZING makes that file import this one.
+        .systemLibrary(name: "CFuzzCompression"),
         .executableTarget(
             name: "FuzzRESP",
             dependencies: [
@@ -33,9 +36,11 @@ let package = Package(
             name: "FuzzTaskMessage",
             dependencies: [
                 "FuzzDriver",
+                "CFuzzCompression",
                 .product(name: "JSON", package: "swift-celery"),
                 .product(name: "ExtrasBase64", package: "swift-extras-base64"),
-            ]
+            ],
+            swiftSettings: [.define("FUZZING")]
         ),
     ],
     swiftLanguageModes: [.v6]

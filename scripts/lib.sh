@@ -52,6 +52,10 @@ ensure_system_packages() {
     if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists jansson; then
         missing+=(libjansson-dev)
     fi
+    # kombu's message compression (Sources/CCompression).
+    [[ -f /usr/include/zlib.h ]] || missing+=(zlib1g-dev)
+    [[ -f /usr/include/bzlib.h ]] || missing+=(libbz2-dev)
+    [[ -f /usr/include/lzma.h ]] || missing+=(liblzma-dev)
     if ((${#missing[@]} == 0)); then
         return 0
     fi

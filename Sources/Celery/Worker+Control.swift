@@ -223,7 +223,9 @@ extension Worker {
         for work in reserved {
             switch work {
             case .fetched(let delivery):
-                if let message = try? TaskMessage(envelope: delivery.envelope) { messages.append(message) }
+                if let message = try? TaskMessage(envelope: delivery.envelope, bodyLimit: bodyLimit) {
+                    messages.append(message)
+                }
             case .due(_, let message, _), .admitted(_, let message, _):
                 messages.append(message)
             }
@@ -266,7 +268,9 @@ package struct WorkerControlTarget: ControlTarget {
         {
             // Every worker consuming the queue reports its parked messages: they belong to no worker yet.
             for entry in parked {
-                guard let message = try? TaskMessage(envelope: entry.envelope) else { continue }
+                guard let message = try? TaskMessage(envelope: entry.envelope, bodyLimit: worker.bodyLimit) else {
+                    continue
+                }
                 scheduled.append((CeleryTimestamp(secondsSince1970: entry.due), message))
             }
         }

@@ -310,6 +310,12 @@ extension Worker {
                     module: "kombu.exceptions",
                     arguments: [.string(error.detail)]
                 )
+            case .bodyTooLarge:
+                stored = StoredException(
+                    type: "LimitExceeded",
+                    module: "kombu.exceptions",
+                    arguments: [.string(error.detail + " (--max-message-size)")]
+                )
             default:
                 stored = StoredException(
                     type: "DecodeError",

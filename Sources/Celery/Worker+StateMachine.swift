@@ -117,7 +117,7 @@ extension Worker {
             for entry in held {
                 let message: TaskMessage
                 do {
-                    message = try Self.decodeHeld(entry.delivery)
+                    message = try Self.decodeHeld(entry.delivery, bodyLimit: bodyLimit)
                 } catch {
                     // It decoded when it was held; reject it as any undecodable message.
                     await reject(entry.delivery, error)
@@ -142,8 +142,8 @@ extension Worker {
     }
 
     /// The message in a held delivery, acked under the tag it was recorded with (as when it was first decoded).
-    static func decodeHeld(_ delivery: Delivery) throws(TaskMessageError) -> TaskMessage {
-        var message = try TaskMessage(envelope: delivery.envelope)
+    static func decodeHeld(_ delivery: Delivery, bodyLimit: Int) throws(TaskMessageError) -> TaskMessage {
+        var message = try TaskMessage(envelope: delivery.envelope, bodyLimit: bodyLimit)
         if let recorded = delivery.tag { message.deliveryTag = recorded }
         return message
     }
@@ -151,7 +151,7 @@ extension Worker {
     /// The held messages and their ETAs, earliest first (for `celery inspect scheduled`).
     package var scheduledMessages: [(due: CeleryTimestamp, message: TaskMessage)] {
         machine.withLock { $0.heldMessages }.compactMap { entry in
-            (try? Self.decodeHeld(entry.delivery)).map { (entry.due, $0) }
+            (try? Self.decodeHeld(entry.delivery, bodyLimit: bodyLimit)).map { (entry.due, $0) }
         }
     }
 }

@@ -197,6 +197,11 @@ public final class Worker: Service, Sendable {
         unparkStop.signal()
     }
 
+    /// The most bytes a compressed message body may decompress to: `--max-message-size` (no limit: 0).
+    package var bodyLimit: Int {
+        configuration.maximumMessageSize > 0 ? configuration.maximumMessageSize : Int.max
+    }
+
     package var isStopping: Bool { stopping.load(ordering: .relaxed) || Task.isCancelled }
 
     private func runUntilStopped() async throws {
@@ -295,7 +300,9 @@ public final class Worker: Service, Sendable {
             do {
                 let pending = try await broker.startPop(lists: lists, limit: credit, stamp: stamp)
                 // While the pop travels, decode the message a watcher saw: most often the one the pop brings.
-                let ahead = seen.flatMap { bytes in (try? TaskMessage(envelope: bytes)).map { (bytes, $0) } }
+                let ahead = seen.flatMap { bytes in
+                    (try? TaskMessage(envelope: bytes, bodyLimit: bodyLimit)).map { (bytes, $0) }
+                }
                 var deliveries = try await pending.deliveries()
                 popInFlight = false
                 if let ahead { Self.attach(ahead, to: &deliveries) }
@@ -493,7 +500,7 @@ public final class Worker: Service, Sendable {
             message = decoded
         } else {
             do {
-                message = try TaskMessage(envelope: delivery.envelope)
+                message = try TaskMessage(envelope: delivery.envelope, bodyLimit: bodyLimit)
             } catch {
                 await reject(delivery, error)
                 return true

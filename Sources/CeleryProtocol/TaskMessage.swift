@@ -64,6 +64,7 @@ public struct TaskMessageError: Error, Sendable, CustomStringConvertible {
         case missingDeliveryTag = "the envelope has no properties.delivery_tag"
         case contentTypeRefused = "content type not accepted"
         case bodyEncoding = "the body cannot be decoded"
+        case bodyTooLarge = "the body decompresses to more than the size limit"
         case bodyNotJSON = "the body is not JSON"
         case bodyShape = "the body is not [args, kwargs, embed]"
         case missingTaskName = "the message names no task"
@@ -133,8 +134,12 @@ extension TaskMessage {
     /// The content types this worker accepts, as Celery's default `accept_content = ["json"]`.
     public static let acceptedContentTypes: Set<String> = ["application/json"]
 
-    /// Decodes a message popped from a queue list.
-    public init(envelope bytes: [UInt8]) throws(TaskMessageError) {
+    /// The most bytes a compressed body may decompress to unless the caller says otherwise: the worker's default
+    /// message size limit (64 MiB).
+    public static let defaultBodyLimit = 64 << 20
+
+    /// Decodes a message popped from a queue list; a compressed body may decompress to at most `bodyLimit` bytes.
+    public init(envelope bytes: [UInt8], bodyLimit: Int = TaskMessage.defaultBodyLimit) throws(TaskMessageError) {
         func fail(
             _ code: TaskMessageError.Code,
             _ detail: String,
@@ -193,7 +198,7 @@ extension TaskMessage {
         guard let bodyText = object["body"]?.stringValue else {
             throw fail(.bodyShape, "the envelope has no body string", id: headerID, name: headerName, tag: tag)
         }
-        let bodyBytes: [UInt8]
+        var bodyBytes: [UInt8]
         switch properties["body_encoding"]?.stringValue {
         case "base64":
             do {
@@ -209,6 +214,33 @@ extension TaskMessage {
             bodyBytes = rawBody.map { Array($0) } ?? Array(bodyText.utf8)
         case let other?:
             throw fail(.bodyEncoding, "unknown body_encoding \(other)", id: headerID, name: headerName, tag: tag)
+        }
+        if let compression = headers["compression"]?.stringValue {
+            guard let method = MessageCompression(header: compression) else {
+                throw fail(
+                    .bodyEncoding,
+                    "unknown compression \(compression)",
+                    id: headerID,
+                    name: headerName,
+                    tag: tag
+                )
+            }
+            do {
+                bodyBytes = try method.decompress(bodyBytes, limit: bodyLimit)
+            } catch {
+                switch error {
+                case .tooLarge(let limit):
+                    throw fail(
+                        .bodyTooLarge,
+                        "a \(compression) body of \(bodyBytes.count) bytes decompresses to more than \(limit) bytes",
+                        id: headerID,
+                        name: headerName,
+                        tag: tag
+                    )
+                case .invalid(let reason):
+                    throw fail(.bodyEncoding, reason, id: headerID, name: headerName, tag: tag)
+                }
+            }
         }
         let body: JSONValue
         do {

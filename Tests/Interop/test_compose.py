@@ -327,10 +327,15 @@ def test_build_release_script_makes_a_binary_that_runs(tmp_path, redis_url):
     ping = subprocess.run([str(binary), "ping", "--timeout", "3"], env={"REDIS_URL": redis_url},
                           capture_output=True, text=True, timeout=30)
     assert ping.returncode == 0, ping.stdout + ping.stderr
-    # Only libc-level libraries and jansson: what the slim runtime stage installs.
+    # Only libc-level libraries, jansson and the compression libraries: what the slim runtime stage installs.
     libraries = subprocess.run(["ldd", str(binary)], capture_output=True, text=True).stdout
     assert "libswiftCore" not in libraries, libraries
-    assert "libjansson" in libraries
+    for library in ("libjansson", "libz.so", "libbz2", "liblzma"):
+        assert library in libraries, libraries
+    runtime = re.search(r"^FROM \$\{RUNTIME_IMAGE\}$.*", (COMPOSE_DIR / "Dockerfile").read_text(),
+                        flags=re.MULTILINE | re.DOTALL).group(0)
+    for package in ("libjansson4", "zlib1g", "libbz2-1.0", "liblzma5"):
+        assert package in runtime, f"the runtime stage does not install {package}"
     # Relative relocations packed and no symbols exported (build-release.sh says why): the sizes an idle worker's
     # RSS depends on.
     dynamic = subprocess.run(["readelf", "-d", str(binary)], capture_output=True, text=True).stdout
