@@ -84,6 +84,18 @@ public enum TaskCatalog {
             guard let value = reply.int else { throw PythonException.typeError("INCR answered \(reply)") }
             return value
         }
+        registry.register(
+            "tasks.progress",
+            parameters: ["steps", "pause"],
+            documentation:
+                "reports PROGRESS {current, total} after each of `steps` pauses of `pause` seconds; returns steps"
+        ) { (context, steps: Int, pause: Double) in
+            for step in 1...max(1, steps) {
+                try await Task.sleep(for: .milliseconds(Int64(max(0, pause) * 1000)))
+                context.updateState("PROGRESS", meta: ["current": .int(step), "total": .int(steps)])
+            }
+            return steps
+        }
     }
 
     /// The number of primes below `n` (a sieve): deterministic CPU work for `tasks.cpu`.

@@ -13,7 +13,7 @@ package protocol ControlTarget: Sendable {
     func reservedRequests() -> [JSONValue]
     func scheduledRequests() async -> [JSONValue]
     /// `query_task`: for each known id, `[state, info]` with state `active`, `reserved` or `scheduled`.
-    func queryTasks(_ ids: [String]) -> JSONObject
+    func queryTasks(_ ids: [String]) async -> JSONObject
     func stats() -> JSONValue
     func configuration() -> JSONValue
     func activeQueues() -> [JSONValue]
@@ -67,7 +67,7 @@ package struct ControlDispatcher: Sendable {
         case "revoked", "dump_revoked":
             return .reply(.array(target.revokedIDs().map { .string($0) }))
         case "query_task":
-            return .reply(.object(target.queryTasks(Self.ids(arguments["ids"]))))
+            return .reply(.object(await target.queryTasks(Self.ids(arguments["ids"]))))
         case "conf", "dump_conf":
             return .reply(target.configuration())
         case "clock":

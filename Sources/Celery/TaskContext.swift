@@ -52,8 +52,19 @@ public struct TaskContext: Sendable {
         self.redis = redis
     }
 
+    /// The worker running the task, for ``updateState(_:meta:)``; nil in a context made outside a worker.
+    package var worker: Worker?
+
+    /// Stores a state of the task's own while it runs, as Celery's `self.update_state(state=..., meta=...)`: for
+    /// example `PROGRESS` with `["current": 40, "total": 100]`. Python's `AsyncResult.state` shows the state and
+    /// `.info` the meta until the task ends and its result replaces them. It goes out with the worker's next batch
+    /// of results (within milliseconds); outside a worker it does nothing.
+    public func updateState(_ state: String, meta: JSONValue = .null) {
+        worker?.storeCustomState(state, meta: meta, taskID: id)
+    }
+
     /// The context of the task `message` carries, on this worker.
-    package init(message: TaskMessage, hostname: String, logger: Logger, redis: RedisClient) {
+    package init(message: TaskMessage, hostname: String, logger: Logger, redis: RedisClient, worker: Worker? = nil) {
         self.init(
             id: message.id,
             name: message.taskName,
@@ -69,6 +80,7 @@ public struct TaskContext: Sendable {
             logger: logger,
             redis: redis
         )
+        self.worker = worker
     }
 
     /// `logger` with the task's id and name as metadata.

@@ -283,7 +283,7 @@ package struct WorkerControlTarget: ControlTarget {
         }
     }
 
-    package func queryTasks(_ ids: [String]) -> JSONObject {
+    package func queryTasks(_ ids: [String]) async -> JSONObject {
         let wanted = Set(ids)
         var found: JSONObject = [:]
         for entry in worker.control.active.snapshot where wanted.contains(entry.message.id) {
@@ -297,6 +297,17 @@ package struct WorkerControlTarget: ControlTarget {
         }
         for (_, message) in worker.scheduledMessages where wanted.contains(message.id) && found[message.id] == nil {
             found[message.id] = ["scheduled", worker.requestInfo(message, timeStart: nil, acknowledged: false)]
+        }
+        let missing = wanted.filter { found[$0] == nil }
+        if worker.configuration.parkETAAfter != nil, !missing.isEmpty, missing.count <= Worker.maximumParkedLookups,
+            let parked = try? await worker.broker.findParked(ids: Array(missing), queues: worker.control.queues.current)
+        {
+            for entry in parked {
+                guard let message = try? TaskMessage(envelope: entry.envelope, bodyLimit: worker.bodyLimit),
+                    wanted.contains(message.id), found[message.id] == nil
+                else { continue }
+                found[message.id] = ["scheduled", worker.requestInfo(message, timeStart: nil, acknowledged: false)]
+            }
         }
         return found
     }

@@ -84,7 +84,8 @@ extension Worker {
             message: message,
             hostname: configuration.hostname,
             logger: self.logger,
-            redis: redisForTasks
+            redis: redisForTasks,
+            worker: self
         )
         let debugging = self.logger.logLevel <= .debug
         if debugging { logger.debug("task started") }
@@ -345,5 +346,19 @@ extension Worker {
             }
             acknowledge(tag)
         }
+    }
+
+    /// A running task's own state (``TaskContext/updateState(_:meta:)``), stored as Celery's `update_state`
+    /// stores it: the meta document with that status, the task's meta as its result, and no `date_done`.
+    package func storeCustomState(_ state: String, meta: JSONValue, taskID: String) {
+        let message = control.active.entry(taskID)?.message
+        if let message, message.ignoreResult || registry[message.taskName]?.options.ignoreResult == true {
+            return
+        }
+        let ready = TaskState(rawValue: state)?.isReady ?? false
+        results.storeResult(
+            taskID: taskID,
+            meta: backend.meta(status: state, ready: ready, result: meta, message: message, taskID: taskID)
+        )
     }
 }

@@ -14,6 +14,8 @@ extension Worker {
     /// At most this many parked messages are listed by `celery inspect scheduled` (each worker of the queue lists
     /// them).
     static let maximumParkedReported = 1000
+    /// `celery inspect query_task` looks for at most this many ids in the parked sets (each is a scan of them).
+    static let maximumParkedLookups = 20
 
     /// Whether a message due at `eta` goes to Redis rather than into memory.
     func shouldPark(_ eta: CeleryTimestamp) -> Bool {

@@ -38,6 +38,8 @@ package protocol Broker: Sendable {
         limit: Int
     ) async throws(RedisError)
         -> (moved: Int, more: Bool, earliest: Double?)
+    /// The parked messages of `queues` whose envelopes name one of `ids` (a scan of the parked sets).
+    func findParked(ids: [String], queues: [String]) async throws(RedisError) -> [ParkedEntry]
     /// The first `limit` parked messages of `queues`, earliest first.
     func parked(queues: [String], limit: Int) async throws(RedisError) -> [ParkedEntry]
 }

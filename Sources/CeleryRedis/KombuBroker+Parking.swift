@@ -128,6 +128,51 @@ extension KombuBroker {
         return (items[0].int ?? 0, items[1].int == 1, items[2].string.flatMap(Double.init))
     }
 
+    /// ZSCAN with a pattern per id: Redis matches the members itself, so only the matches cross the connection.
+    package func findParked(ids: [String], queues: [String]) async throws(RedisError) -> [ParkedEntry] {
+        var entries: [ParkedEntry] = []
+        for queue in queues {
+            for id in ids where !id.isEmpty {
+                let pattern = "*\"" + Self.globEscaped(id) + "\"*"
+                var cursor = "0"
+                repeat {
+                    let reply = try await client.send(
+                        RESPCommand("ZSCAN", parkedKey(queue: queue), cursor, "MATCH", pattern, "COUNT", 1000)
+                    )
+                    guard let parts = reply.array, parts.count == 2, let next = parts[0].string else { break }
+                    cursor = next
+                    let items = parts[1].array ?? []
+                    for index in stride(from: 0, to: items.count - 1, by: 2) {
+                        if let entry = Self.entry(queue: queue, member: items[index], score: items[index + 1]) {
+                            entries.append(entry)
+                        }
+                    }
+                } while cursor != "0"
+            }
+        }
+        return entries
+    }
+
+    /// `text` with the characters Redis's glob patterns treat specially escaped.
+    static func globEscaped(_ text: String) -> String {
+        var escaped = ""
+        for character in text {
+            if "*?[]\\^".contains(character) { escaped.append("\\") }
+            escaped.append(character)
+        }
+        return escaped
+    }
+
+    static func entry(queue: String, member: RESPToken, score: RESPToken) -> ParkedEntry? {
+        guard let bytes = member.bytes, bytes.readableBytes > 1, let due = score.double else { return nil }
+        let text = Array(bytes.readableBytesView)
+        return ParkedEntry(
+            due: due,
+            list: KombuPriorityLists.list(queue: queue, priority: Int(text[0]) - Int(UInt8(ascii: "0"))),
+            envelope: Array(text[1...])
+        )
+    }
+
     package func parked(queues: [String], limit: Int) async throws(RedisError) -> [ParkedEntry] {
         var entries: [ParkedEntry] = []
         for queue in queues {
@@ -141,15 +186,7 @@ extension KombuBroker {
                 ? items.compactMap { pair in pair.array.flatMap { $0.count == 2 ? ($0[0], $0[1]) : nil } }
                 : stride(from: 0, to: items.count - 1, by: 2).map { (items[$0], items[$0 + 1]) }
             for (member, score) in pairs {
-                guard let bytes = member.bytes, bytes.readableBytes > 1, let due = score.double else { continue }
-                let text = Array(bytes.readableBytesView)
-                entries.append(
-                    ParkedEntry(
-                        due: due,
-                        list: KombuPriorityLists.list(queue: queue, priority: Int(text[0]) - Int(UInt8(ascii: "0"))),
-                        envelope: Array(text[1...])
-                    )
-                )
+                if let entry = Self.entry(queue: queue, member: member, score: score) { entries.append(entry) }
             }
         }
         entries.sort { $0.due < $1.due }

@@ -82,12 +82,33 @@ package struct ResultBackend: Sendable {
         taskID: String,
         children: JSONValue = .array([])
     ) -> JSONValue {
+        meta(
+            status: state.rawValue,
+            ready: state.isReady,
+            result: result,
+            traceback: traceback,
+            message: message,
+            taskID: taskID,
+            children: children
+        )
+    }
+
+    /// The meta document of any state, a task's own custom ones (`PROGRESS`) included; `ready` sets `date_done`.
+    package func meta(
+        status: String,
+        ready: Bool,
+        result: JSONValue,
+        traceback: String? = nil,
+        message: TaskMessage?,
+        taskID: String,
+        children: JSONValue = .array([])
+    ) -> JSONValue {
         var object: JSONObject = [
-            "status": .string(state.rawValue),
+            "status": .string(status),
             "result": result,
             "traceback": traceback.map { .string($0) } ?? .null,
             "children": children,
-            "date_done": state.isReady ? .string(CeleryTimestamp.now().iso8601) : .null,
+            "date_done": ready ? .string(CeleryTimestamp.now().iso8601) : .null,
         ]
         if let message {
             if let group = message.groupID { object["group_id"] = .string(group) }

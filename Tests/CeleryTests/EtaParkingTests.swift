@@ -59,6 +59,12 @@ struct EtaParkingTests {
         #expect(early.moved == 0 && !early.more)
         #expect(abs((early.earliest ?? 0) - (now + 10)) < 0.001)
 
+        // Found by task id (query_task), and not by a prefix of one.
+        let found = try await broker.findParked(ids: [messages[2].0.id], queues: [queue])
+        #expect(found.map(\.envelope) == [messages[2].0.bytes])
+        #expect(found.first?.list == KombuLayout.list(queue: queue, priority: 5))
+        #expect(try await broker.findParked(ids: [String(messages[2].0.id.dropLast())], queues: [queue]).isEmpty)
+
         // Due by now + 16: the two earliest, each to its own list.
         let step = try await broker.unpark(queues: [queue], until: now + 16, limit: 100)
         #expect(step.moved == 2)

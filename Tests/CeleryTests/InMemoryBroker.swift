@@ -118,6 +118,15 @@ final class InMemoryBroker: Broker {
         }
     }
 
+    func findParked(ids: [String], queues: [String]) async throws(RedisError) -> [ParkedEntry] {
+        state.withLock { state in
+            state.parked.filter { entry in
+                let text = String(decoding: entry.envelope, as: UTF8.self)
+                return ids.contains { text.contains("\"\($0)\"") }
+            }
+        }
+    }
+
     func parked(queues: [String], limit: Int) async throws(RedisError) -> [ParkedEntry] {
         state.withLock { state in
             let wanted = Set(queues)

@@ -164,4 +164,41 @@ struct WorkerInMemoryTests {
         #expect(memory.broker.count() == 0 && memory.broker.unackedTags.isEmpty && memory.broker.parkedCount == 1)
         #expect(runs.count == 6)
     }
+
+    @Test func aHandlersOwnStatesAreStoredBeforeItsResult() async throws {
+        var registry = TaskRegistry()
+        registry.register("t.progress", parameters: ["steps"]) { (context, steps: Int) in
+            for step in 1...steps {
+                context.updateState("PROGRESS", meta: ["current": .int(step), "total": .int(steps)])
+            }
+            return steps
+        }
+        registry.register("t.quiet", parameters: [], options: TaskOptions(ignoreResult: true)) {
+            (context) -> NoResult in
+            context.updateState("PROGRESS", meta: ["current": 1])
+            return NoResult()
+        }
+        let memory = try InMemoryWorker(
+            registry: registry,
+            configuration: WorkerConfiguration(queues: ["q"], concurrency: 1, hostname: "memory@test")
+        )
+        memory.broker.push(InMemoryWorker.envelope("t.progress", id: "p", args: [3]))
+        memory.broker.push(InMemoryWorker.envelope("t.quiet", id: "quiet"))
+        try await Self.running(memory) {
+            try await Self.waitFor {
+                memory.log.meta("p")?["status"] == "SUCCESS" && memory.broker.unackedTags.isEmpty
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let writes = memory.log.all.filter { if case .result = $0 { true } else { false } }
+        #expect(
+            writes == [
+                .result("p", status: "PROGRESS"), .result("p", status: "PROGRESS"), .result("p", status: "PROGRESS"),
+                .result("p", status: "SUCCESS"),
+            ]
+        )
+        #expect(memory.log.meta("p")?["result"] == 3)
+        // A task whose results are ignored stores none of its states either.
+        #expect(memory.log.meta("quiet") == nil)
+    }
 }

@@ -201,6 +201,8 @@ def test_revoke_and_inspect_a_parked_task(redis_url, redis_client):
         entries = scheduled[worker.name]
         assert sorted(entry["request"]["id"] for entry in entries) == sorted([kept.id, revoked.id])
         assert all(entry["request"]["name"] == "tasks.add" and entry["eta"] for entry in entries)
+        queried = app.control.inspect([worker.name], timeout=5).query_task(kept.id)[worker.name]
+        assert queried[kept.id][0] == "scheduled" and queried[kept.id][1]["args"] == [2, 2]
         app.control.revoke(revoked.id)
         assert kept.get(timeout=20) == 4
         assert wait_for(lambda: revoked.state == "REVOKED", 20), revoked.state

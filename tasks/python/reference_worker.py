@@ -97,6 +97,17 @@ def incr(key):
         client.close()
 
 
+@app.task(name="tasks.progress", bind=True, shared=False)
+def progress(self, steps, pause):
+    """Reports PROGRESS {current, total} after each of `steps` pauses of `pause` seconds; returns steps."""
+    import time
+
+    for step in range(1, max(1, steps) + 1):
+        time.sleep(max(0, pause))
+        self.update_state(state="PROGRESS", meta={"current": step, "total": steps})
+    return steps
+
+
 @app.task(name="tasks.flaky", bind=True, shared=False, max_retries=None)
 def flaky(self, failures):
     """Retries itself with a countdown of 0.1 s until retries == failures; returns the number of retries."""

@@ -36,6 +36,7 @@ TASK_NAMES = (
     "tasks.identity",
     "tasks.incr",
     "tasks.mul",
+    "tasks.progress",
     "tasks.sleep",
     "tasks.throttled",
     "tasks.xsum",
@@ -151,6 +152,11 @@ def _define_stubs(app: Celery) -> None:
         "x * y"
         _not_here("tasks.mul")
 
+    @app.task(name="tasks.progress", shared=False)
+    def progress(steps: int, pause: float) -> int:
+        "reports PROGRESS {current, total} after each of `steps` pauses of `pause` seconds; returns steps"
+        _not_here("tasks.progress")
+
     @app.task(name="tasks.sleep", shared=False)
     def sleep(seconds: Any) -> Any:
         "sleeps, then returns seconds"
@@ -178,6 +184,7 @@ flaky = app.tasks["tasks.flaky"]
 identity = app.tasks["tasks.identity"]
 incr = app.tasks["tasks.incr"]
 mul = app.tasks["tasks.mul"]
+progress = app.tasks["tasks.progress"]
 sleep = app.tasks["tasks.sleep"]
 throttled = app.tasks["tasks.throttled"]
 xsum = app.tasks["tasks.xsum"]
