@@ -24,6 +24,9 @@ public final class Worker: Service, Sendable {
     package let broker: any Broker
     package let backend: ResultBackend
     package let batcher: WriteBatcher
+    /// The crash guard's running marks (Worker+CrashGuard.swift).
+    package let runningMarks: RunningMarks
+    package let suspects = SuspectGate()
     /// Where results and acks go: the batcher, or an in-memory store in unit tests.
     package let results: any ResultStore
     /// Where follow-up tasks go: the broker, or an in-memory list in unit tests.
@@ -125,6 +128,9 @@ public final class Worker: Service, Sendable {
         layout.unackedIndexKey = configuration.unackedIndexKey
         layout.unackedMutexKey = configuration.unackedMutexKey
         layout.maximumMessageSize = max(0, configuration.maximumMessageSize)
+        layout.runningKey = configuration.runningKey
+        layout.crashCountKey = configuration.crashCountKey
+        layout.maximumCrashes = max(0, configuration.maximumCrashes)
         self.broker = queues ?? KombuBroker(client: broker, layout: layout, logger: logger)
         self.backend = ResultBackend(
             expires: configuration.resultExpires,
@@ -132,8 +138,16 @@ public final class Worker: Service, Sendable {
             hostname: configuration.hostname
         )
         let ttl = configuration.resultExpires.map { Int($0.components.seconds) } ?? 0
-        self.batcher = WriteBatcher(backend: backend, broker: broker, layout: layout, resultTTL: ttl, logger: logger)
+        self.batcher = WriteBatcher(
+            backend: backend,
+            broker: broker,
+            layout: layout,
+            resultTTL: ttl,
+            clearsRunningMarks: configuration.marksRunning,
+            logger: logger
+        )
         self.results = results ?? batcher
+        self.runningMarks = RunningMarks(broker: self.broker, worker: configuration.hostname, logger: logger)
         self.publisher = publisher ?? KombuPublisher(client: broker)
         self.idleWake = IdleWake(client: broker, blockTimeout: configuration.idlePollTimeout, logger: logger)
         self.control = WorkerControlState(
