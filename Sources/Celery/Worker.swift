@@ -127,6 +127,12 @@ public final class Worker: Service, Sendable {
         layout.unackedKey = configuration.unackedKey
         layout.unackedIndexKey = configuration.unackedIndexKey
         layout.unackedMutexKey = configuration.unackedMutexKey
+        // A worker that dies while it restores (a crash loop's worker runs what it has just restored) leaves the
+        // mutex behind: no restore runs until it expires, so it lives no longer than the visibility timeout. Each
+        // message's restore is atomic on its own; the mutex only keeps restorers from doing the same work twice.
+        let timeout = configuration.visibilityTimeout.components
+        let timeoutMilliseconds = timeout.seconds * 1000 + timeout.attoseconds / 1_000_000_000_000_000
+        layout.unackedMutexExpiry = Int(min(300_000, max(1000, timeoutMilliseconds)))
         layout.maximumMessageSize = max(0, configuration.maximumMessageSize)
         layout.runningKey = configuration.runningKey
         layout.crashCountKey = configuration.crashCountKey

@@ -15,6 +15,9 @@ package struct KombuLayout: Sendable {
     package var unackedKey = "unacked"
     package var unackedIndexKey = "unacked_index"
     package var unackedMutexKey = "unacked_mutex"
+    /// How long `unacked_mutex` lives if its holder dies mid-restore, in milliseconds (kombu's
+    /// `unacked_mutex_expire`, 300 s).
+    package var unackedMutexExpiry = 300_000
     /// Where messages no worker can decode are kept for an operator (ours; kombu drops them).
     package var deadLetterKey = "swift-celery:dead-letter"
     package var deadLetterLimit = 10_000
@@ -429,7 +432,7 @@ package struct KombuBroker: Broker {
     ) async throws(RedisError) -> ExpiredRestore {
         let token = OutgoingTask.newID()
         let locked = try await client.send(
-            RESPCommand("SET", layout.unackedMutexKey, token, "NX", "PX", 300_000)
+            RESPCommand("SET", layout.unackedMutexKey, token, "NX", "PX", layout.unackedMutexExpiry)
         )
         guard !locked.isNull else { return ExpiredRestore() }
         var report = ExpiredRestore()

@@ -324,6 +324,23 @@ struct CrashGuardMarkTests {
         #expect(gate.waiting == 0 && started.all.count == 5)
     }
 
+    @Test(arguments: [(0.2, 1000), (1.0, 1000), (42.5, 42_500), (3600.0, 300_000)])
+    func theRestoreMutexLivesNoLongerThanTheVisibilityTimeout(seconds: Double, milliseconds: Int) throws {
+        let client = RedisClient(
+            configuration: try RedisConfiguration(url: "redis://127.0.0.1:1/0"),
+            logger: InMemoryWorker.quietLogger
+        )
+        let worker = Worker(
+            configuration: WorkerConfiguration(visibilityTimeout: .milliseconds(Int64(seconds * 1000))),
+            registry: TaskRegistry(),
+            broker: client,
+            backend: client,
+            logger: InMemoryWorker.quietLogger
+        )
+        let broker = try #require(worker.broker as? KombuBroker)
+        #expect(broker.layout.unackedMutexExpiry == milliseconds)
+    }
+
     @Test func aClaimedMessageIsFailedWithWorkerLostErrorDeadLetteredAndAcked() async throws {
         var registry = TaskRegistry()
         registry.register("t.add", parameters: ["x", "y"]) { (_, x: Int, y: Int) in x + y }
