@@ -110,6 +110,15 @@ package final class SuspectGate: Sendable {
         var running = 0
         var alone = false
         var waiting = Deque<Waiter>()
+
+        /// Counts the handler in if it may start now: nobody waits before it, no suspect runs, and a suspect
+        /// only when nothing runs.
+        mutating func admit(alone: Bool) -> Bool {
+            guard waiting.isEmpty, !self.alone, !alone || running == 0 else { return false }
+            running += 1
+            self.alone = alone
+            return true
+        }
     }
 
     private let state = Mutex(State())
@@ -122,13 +131,11 @@ package final class SuspectGate: Sendable {
     /// Returns when the handler may start: at once when no suspect runs or waits (and `alone` is false), else in
     /// arrival order.
     package func enter(alone: Bool) async {
+        // Without a continuation when the way is free (nearly always): making one costs a suspension.
+        guard !state.withLock({ $0.admit(alone: alone) }) else { return }
         await withCheckedContinuation { continuation in
             let now = state.withLock { state -> Bool in
-                if state.waiting.isEmpty, !state.alone, !alone || state.running == 0 {
-                    state.running += 1
-                    state.alone = alone
-                    return true
-                }
+                if state.admit(alone: alone) { return true }
                 state.waiting.append(Waiter(alone: alone, continuation: continuation))
                 return false
             }
