@@ -16,9 +16,11 @@ extension WorkerConfiguration {
 /// Messages fetched ahead and never started carry no mark and are restored as before.
 ///
 /// A handler must not start before its mark is written (a trap at its first line would not be counted), so each
-/// `mark` waits for the write. Tasks starting together share one HSET: the first caller writes its tag; the tags of
-/// those that come while that write travels wait, and the first of them writes them all in the next HSET, and so on.
-/// Each caller writes at most one batch, so a busy worker does not keep one handler waiting behind the others.
+/// `mark` waits for the write. Up to `maximumWrites` HSETs travel at once, each caller writing its own tag; the
+/// tags of those that come while all of them travel wait, and when a write returns, the first waiter writes every
+/// tag waiting in one HSET. Each caller writes at most one batch, so a busy worker does not keep one handler
+/// waiting behind the others. More than one write in flight matters: Redis answers an HSET only after the result
+/// scripts queued before it, and with a single write at a time the executors of a draining worker waited on it.
 package final class RunningMarks: Sendable {
     private enum Role {
         /// Write these tags (the caller's own first), then resume their waiters.
@@ -33,36 +35,39 @@ package final class RunningMarks: Sendable {
     }
 
     private struct State {
-        var writing = false
+        var writes = 0
         var waiting: [Waiter] = []
     }
 
     private let state = Mutex(State())
     private let write: @Sendable ([String]) async throws(RedisError) -> Void
     private let logger: Logger
+    package let maximumWrites: Int
 
-    package init(broker: any Broker, worker: String, logger: Logger) {
+    package init(broker: any Broker, worker: String, maximumWrites: Int = 4, logger: Logger) {
         self.write = { tags throws(RedisError) in try await broker.markRunning(tags, worker: worker) }
+        self.maximumWrites = max(1, maximumWrites)
         self.logger = logger
     }
 
     /// Returns once `tag` is marked as running in Redis (or the write failed: the handler then runs unguarded).
     package func mark(_ tag: String) async {
+        let maximumWrites = self.maximumWrites
         let leads = state.withLock { state -> Bool in
-            guard !state.writing else { return false }
-            state.writing = true
+            guard state.writes < maximumWrites else { return false }
+            state.writes += 1
             return true
         }
         var batch: [Waiter] = []
         if !leads {
             let role = await withCheckedContinuation { continuation in
-                // Decided again under the lock: the write in flight may have ended meanwhile.
+                // Decided again under the lock: a write in flight may have ended meanwhile.
                 let leadsNow = state.withLock { state -> Bool in
-                    guard !state.writing else {
+                    guard state.writes < maximumWrites else {
                         state.waiting.append(Waiter(tag: tag, continuation: continuation))
                         return false
                     }
-                    state.writing = true
+                    state.writes += 1
                     return true
                 }
                 if leadsNow { continuation.resume(returning: .lead([])) }
@@ -81,10 +86,10 @@ package final class RunningMarks: Sendable {
             )
         }
         for waiter in batch { waiter.continuation.resume(returning: .written) }
-        // What came during the write is the next batch; its first caller writes it.
+        // What came while every write travelled is the next batch; its first caller writes it, in this slot.
         let next = state.withLock { state -> [Waiter] in
             guard !state.waiting.isEmpty else {
-                state.writing = false
+                state.writes -= 1
                 return []
             }
             defer { state.waiting = [] }
