@@ -26,6 +26,7 @@ public final class Worker: Service, Sendable {
     package let batcher: WriteBatcher
     /// The crash guard's running marks (Worker+CrashGuard.swift).
     package let runningMarks: RunningMarks
+    /// Runs the crash guard's suspects alone (Worker+CrashGuard.swift).
     package let suspects = SuspectGate()
     /// Where results and acks go: the batcher, or an in-memory store in unit tests.
     package let results: any ResultStore
