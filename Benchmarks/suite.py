@@ -6,7 +6,8 @@ Benchmarks/suite.sh starts a throw-away redis-server (no persistence), builds th
 Sections (all by default, in this order):
 
     drain     N pre-enqueued `tasks.add` with results stored and published, early ack and acks late:
-              swift-celery vs Python Celery prefork -c 2 and threads -c 8 (tasks/s and ratios)
+              swift-celery vs Python Celery prefork -c 2 and threads -c 8 (tasks/s and ratios); swift-celery
+              late ack again with --max-crashes=0 (what the crash guard's running marks cost)
     latency   enqueue → result published (the PUBLISH on celery-task-meta-<id>): p50/p99/max, one task at a time
               (--idle-fetch blmove, the default, poll and brpop), and under open-loop loads at a tenth, a quarter
               and half of the drain rate; timed over raw sockets from one thread, whose own floor is a row too,
@@ -120,12 +121,16 @@ def section_drain(a) -> dict:
         ("swift", None, a.swift_concurrency, ()),
         ("python", "prefork", a.python_concurrency, ("--acks-late",)),
         ("swift", None, a.swift_concurrency, ("--acks-late",)),
+        # What the crash guard's running marks cost (docs/guarantees.md): the same drain without them.
+        ("swift", None, a.swift_concurrency, ("--acks-late", "--max-crashes=0")),
     ]
     for kind, pool, c, flags in configurations:
         n = a.python_n if kind == "python" else a.n
         res = drain(a.redis_url, kind, n, c, a.swift_bin, flags=flags, pool=pool or "prefork")
         label = f"Python Celery 5.7 ({pool} -c {c})" if kind == "python" else f"swift-celery (-c {c})"
-        ack = "late" if flags else "early"
+        ack = "late" if "--acks-late" in flags else "early"
+        if "--max-crashes=0" in flags:
+            ack += ", no crash guard"
         results[(kind, pool, ack)] = res["rate"]
         rows.append((label, ack, n, res["rate"], res["cpu_us"]))
         print(f"  drain {label} acks {ack}: {res['rate']:,.0f} tasks/s", file=sys.stderr)

@@ -96,6 +96,26 @@ public enum TaskCatalog {
             }
             return steps
         }
+        registerCrash(in: &registry)
+    }
+
+    /// Registers `tasks.crash`, a handler with a bug on demand: it reads past the end of an array, which traps and
+    /// takes the whole worker down, as a force unwrap or an index out of range in a real handler would. It shows
+    /// the crash guard (`--max-crashes`): under `--acks-late` such a message is failed with WorkerLostError after a
+    /// few crashes instead of crashing every worker in turn.
+    static func registerCrash(in registry: inout TaskRegistry) {
+        registry.register(
+            "tasks.crash",
+            parameters: ["trap", "seconds"],
+            documentation: "sleeps seconds (default 0), then, if trap, traps the worker process; else returns False"
+        ) { (_, trap: Bool, seconds: Double?) in
+            if let seconds, seconds > 0, seconds.isFinite {
+                try await Task.sleep(for: .nanoseconds(Int64(seconds * 1e9)))
+            }
+            guard trap else { return false }
+            let empty: [Bool] = []
+            return empty[empty.count]
+        }
     }
 
     /// The number of primes below `n` (a sieve): deterministic CPU work for `tasks.cpu`.

@@ -72,8 +72,11 @@ extension Worker {
                 meta: backend.meta(state: .started, result: started, message: message, taskID: message.id)
             )
         }
+        let guarded = configuration.marksRunning
+        let alone = guarded ? await enterCrashGuard(message) : false
         let outcome = await outcome(of: message, task, inline: inline)
         await record(outcome, of: message, ignoreResult: ignoreResult, acknowledged: !configuration.acksLate)
+        if guarded { await leaveCrashGuard(message, alone: alone) }
     }
 
     /// The executor: runs the handler under its time limits and turns what it did into one outcome.

@@ -41,10 +41,11 @@ extension Worker {
                     CeleryTimestamp.now().secondsSince1970 - Double(timeout.components.seconds)
                     - Double(timeout.components.attoseconds) / 1e18
                 do {
-                    let restored = try await broker.restoreExpired(olderThan: cutoff, holding: holdingTags)
-                    if restored > 0 {
-                        logger.info("restored \(restored) message(s) past the visibility timeout")
+                    let report = try await broker.restoreExpired(olderThan: cutoff, holding: holdingTags)
+                    if report.restored > 0 {
+                        logger.info("restored \(report.restored) message(s) past the visibility timeout")
                     }
+                    for crashed in report.claimed { await failCrashed(crashed) }
                 } catch {
                     logger.warning("visibility-timeout restore failed", metadata: ["error": "\(error)"])
                 }

@@ -24,6 +24,10 @@ public final class Worker: Service, Sendable {
     package let broker: any Broker
     package let backend: ResultBackend
     package let batcher: WriteBatcher
+    /// The crash guard's running marks (Worker+CrashGuard.swift).
+    package let runningMarks: RunningMarks
+    /// Runs the crash guard's suspects alone (Worker+CrashGuard.swift).
+    package let suspects = SuspectGate()
     /// Where results and acks go: the batcher, or an in-memory store in unit tests.
     package let results: any ResultStore
     /// Where follow-up tasks go: the broker, or an in-memory list in unit tests.
@@ -127,8 +131,16 @@ public final class Worker: Service, Sendable {
         layout.unackedKey = configuration.unackedKey
         layout.unackedIndexKey = configuration.unackedIndexKey
         layout.unackedMutexKey = configuration.unackedMutexKey
-        layout.unackedMutexExpiry = min(layout.unackedMutexExpiry, configuration.visibilityTimeout)
+        // A worker that dies while it restores (a crash loop's worker runs what it has just restored) leaves the
+        // mutex behind: no restore runs until it expires, so it lives no longer than the visibility timeout. Each
+        // message's restore is atomic on its own; the mutex only keeps restorers from doing the same work twice.
+        let timeout = configuration.visibilityTimeout.components
+        let timeoutMilliseconds = timeout.seconds * 1000 + timeout.attoseconds / 1_000_000_000_000_000
+        layout.unackedMutexExpiry = Int(min(300_000, max(1000, timeoutMilliseconds)))
         layout.maximumMessageSize = max(0, configuration.maximumMessageSize)
+        layout.runningKey = configuration.runningKey
+        layout.crashCountKey = configuration.crashCountKey
+        layout.maximumCrashes = max(0, configuration.maximumCrashes)
         self.broker = queues ?? KombuBroker(client: broker, layout: layout, logger: logger)
         self.backend = ResultBackend(
             expires: configuration.resultExpires,
@@ -136,8 +148,16 @@ public final class Worker: Service, Sendable {
             hostname: configuration.hostname
         )
         let ttl = configuration.resultExpires.map { Int($0.components.seconds) } ?? 0
-        self.batcher = WriteBatcher(backend: backend, broker: broker, layout: layout, resultTTL: ttl, logger: logger)
+        self.batcher = WriteBatcher(
+            backend: backend,
+            broker: broker,
+            layout: layout,
+            resultTTL: ttl,
+            clearsRunningMarks: configuration.marksRunning,
+            logger: logger
+        )
         self.results = results ?? batcher
+        self.runningMarks = RunningMarks(broker: self.broker, worker: configuration.hostname, logger: logger)
         self.publisher = publisher ?? KombuPublisher(client: broker)
         self.idleWake = IdleWake(client: broker, blockTimeout: configuration.idlePollTimeout, logger: logger)
         self.control = WorkerControlState(

@@ -82,6 +82,15 @@ public struct WorkerConfiguration: Sendable {
     public static let defaultMaximumMessageSize = 64 << 20
     /// Answer `celery inspect` / `celery control` on the pidbox channel (Celery's remote control; on by default).
     public var remoteControl = true
+    /// The crash guard (`--max-crashes`): with `acksLate`, a message whose handler was running each time its worker
+    /// died this many times is failed with `WorkerLostError` (errbacks run, a copy dead-lettered) instead of being
+    /// delivered again, so a handler that traps cannot crash every worker in turn. 0 turns the guard off.
+    public var maximumCrashes = WorkerConfiguration.defaultMaximumCrashes
+    /// Sidekiq Pro's count: two crashes may be bad luck (a deploy, the OOM killer), three are the message.
+    public static let defaultMaximumCrashes = 3
+    /// The hash of the crash guard's running marks (delivery tag → worker), and that of its crash counts.
+    public var runningKey = "swift-celery:running"
+    public var crashCountKey = "swift-celery:crashes"
     /// The sorted set of revoked task ids shared by every worker (member: id, score: Unix time of the revoke).
     public var revokedKey = "swift-celery:revoked"
     /// Prefix of the keys that hold each task's next global rate-limit slot.

@@ -240,6 +240,11 @@ package struct WorkerStateMachine<ExecutorWaiter: Sendable, InlineWaiter: Sendab
         holding.remove(tag)
     }
 
+    /// The crash guard claimed a dead worker's message to fail it: held (its score refreshed) until acked.
+    package mutating func claimed(_ tag: String) {
+        holding.insert(tag)
+    }
+
     /// The reserved messages, in order (for `celery inspect reserved`).
     package var reservedWork: [ReservedWork] { Array(reserved) }
 

@@ -93,6 +93,15 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @Option(
         name: .long,
+        help: """
+            With --acks-late: a task that was running each time its worker died this many times is failed with \
+            WorkerLostError instead of delivered again (0: off; else SWIFT_CELERY_MAX_CRASHES, else 3).
+            """
+    )
+    var maxCrashes: Int?
+
+    @Option(
+        name: .long,
         help:
             "Largest message accepted, e.g. 64MiB, 512k, 1048576 (0: no limit); larger ones are dead-lettered unparsed."
     )
@@ -156,6 +165,7 @@ struct WorkerCommand: AsyncParsableCommand {
         if let shutdownTimeout, !(shutdownTimeout > 0 && shutdownTimeout.isFinite) {
             throw ValidationError("--shutdown-timeout must be a positive number of seconds")
         }
+        _ = try Self.maximumCrashes(flag: maxCrashes, environment: ProcessInfo.processInfo.environment)
         guard maxHeld >= 0 else { throw ValidationError("--max-held must be 0 or more, got \(maxHeld)") }
         guard parkETAAfter != nil || parkEtaAfter == "off" else {
             throw ValidationError("--park-eta-after must be 0 or more seconds, or off, got '\(parkEtaAfter)'")
@@ -180,6 +190,21 @@ struct WorkerCommand: AsyncParsableCommand {
     var parkETAAfter: Duration? {
         guard let seconds = Double(parkEtaAfter), seconds >= 0, seconds <= 31_536_000 else { return nil }
         return .milliseconds(Int64(seconds * 1000))
+    }
+
+    /// `--max-crashes`, else `SWIFT_CELERY_MAX_CRASHES`, else 3.
+    static func maximumCrashes(flag: Int?, environment: [String: String]) throws(ValidationError) -> Int {
+        if let flag {
+            guard flag >= 0 else { throw ValidationError("--max-crashes must be 0 or more, got \(flag)") }
+            return flag
+        }
+        guard let text = environment["SWIFT_CELERY_MAX_CRASHES"], !text.isEmpty else {
+            return WorkerConfiguration.defaultMaximumCrashes
+        }
+        guard let value = Int(text.trimmingCharacters(in: .whitespaces)), value >= 0 else {
+            throw ValidationError("SWIFT_CELERY_MAX_CRASHES must be a number, 0 or more, got '\(text)'")
+        }
+        return value
     }
 
     var queueList: [String] {
@@ -226,6 +251,10 @@ struct WorkerCommand: AsyncParsableCommand {
         )
         workerConfiguration.maximumHeld = maxHeld
         workerConfiguration.parkETAAfter = parkETAAfter
+        workerConfiguration.maximumCrashes = try Self.maximumCrashes(
+            flag: maxCrashes,
+            environment: ProcessInfo.processInfo.environment
+        )
         workerConfiguration.maximumMessageSize = ByteSize(parsing: maxMessageSize)?.bytes ?? 0
         workerConfiguration.idleFetch = WorkerConfiguration.IdleFetch(rawValue: idleFetch) ?? .blmove
         workerConfiguration.taskEvents = taskEvents

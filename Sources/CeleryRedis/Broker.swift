@@ -19,8 +19,15 @@ package protocol Broker: Sendable {
     /// Gives a message that did not run back to its list, marked redelivered.
     @discardableResult
     func restore(_ delivery: Delivery, deliveryTag: String) async throws(RedisError) -> Bool
-    /// Gives back what dead workers left unacked longer than the visibility timeout; returns how many.
-    func restoreExpired(olderThan cutoff: Double, holding: Set<String>) async throws(RedisError) -> Int
+    /// Gives back what dead workers left unacked longer than the visibility timeout, except the messages the
+    /// crash guard claims (running each time their worker died, too many times), which it returns.
+    func restoreExpired(olderThan cutoff: Double, holding: Set<String>) async throws(RedisError) -> ExpiredRestore
+    /// Marks acks-late messages as running: their handlers are about to start (the crash guard's record).
+    func markRunning(_ tags: [String], worker: String) async throws(RedisError)
+    /// Removes a message's running mark before its ack.
+    func clearRunning(_ tag: String) async throws(RedisError)
+    /// How many times a message was running when its worker died.
+    func crashCount(_ tag: String) async throws(RedisError) -> Int
     /// Marks the messages this worker holds as alive, so no visibility restore takes them.
     func refresh(_ tags: Set<String>) async throws(RedisError)
     /// Gives back the messages of a pop whose reply was lost; returns how many.
@@ -42,6 +49,30 @@ package protocol Broker: Sendable {
     func findParked(ids: [String], queues: [String]) async throws(RedisError) -> [ParkedEntry]
     /// The first `limit` parked messages of `queues`, earliest first.
     func parked(queues: [String], limit: Int) async throws(RedisError) -> [ParkedEntry]
+}
+
+/// What a visibility-timeout restore did.
+package struct ExpiredRestore: Sendable {
+    /// How many messages went back to their queues.
+    package var restored = 0
+    /// The messages the crash guard claimed: still in `unacked`, under a fresh score, for the caller to fail.
+    package var claimed: [CrashedDelivery] = []
+
+    package init(restored: Int = 0, claimed: [CrashedDelivery] = []) {
+        self.restored = restored
+        self.claimed = claimed
+    }
+}
+
+/// A message that was running when its worker died `crashes` times.
+package struct CrashedDelivery: Sendable {
+    package var delivery: Delivery
+    package var crashes: Int
+
+    package init(delivery: Delivery, crashes: Int) {
+        self.delivery = delivery
+        self.crashes = crashes
+    }
 }
 
 /// A pop on its way: `deliveries()` waits for what it brought.

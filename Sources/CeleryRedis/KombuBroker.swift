@@ -15,11 +15,9 @@ package struct KombuLayout: Sendable {
     package var unackedKey = "unacked"
     package var unackedIndexKey = "unacked_index"
     package var unackedMutexKey = "unacked_mutex"
-    /// How long a restore sweep's `unacked_mutex` lives if its worker dies holding it (kombu's
-    /// `unacked_mutex_expire`, 300 s). A sweep gives each message back in its own atomic step, so two sweeps at
-    /// once double nothing: the worker shortens this to its visibility timeout when that is shorter, so a worker
-    /// killed mid-sweep does not stop every restore for five minutes.
-    package var unackedMutexExpiry: Duration = .seconds(300)
+    /// How long `unacked_mutex` lives if its holder dies mid-restore, in milliseconds (kombu's
+    /// `unacked_mutex_expire`, 300 s).
+    package var unackedMutexExpiry = 300_000
     /// Where messages no worker can decode are kept for an operator (ours; kombu drops them).
     package var deadLetterKey = "swift-celery:dead-letter"
     package var deadLetterLimit = 10_000
@@ -28,6 +26,12 @@ package struct KombuLayout: Sendable {
     package var parkedKeyPrefix = "swift-celery:eta:"
     /// Messages longer than this many bytes are dead-lettered unparsed (0: no limit).
     package var maximumMessageSize = 0
+    /// The crash guard's marks (ours): delivery tag → the worker whose acks-late handler is running it.
+    package var runningKey = "swift-celery:running"
+    /// The crash guard's counts (ours): delivery tag → how many times it was running when its worker died.
+    package var crashCountKey = "swift-celery:crashes"
+    /// A message found running this many times when its worker died is claimed instead of restored (0: never).
+    package var maximumCrashes = 0
 
     package init() {}
 
@@ -187,17 +191,47 @@ package struct KombuBroker: Broker {
     )
 
     /// Puts a held message back at the consuming end of its list, as kombu's restore does, but only if it is
-    /// still in `unacked` (another worker may have restored it already).
-    /// KEYS: unacked, unacked_index, list. ARGV: tag, envelope.
+    /// still in `unacked` (another worker may have restored it already). A message given back this way did not
+    /// crash its worker: its running mark goes too.
+    /// KEYS: unacked, unacked_index, list, running. ARGV: tag, envelope.
     package static let restoreScript = RedisScript(
         """
         if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
           redis.call('ZREM', KEYS[2], ARGV[1])
           redis.call('HDEL', KEYS[1], ARGV[1])
+          redis.call('HDEL', KEYS[4], ARGV[1])
           redis.call('RPUSH', KEYS[3], ARGV[2])
           return 1
         end
         return 0
+        """
+    )
+
+    /// The visibility restore of one expired message, with the crash guard. A message with a running mark was
+    /// running when its worker died (an acks-late handler had started; prefetched messages are never marked):
+    /// its crash count goes up, and once it reaches ARGV[3] (when ARGV[3] > 0) the caller claims it instead of
+    /// restoring it: it stays in `unacked` with a fresh score (ARGV[4]), so no other restore takes it while the
+    /// caller fails it. Otherwise it goes back as `restoreScript` puts it. The counts live a week after the last
+    /// crash (a message that crashed, came back and was then acked by a Python worker leaves its count behind).
+    /// KEYS: unacked, unacked_index, list, running, crash counts. ARGV: tag, envelope, maximum crashes, now.
+    /// Returns {0} when the message was gone, {1, crashes} when restored, {2, crashes} when claimed.
+    package static let restoreExpiredScript = RedisScript(
+        """
+        if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return {0, 0} end
+        local maximum = tonumber(ARGV[3])
+        local crashes = 0
+        if maximum > 0 and redis.call('HDEL', KEYS[4], ARGV[1]) == 1 then
+          crashes = redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
+          redis.call('EXPIRE', KEYS[5], 604800)
+          if crashes >= maximum then
+            redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+            return {2, crashes}
+          end
+        end
+        redis.call('ZREM', KEYS[2], ARGV[1])
+        redis.call('HDEL', KEYS[1], ARGV[1])
+        redis.call('RPUSH', KEYS[3], ARGV[2])
+        return {1, crashes}
         """
     )
 
@@ -351,10 +385,32 @@ package struct KombuBroker: Broker {
         let envelope = Self.markedRedelivered(delivery.envelope)
         let reply = try await client.evaluate(
             Self.restoreScript,
-            keys: [layout.unackedKey, layout.unackedIndexKey, delivery.list],
+            keys: [layout.unackedKey, layout.unackedIndexKey, delivery.list, layout.runningKey],
             arguments: [deliveryTag, String(decoding: envelope, as: UTF8.self)]
         )
         return reply.int == 1
+    }
+
+    /// Marks acks-late messages whose handlers are about to run, in one HSET: the crash guard counts a dead
+    /// worker's message as a crash only if it carries this mark. The ack removes it.
+    package func markRunning(_ tags: [String], worker: String) async throws(RedisError) {
+        guard !tags.isEmpty else { return }
+        var command = RESPCommand("HSET")
+        command.append(layout.runningKey)
+        for tag in tags {
+            command.append(tag)
+            command.append(worker)
+        }
+        _ = try await client.send(command)
+    }
+
+    package func clearRunning(_ tag: String) async throws(RedisError) {
+        _ = try await client.send(RESPCommand("HDEL", layout.runningKey, tag))
+    }
+
+    package func crashCount(_ tag: String) async throws(RedisError) -> Int {
+        let reply = try await client.send(RESPCommand("HGET", layout.crashCountKey, tag))
+        return reply.string.flatMap { Int($0) } ?? 0
     }
 
     /// Compare-and-delete of `unacked_mutex`, as kombu releases it.
@@ -370,21 +426,19 @@ package struct KombuBroker: Broker {
     /// kombu's visibility-timeout restore: under `unacked_mutex`, every message whose `unacked_index` score is
     /// older than `cutoff` goes back to its queue (marked redelivered), unless it is one this worker holds.
     /// A live worker refreshes the scores of what it holds, so only messages of dead workers come back.
-    package func restoreExpired(olderThan cutoff: Double, holding: Set<String>) async throws(RedisError) -> Int {
+    /// With the crash guard on (`maximumCrashes` > 0), a message that was running each of the last
+    /// `maximumCrashes` times its worker died is claimed instead (``restoreExpiredScript``): it is returned, still
+    /// in `unacked` under a fresh score, for the caller to fail and ack.
+    package func restoreExpired(
+        olderThan cutoff: Double,
+        holding: Set<String>
+    ) async throws(RedisError) -> ExpiredRestore {
         let token = OutgoingTask.newID()
         let locked = try await client.send(
-            RESPCommand(
-                "SET",
-                layout.unackedMutexKey,
-                token,
-                "NX",
-                "PX",
-                max(1, Int(layout.unackedMutexExpiry.components.seconds * 1000))
-                    + Int(layout.unackedMutexExpiry.components.attoseconds / 1_000_000_000_000_000)
-            )
+            RESPCommand("SET", layout.unackedMutexKey, token, "NX", "PX", layout.unackedMutexExpiry)
         )
-        guard !locked.isNull else { return 0 }
-        var restored = 0
+        guard !locked.isNull else { return ExpiredRestore() }
+        var report = ExpiredRestore()
         var failure: RedisError?
         do {
             let reply = try await client.send(
@@ -410,14 +464,30 @@ package struct KombuBroker: Broker {
                     envelope: parts[0].serialized(),
                     tag: tag
                 )
-                if try await restore(delivery, deliveryTag: tag) { restored += 1 }
+                let reply = try await client.evaluate(
+                    Self.restoreExpiredScript,
+                    keys: [
+                        layout.unackedKey, layout.unackedIndexKey, delivery.list, layout.runningKey,
+                        layout.crashCountKey,
+                    ],
+                    arguments: [
+                        tag, String(decoding: Self.markedRedelivered(delivery.envelope), as: UTF8.self),
+                        String(layout.maximumCrashes), Self.now(),
+                    ]
+                )
+                let outcome = reply.array ?? []
+                switch outcome.first?.int {
+                case 1: report.restored += 1
+                case 2: report.claimed.append(CrashedDelivery(delivery: delivery, crashes: outcome.last?.int ?? 0))
+                default: break
+                }
             }
         } catch {
             failure = error
         }
         _ = try? await client.evaluate(Self.releaseMutexScript, keys: [layout.unackedMutexKey], arguments: [token])
         if let failure { throw failure }
-        return restored
+        return report
     }
 
     /// The queue a message was routed to: the routing key for Celery's direct (anonymous) exchange, else the

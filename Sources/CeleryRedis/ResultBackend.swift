@@ -14,10 +14,11 @@ import Synchronization
 package struct ResultBackend: Sendable {
     package static let keyPrefix = "celery-task-meta-"
 
-    /// KEYS: the n meta keys, then (only when there are tags) `unacked` and `unacked_index`. ARGV[1]: TTL in seconds
-    /// (0: no expiry); ARGV[2]: n; ARGV[2 + i]: the payload for KEYS[i]; ARGV[n + 3...]: delivery tags to ack
-    /// (kombu's HDEL + ZREM), after the results, so under acks_late no message leaves `unacked` before its result
-    /// is stored.
+    /// KEYS: the n meta keys, then (only when there are tags) `unacked` and `unacked_index`, then (only with the
+    /// crash guard) its running marks and crash counts. ARGV[1]: TTL in seconds (0: no expiry); ARGV[2]: n;
+    /// ARGV[2 + i]: the payload for KEYS[i]; ARGV[n + 3...]: delivery tags to ack (kombu's HDEL + ZREM, and the
+    /// crash guard's HDELs), after the results, so under acks_late no message leaves `unacked` before its result
+    /// is stored, and none loses its running mark before it leaves `unacked`.
     package static let storeScript = RedisScript(
         """
         local ttl = tonumber(ARGV[1])
@@ -37,19 +38,24 @@ package struct ResultBackend: Sendable {
         if #ARGV > n + 2 then
           redis.call('HDEL', KEYS[n + 1], unpack(ARGV, n + 3))
           redis.call('ZREM', KEYS[n + 2], unpack(ARGV, n + 3))
+          if #KEYS > n + 2 then
+            redis.call('HDEL', KEYS[n + 3], unpack(ARGV, n + 3))
+            redis.call('HDEL', KEYS[n + 4], unpack(ARGV, n + 3))
+          end
         end
         return n
         """
     )
 
     /// The `storeScript` call for a batch: keys and arguments. `acks` go in only when the results' Redis is the
-    /// broker's.
+    /// broker's; `crashGuard` (the running marks' and crash counts' keys) when the acks clear its records too.
     package static func storeCall(
         results: [(key: String, payload: String)],
         acks: [String],
         ttl: Int,
         unackedKey: String,
-        unackedIndexKey: String
+        unackedIndexKey: String,
+        crashGuard: CrashGuardKeys? = nil
     ) -> (keys: [String], arguments: [String]) {
         var keys = results.map(\.key)
         var arguments = [String(ttl), String(results.count)]
@@ -57,6 +63,7 @@ package struct ResultBackend: Sendable {
         for result in results { arguments.append(result.payload) }
         if !acks.isEmpty {
             keys += [unackedKey, unackedIndexKey]
+            if let crashGuard { keys += [crashGuard.running, crashGuard.crashCounts] }
             arguments += acks
         }
         return (keys, arguments)
@@ -127,6 +134,17 @@ package struct ResultBackend: Sendable {
     }
 }
 
+/// The crash guard's two hashes, which an ack clears of its delivery tags.
+package struct CrashGuardKeys: Sendable {
+    package var running: String
+    package var crashCounts: String
+
+    package init(running: String, crashCounts: String) {
+        self.running = running
+        self.crashCounts = crashCounts
+    }
+}
+
 /// Collects result writes and acks from finished tasks and sends them in batches, results before acks (so with
 /// acks_late a message leaves `unacked` only after its result is stored). A failed flush is retried with
 /// backoff; nothing is dropped.
@@ -144,17 +162,28 @@ package final class WriteBatcher: Sendable {
     package let unackedKey: String
     package let unackedIndexKey: String
     package let resultTTL: Int
+    /// Set when the worker marks running messages (acks-late with the crash guard): acks clear the marks too.
+    package let crashGuard: CrashGuardKeys?
     package let logger: Logger
     package static let maximumBatch = 512
     /// How many times a flush is tried once the worker is shutting down (about 20 s with the backoff).
     package static let attemptsAfterClose = 12
 
-    package init(backend: RedisClient, broker: RedisClient, layout: KombuLayout, resultTTL: Int, logger: Logger) {
+    package init(
+        backend: RedisClient,
+        broker: RedisClient,
+        layout: KombuLayout,
+        resultTTL: Int,
+        clearsRunningMarks: Bool = false,
+        logger: Logger
+    ) {
         self.backend = backend
         self.broker = broker
         self.unackedKey = layout.unackedKey
         self.unackedIndexKey = layout.unackedIndexKey
         self.resultTTL = resultTTL
+        self.crashGuard =
+            clearsRunningMarks ? CrashGuardKeys(running: layout.runningKey, crashCounts: layout.crashCountKey) : nil
         self.logger = logger
     }
 
@@ -257,9 +286,19 @@ package final class WriteBatcher: Sendable {
         }
     }
 
-    /// kombu's ack of these delivery tags: out of `unacked` and `unacked_index`.
-    package static func ackCommands(_ acks: [String], unackedKey: String, unackedIndexKey: String) -> [RESPCommand] {
-        [RESPCommand("HDEL", unackedKey, acks), RESPCommand("ZREM", unackedIndexKey, acks)]
+    /// kombu's ack of these delivery tags: out of `unacked` and `unacked_index` (and the crash guard's hashes).
+    package static func ackCommands(
+        _ acks: [String],
+        unackedKey: String,
+        unackedIndexKey: String,
+        crashGuard: CrashGuardKeys? = nil
+    ) -> [RESPCommand] {
+        var commands = [RESPCommand("HDEL", unackedKey, acks), RESPCommand("ZREM", unackedIndexKey, acks)]
+        if let crashGuard {
+            commands.append(RESPCommand("HDEL", crashGuard.running, acks))
+            commands.append(RESPCommand("HDEL", crashGuard.crashCounts, acks))
+        }
+        return commands
     }
 
     private func flush(results: [(key: String, payload: String)], acks: [String]) async throws(RedisError) {
@@ -271,14 +310,20 @@ package final class WriteBatcher: Sendable {
                 acks: together ? acks : [],
                 ttl: resultTTL,
                 unackedKey: unackedKey,
-                unackedIndexKey: unackedIndexKey
+                unackedIndexKey: unackedIndexKey,
+                crashGuard: crashGuard
             )
             try await backend.evaluate(ResultBackend.storeScript, keys: call.keys, arguments: call.arguments)
             if together { return }
         }
         if !acks.isEmpty {
             let replies = try await broker.pipeline(
-                Self.ackCommands(acks, unackedKey: unackedKey, unackedIndexKey: unackedIndexKey)
+                Self.ackCommands(
+                    acks,
+                    unackedKey: unackedKey,
+                    unackedIndexKey: unackedIndexKey,
+                    crashGuard: crashGuard
+                )
             )
             for reply in replies { _ = try reply.get() }
         }

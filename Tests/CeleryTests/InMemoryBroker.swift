@@ -16,6 +16,11 @@ final class InMemoryBroker: Broker {
         var declared: Set<String> = []
         /// Parked ETA messages: due time, the list they go back to, the envelope.
         var parked: [ParkedEntry] = []
+        /// The crash guard's running marks: tag → worker.
+        var running: [String: String] = [:]
+        var crashes: [String: Int] = [:]
+        var markWrites = 0
+        var markDelay = Duration.zero
     }
 
     private let state = Mutex(State())
@@ -32,8 +37,24 @@ final class InMemoryBroker: Broker {
     var declared: Set<String> { state.withLock { $0.declared } }
     var parkedCount: Int { state.withLock { $0.parked.count } }
 
-    /// What the result store's ack does to kombu's `unacked`.
-    func ack(_ tag: String) { state.withLock { _ = $0.unacked.removeValue(forKey: tag) } }
+    var runningTags: Set<String> { state.withLock { Set($0.running.keys) } }
+    /// How many `markRunning` calls wrote marks.
+    var markWrites: Int { state.withLock { $0.markWrites } }
+    /// How long a `markRunning` call takes, as a round trip to Redis would.
+    var markDelay: Duration {
+        get { state.withLock { $0.markDelay } }
+        set { state.withLock { $0.markDelay = newValue } }
+    }
+    var deadLetters: [[UInt8]] { state.withLock { $0.deadLetters } }
+
+    /// What the result store's ack does to kombu's `unacked` (and to the crash guard's marks).
+    func ack(_ tag: String) {
+        state.withLock {
+            _ = $0.unacked.removeValue(forKey: tag)
+            _ = $0.running.removeValue(forKey: tag)
+            _ = $0.crashes.removeValue(forKey: tag)
+        }
+    }
 
     func declare(queues: [String]) async throws(RedisError) {
         state.withLock { $0.declared.formUnion(queues) }
@@ -74,12 +95,37 @@ final class InMemoryBroker: Broker {
     func restore(_ delivery: Delivery, deliveryTag: String) async throws(RedisError) -> Bool {
         state.withLock { state in
             guard state.unacked.removeValue(forKey: deliveryTag) != nil else { return false }
+            state.running.removeValue(forKey: deliveryTag)
             state.lists[delivery.list, default: []].append(delivery.envelope)
             return true
         }
     }
 
-    func restoreExpired(olderThan cutoff: Double, holding: Set<String>) async throws(RedisError) -> Int { 0 }
+    func clearRunning(_ tag: String) async throws(RedisError) {
+        state.withLock { _ = $0.running.removeValue(forKey: tag) }
+    }
+
+    func crashCount(_ tag: String) async throws(RedisError) -> Int {
+        state.withLock { $0.crashes[tag] ?? 0 }
+    }
+
+    /// Sets a message's crash count, as restores after crashes would.
+    func setCrashCount(_ count: Int, for tag: String) {
+        state.withLock { $0.crashes[tag] = count }
+    }
+
+    func restoreExpired(olderThan cutoff: Double, holding: Set<String>) async throws(RedisError) -> ExpiredRestore {
+        ExpiredRestore()
+    }
+
+    func markRunning(_ tags: [String], worker: String) async throws(RedisError) {
+        let delay = markDelay
+        if delay > .zero { try? await Task.sleep(for: delay) }
+        state.withLock { state in
+            state.markWrites += 1
+            for tag in tags { state.running[tag] = worker }
+        }
+    }
     func refresh(_ tags: Set<String>) async throws(RedisError) {}
     func recoverLostPop(stamp: String, holding: Set<String>) async throws(RedisError) -> Int { 0 }
 

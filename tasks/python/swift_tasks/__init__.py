@@ -30,6 +30,7 @@ DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 TASK_NAMES = (
     "tasks.add",
     "tasks.cpu",
+    "tasks.crash",
     "tasks.echo",
     "tasks.fail",
     "tasks.flaky",
@@ -122,6 +123,11 @@ def _define_stubs(app: Celery) -> None:
         "the number of primes below n"
         _not_here("tasks.cpu")
 
+    @app.task(name="tasks.crash", shared=False)
+    def crash(trap: bool, seconds: float | None = None) -> bool:
+        "sleeps seconds (default 0), then, if trap, traps the worker process; else returns False"
+        _not_here("tasks.crash")
+
     @app.task(name="tasks.echo", shared=False)
     def echo(*args, **kwargs) -> Any:
         "{\"args\": [...], \"kwargs\": {...}}"
@@ -178,6 +184,7 @@ app = make_app()
 
 add = app.tasks["tasks.add"]
 cpu = app.tasks["tasks.cpu"]
+crash = app.tasks["tasks.crash"]
 echo = app.tasks["tasks.echo"]
 fail = app.tasks["tasks.fail"]
 flaky = app.tasks["tasks.flaky"]
