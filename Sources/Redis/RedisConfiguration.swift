@@ -32,6 +32,9 @@ public struct RedisConfiguration: Sendable, Hashable {
         /// PEM file of the client certificate's private key (`ssl_keyfile`).
         public var keyFile: String?
         /// The name sent as SNI and checked against the certificate; `nil` means the endpoint's host.
+        ///
+        /// An IP literal is never sent as SNI (TLS forbids it); the certificate must then list the address the
+        /// connection reached as an IP subjectAltName.
         public var serverName: String?
         /// Whether the certificate must name the server (`ssl_check_hostname`); only applies when verifying.
         public var checkHostname: Bool
@@ -159,7 +162,8 @@ extension RedisConfiguration {
                 }
             }
             if parts.scheme == .rediss {
-                self.tls = TLS(serverName: host)
+                // No server name: the endpoint's host is checked, and an IP host goes without SNI.
+                self.tls = TLS()
             }
         }
 

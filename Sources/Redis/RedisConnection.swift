@@ -77,11 +77,7 @@ public final class RedisConnection: Sendable {
         } else {
             sslContext = nil
         }
-        let serverHostname: String? = {
-            if let name = configuration.tls?.serverName { return name }
-            if case .tcp(let host, _) = configuration.endpoint, !isIPAddress(host) { return host }
-            return nil
-        }()
+        let serverHostname = configuration.tls.flatMap { sniHostname($0, endpoint: configuration.endpoint) }
 
         let eventLoop = eventLoopGroup.next()
         let handlerLogger = logger
@@ -347,8 +343,28 @@ public final class RedisConnection: Sendable {
         return try NIOSSLContext(configuration: config)
     }
 
-    private static func isIPAddress(_ host: String) -> Bool {
-        (try? SocketAddress(ipAddress: host, port: 0)) != nil
+    /// The name to send as SNI and check the certificate against, or nil for an IP literal.
+    ///
+    /// TLS forbids an IP address in SNI (NIOSSL refuses it with `cannotUseIPAddressInSNI`), so a connection to
+    /// an IP sends none. NIOSSL's verification then matches the certificate's IP subjectAltNames against the
+    /// address the connection actually reached, and never a DNS name or the common name: a certificate that
+    /// does not list that address is refused, as redis-py and OpenSSL refuse it.
+    static func sniHostname(_ tls: RedisConfiguration.TLS, endpoint: RedisConfiguration.Endpoint) -> String? {
+        let name: String
+        if let serverName = tls.serverName {
+            name = serverName
+        } else if case .tcp(let host, _) = endpoint {
+            name = host
+        } else {
+            return nil
+        }
+        return isIPAddress(name) ? nil : name
+    }
+
+    static func isIPAddress(_ host: String) -> Bool {
+        // A bracketed IPv6 literal is an address too, whatever wrote the brackets.
+        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        return (try? SocketAddress(ipAddress: bare, port: 0)) != nil
     }
 
     // MARK: - Commands

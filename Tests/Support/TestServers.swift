@@ -13,6 +13,11 @@ public enum TestServers {
     public static var authPort: Int? { env["SWIFT_CELERY_TEST_REDIS_AUTH_PORT"].flatMap(Int.init) }
     public static var tlsURL: String? { env["SWIFT_CELERY_TEST_REDIS_TLS_URL"] }
     public static var tlsDirectory: String? { env["SWIFT_CELERY_TEST_TLS_DIR"] }
+    public static var tlsPort: Int? { env["SWIFT_CELERY_TEST_REDIS_TLS_PORT"].flatMap(Int.init) }
+    /// Whether the TLS server listens on `[::1]` too.
+    public static var tlsIPv6: Bool { env["SWIFT_CELERY_TEST_REDIS_TLS_IPV6"] == "1" }
+    /// A TLS server whose certificate (same CA) names neither localhost nor a loopback address.
+    public static var tlsWrongNamePort: Int? { env["SWIFT_CELERY_TEST_REDIS_TLS_WRONG_NAME_PORT"].flatMap(Int.init) }
     public static var redisServer: String { env["SWIFT_CELERY_TEST_REDIS_SERVER"] ?? "/usr/bin/redis-server" }
 
     public static var hasPlain: Bool { plainURL != nil }
