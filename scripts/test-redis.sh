@@ -17,9 +17,15 @@
 #            SWIFT_CELERY_TEST_REDIS_TLS_PORT
 #   tls with a certificate for other names (DNS:redis.invalid, IP:192.0.2.1; same CA), which a client must
 #            refuse by any of this machine's names: SWIFT_CELERY_TEST_REDIS_TLS_WRONG_NAME_PORT
+#   sentinel a master, a replica and three sentinels (scripts/test-sentinel.sh, variables as there, each prefixed
+#            SWIFT_CELERY_TEST_: SWIFT_CELERY_TEST_SENTINEL_URL, ..._MASTER_NAME, ..._PASSWORD, ...), and
+#            SWIFT_CELERY_TEST_SENTINEL_DIR; SWIFT_CELERY_TEST_SENTINEL=0 leaves them out
 # and SWIFT_CELERY_TEST_TLS_DIR (ca.pem, client.pem, client.key, and other-ca.pem: an unrelated CA that must be
 # refused), SWIFT_CELERY_TEST_REDIS_PORT, SWIFT_CELERY_TEST_REDIS_SERVER (the redis-server binary, for tests that
 # start and kill their own instance).
+
+# shellcheck source=scripts/test-sentinel.sh
+source "$(dirname "${BASH_SOURCE[0]}")/test-sentinel.sh"
 
 _test_redis_log() {
     printf 'test-redis: %s\n' "$*" >&2
@@ -111,6 +117,9 @@ test_redis_stop() {
         wait "$pid" 2>/dev/null
     done
     _TEST_REDIS_PIDS=()
+    if [[ -n ${_TEST_REDIS_DIR:-} && -d $_TEST_REDIS_DIR/sentinel ]]; then
+        test_sentinel_stop "$_TEST_REDIS_DIR/sentinel"
+    fi
     if [[ -n ${_TEST_REDIS_DIR:-} && -d $_TEST_REDIS_DIR ]]; then
         rm -rf "$_TEST_REDIS_DIR"
     fi
@@ -180,11 +189,21 @@ test_redis_start() {
     export SWIFT_CELERY_TEST_REDIS_AUTH_URL="redis://:$password@127.0.0.1:$auth_port/0"
     export SWIFT_CELERY_TEST_REDIS_TLS_PORT=$tls_port
     export SWIFT_CELERY_TEST_REDIS_TLS_URL="rediss://localhost:$tls_port/0?ssl_ca_certs=$tls_dir/ca.pem"
+    if [[ ${SWIFT_CELERY_TEST_SENTINEL:-1} != 0 ]]; then
+        local line
+        while IFS= read -r line; do
+            export "SWIFT_CELERY_TEST_$line"
+        done < <(test_sentinel_start "$_TEST_REDIS_DIR/sentinel")
+        [[ -n ${SWIFT_CELERY_TEST_SENTINEL_URL:-} ]] || return 1
+        export SWIFT_CELERY_TEST_SENTINEL_DIR=$_TEST_REDIS_DIR/sentinel
+    fi
+
     export SWIFT_CELERY_TEST_REDIS_TLS_IPV6=$ipv6
     export SWIFT_CELERY_TEST_REDIS_TLS_WRONG_NAME_PORT=$wrong_name_port
     export SWIFT_CELERY_TEST_TLS_DIR=$tls_dir
     _test_redis_log "redis-server plain on 127.0.0.1:$port, auth on 127.0.0.1:$auth_port, TLS on localhost:$tls_port," \
-        "TLS with a certificate for other names on 127.0.0.1:$wrong_name_port"
+        "TLS with a certificate for other names on 127.0.0.1:$wrong_name_port${SWIFT_CELERY_TEST_SENTINEL_PORTS:+,}" \
+        "${SWIFT_CELERY_TEST_SENTINEL_PORTS:+sentinels on $SWIFT_CELERY_TEST_SENTINEL_PORTS}"
 }
 
 if [[ ${BASH_SOURCE[0]} != "$0" ]]; then

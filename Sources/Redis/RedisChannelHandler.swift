@@ -126,7 +126,15 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         do {
             while true {
                 guard let token = try RESPToken(consuming: &receiveBuffer!) else { break }
-                deliver(token)
+                if !deliver(token) {
+                    // A demoted master (Sentinel failover, a managed Redis's DNS flip): the reply goes to its
+                    // command, then the connection closes so that the next one finds the master again. A
+                    // connection kept open here would answer READONLY forever (celery#7946).
+                    logger.info("Redis answered READONLY: closing the connection to find the master again")
+                    failAll(RedisError(.connectionClosed, "Redis answered READONLY: it is a replica now"))
+                    context.close(promise: nil)
+                    return
+                }
             }
         } catch {
             let redisError = RedisError(.protocolError, "\(error)", underlyingError: error)
@@ -142,25 +150,34 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         }
     }
 
-    private func deliver(_ token: RESPToken) {
+    /// Hands a frame to whoever waits for it; false when it was a `READONLY` error and the connection must go.
+    private func deliver(_ token: RESPToken) -> Bool {
         switch token.kind {
         case .push:
             pushHandler?(.success(RedisPush(token: token)))
-            return
+            return true
         case .attribute:
-            return
+            return true
         default:
             break
         }
         if subscriberMode, token.kind == .array, pending.isEmpty {
             pushHandler?(.success(RedisPush(token: token)))
-            return
+            return true
         }
         guard let next = pending.popFirst() else {
             logger.debug("reply with no command waiting for it", metadata: ["reply": "\(token)"])
-            return
+            return true
         }
         next.replies.receive(token)
+        return !Self.isReadOnlyError(token)
+    }
+
+    /// `-READONLY You can't write against a read only replica.`, also as a script's error
+    /// (`... -READONLY ...` or `... READONLY ...` inside an `ERR` from EVALSHA).
+    static func isReadOnlyError(_ token: RESPToken) -> Bool {
+        guard let message = token.errorMessage else { return false }
+        return message.hasPrefix("READONLY ") || message.contains("READONLY You can't write against a read only")
     }
 
     private func scheduleTimeout(at deadline: NIODeadline, context: ChannelHandlerContext) {

@@ -52,7 +52,7 @@ public final class RedisConnection: Sendable {
     /// Completes when the connection has closed.
     public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
 
-    /// Opens, authenticates and prepares a connection.
+    /// Opens, authenticates and prepares a connection; a `.sentinel` endpoint is first resolved to its master.
     ///
     /// - Parameter pushHandler: receives RESP3 push frames (and every frame once in subscriber mode), then a
     ///   failure when the connection ends. Only subscription connections set it.
@@ -62,6 +62,15 @@ public final class RedisConnection: Sendable {
         logger: Logger,
         pushHandler: (@Sendable (Result<RedisPush, RedisError>) -> Void)? = nil
     ) async throws(RedisError) -> RedisConnection {
+        if case .sentinel(let sentinel) = configuration.endpoint {
+            return try await RedisSentinelDiscovery.connect(
+                configuration: configuration,
+                sentinel: sentinel,
+                eventLoopGroup: eventLoopGroup,
+                logger: logger,
+                pushHandler: pushHandler
+            )
+        }
         let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
         var logger = logger
         logger[metadataKey: "redis.connection.id"] = "\(id)"
@@ -111,6 +120,8 @@ public final class RedisConnection: Sendable {
                     .connect(host: host, port: port).get()
             case .unix(let path):
                 channel = try await bootstrap.connect(unixDomainSocketPath: path).get()
+            case .sentinel:
+                preconditionFailure("resolved through the sentinels above")
             }
         } catch {
             throw connectError(error, configuration: configuration)
