@@ -20,6 +20,9 @@
 #   sentinel a master, a replica and three sentinels (scripts/test-sentinel.sh, variables as there, each prefixed
 #            SWIFT_CELERY_TEST_: SWIFT_CELERY_TEST_SENTINEL_URL, ..._MASTER_NAME, ..._PASSWORD, ...), and
 #            SWIFT_CELERY_TEST_SENTINEL_DIR; SWIFT_CELERY_TEST_SENTINEL=0 leaves them out
+#   tls sentinel: one sentinel, TLS only, monitoring the tls server as "tlsprimary" (announced as 127.0.0.1, so
+#            a client reaches the master by IP): SWIFT_CELERY_TEST_SENTINEL_TLS_URL
+#            (sentinel://127.0.0.1:PORT/0?master_name=tlsprimary&ssl_ca_certs=DIR/tls/ca.pem)
 # and SWIFT_CELERY_TEST_TLS_DIR (ca.pem, client.pem, client.key, and other-ca.pem: an unrelated CA that must be
 # refused), SWIFT_CELERY_TEST_REDIS_PORT, SWIFT_CELERY_TEST_REDIS_SERVER (the redis-server binary, for tests that
 # start and kill their own instance).
@@ -108,6 +111,34 @@ _test_redis_start_one() {
     return 1
 }
 
+# _test_redis_start_tls_sentinel TLS_DIR TLS_PORT: a TLS-only sentinel for the TLS server; sets
+# SWIFT_CELERY_TEST_SENTINEL_TLS_URL once it names the master.
+_test_redis_start_tls_sentinel() {
+    local tls_dir=$1 tls_port=$2 dir="$_TEST_REDIS_DIR/tls-sentinel" port attempt i ca
+    ca="$tls_dir/ca.pem"
+    mkdir -p "$dir" || return 1
+    for attempt in 1 2 3; do
+        port=$(_test_redis_free_port) || return 1
+        printf '%s\n' "port 0" "tls-port $port" "bind 127.0.0.1" "dir $dir" "logfile $dir/redis.log" \
+            "tls-cert-file $tls_dir/server.pem" "tls-key-file $tls_dir/server.key" "tls-ca-cert-file $ca" \
+            "tls-auth-clients optional" "tls-replication yes" "sentinel monitor tlsprimary 127.0.0.1 $tls_port 1" \
+            >"$dir/sentinel.conf"
+        "$SWIFT_CELERY_TEST_REDIS_SERVER" "$dir/sentinel.conf" --sentinel </dev/null >>"$dir/stdout.log" 2>&1 &
+        _TEST_REDIS_PIDS+=("$!")
+        for ((i = 0; i < 100; i++)); do
+            if redis-cli --tls --cacert "$ca" -h 127.0.0.1 -p "$port" sentinel get-master-addr-by-name tlsprimary \
+                2>/dev/null | grep -qx "$tls_port"; then
+                export SWIFT_CELERY_TEST_SENTINEL_TLS_URL="sentinel://127.0.0.1:$port/0?master_name=tlsprimary&ssl_ca_certs=$ca"
+                return 0
+            fi
+            sleep 0.1
+        done
+    done
+    _test_redis_log "the TLS sentinel did not answer; its log ($dir/redis.log):"
+    cat "$dir/redis.log" >&2 2>/dev/null
+    return 1
+}
+
 test_redis_stop() {
     local pid
     for pid in "${_TEST_REDIS_PIDS[@]}"; do
@@ -190,6 +221,7 @@ test_redis_start() {
     export SWIFT_CELERY_TEST_REDIS_TLS_PORT=$tls_port
     export SWIFT_CELERY_TEST_REDIS_TLS_URL="rediss://localhost:$tls_port/0?ssl_ca_certs=$tls_dir/ca.pem"
     if [[ ${SWIFT_CELERY_TEST_SENTINEL:-1} != 0 ]]; then
+        _test_redis_start_tls_sentinel "$tls_dir" "$tls_port" || return 1
         local line
         while IFS= read -r line; do
             export "SWIFT_CELERY_TEST_$line"

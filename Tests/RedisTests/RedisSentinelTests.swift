@@ -185,3 +185,34 @@ struct RedisSentinelTests {
         await client.close()
     }
 }
+
+/// Sentinel over TLS: the sentinel and the master both TLS only; the sentinel names the master by IP, so this is
+/// TLS by IP address too (no SNI, the certificate's IP subjectAltName checked).
+@Suite(.enabled(if: TestServers.sentinelTLSURL != nil && TestServers.hasTLS, "needs the TLS sentinel"))
+struct RedisSentinelTLSTests {
+    @Test(arguments: [false, true])
+    func discoversAndConnectsOverTLS(clientCertificate: Bool) async throws {
+        var url = try #require(TestServers.sentinelTLSURL)
+        let dir = try #require(TestServers.tlsDirectory)
+        if clientCertificate {
+            url += "&ssl_certfile=\(dir)/client.pem&ssl_keyfile=\(dir)/client.key"
+        }
+        let configuration = try RedisConfiguration(url: url)
+        #expect(configuration.tls != nil)
+        let connection = try await RedisConnection.connect(configuration: configuration, logger: TestServers.logger)
+        #expect(try await connection.send(RESPCommand("PING")).string == "PONG")
+        #expect(connection.configuration.endpoint == .tcp(host: "127.0.0.1", port: try #require(TestServers.tlsPort)))
+        await connection.close()
+    }
+
+    @Test func untrustedCertificateIsRefused() async throws {
+        var configuration = try RedisConfiguration(url: try #require(TestServers.sentinelTLSURL))
+        configuration.tls?.caFile = try #require(TestServers.tlsDirectory) + "/other-ca.pem"
+        do {
+            _ = try await RedisConnection.connect(configuration: configuration, logger: TestServers.logger)
+            Issue.record("a sentinel with a certificate from an unknown CA was accepted")
+        } catch {
+            #expect(error.code == .tlsFailure)
+        }
+    }
+}

@@ -32,6 +32,8 @@ public enum TestServers {
     public static var sentinelRedisPorts: [Int] {
         (env["SWIFT_CELERY_TEST_SENTINEL_REDIS_PORTS"] ?? "").split(separator: " ").compactMap { Int($0) }
     }
+    /// One TLS-only sentinel that names the TLS server (by IP) as `tlsprimary`; the CA is in the URL.
+    public static var sentinelTLSURL: String? { env["SWIFT_CELERY_TEST_SENTINEL_TLS_URL"] }
     public static var hasSentinel: Bool { sentinelURL != nil && sentinelMasterName != nil && sentinelPassword != nil }
     /// The Sentinel URL with the master name and the sentinels' password in its query, as a user would write it.
     public static var sentinelFullURL: String? {
