@@ -39,7 +39,7 @@ extension RedisConfiguration {
         }
     }
 
-    /// The Sentinel settings when the endpoint is a Sentinel master, else nil.
+    /// The Sentinel settings when the endpoint is a Sentinel master, else nil; setting nil changes nothing.
     public var sentinel: Sentinel? {
         get {
             if case .sentinel(let sentinel) = endpoint { return sentinel }

@@ -199,8 +199,13 @@ final class RedisSentinelWatch: Sendable {
         /// A sentinel connection subscribed to `+switch-master`, once made and while it lasts.
         var subscription: RedisConnection?
         var subscribing = false
+        /// When subscribing last failed: not tried again for ``RedisSentinelWatch/followRetryInterval``, so that
+        /// sentinels that refuse SUBSCRIBE do not cost every new connection a round of attempts.
+        var lastFailure: ContinuousClock.Instant?
         var preferredSentinel = 0
     }
+
+    static let followRetryInterval = Duration.seconds(5)
 
     let sentinel: RedisConfiguration.Sentinel
     private let state = Mutex(State())
@@ -246,8 +251,10 @@ final class RedisSentinelWatch: Sendable {
     /// Makes sure one sentinel connection is subscribed to `+switch-master`; best effort, as a lost connection
     /// and `READONLY` lead to the new master too. Called after each connection to the master is made.
     func follow(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, logger: Logger) async {
+        let now = ContinuousClock.now
         let start = state.withLock { state -> Bool in
             if state.subscribing || state.subscription?.isActive == true { return false }
+            if let lastFailure = state.lastFailure, now < lastFailure + Self.followRetryInterval { return false }
             state.subscribing = true
             return true
         }
@@ -296,7 +303,12 @@ final class RedisSentinelWatch: Sendable {
         }
         state.withLock { state in
             state.subscribing = false
-            if let subscription, subscription.isActive { state.subscription = subscription }
+            if let subscription, subscription.isActive {
+                state.subscription = subscription
+                state.lastFailure = nil
+            } else {
+                state.lastFailure = ContinuousClock.now
+            }
         }
     }
 

@@ -167,7 +167,7 @@ class Producer(threading.Thread):
         self.interval = interval
         self.stopping = threading.Event()
         self.replicated: dict[str, int] = {}  # task id -> expected result
-        self.accepted: dict[str, tuple[int, float]] = {}  # every LPUSH the master took: expected result, when
+        self.accepted: dict[str, tuple[int, float]] = {}  # every LPUSH a master took: expected result, sent at
         self.unconfirmed = 0
         self.errors = 0
 
@@ -179,9 +179,11 @@ class Producer(threading.Thread):
         while not self.stopping.is_set():
             i += 1
             message = envelope("tasks.add", (i, i), queue=self.queue)
+            started = time.monotonic()
             try:
                 master.lpush(self.queue, encode(message))
-                self.accepted[message["headers"]["id"]] = (2 * i, time.monotonic())
+                # When the send started: one started after the master died cannot have reached it.
+                self.accepted[message["headers"]["id"]] = (2 * i, started)
                 if master.execute_command("WAIT", 1, 1000) >= 1:
                     self.replicated[message["headers"]["id"]] = 2 * i
                 else:
