@@ -353,6 +353,26 @@ def test_python_celery_enqueues_and_reads_results_through_sentinel(shared):
         stopped_cleanly(worker)
 
 
+def test_python_stubs_take_sentinel_settings_from_the_environment(shared, monkeypatch):
+    """The generated stubs' make_app reads the same variables as the worker: one environment for both sides."""
+    from swift_tasks import make_app
+
+    queue = unique("sentinel-env")
+    for name, value in (("CELERY_BROKER_URL", shared.kombu_url), ("CELERY_BROKER_MASTER_NAME", shared.master_name),
+                        ("REDIS_SENTINEL_PASSWORD", shared.password)):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    worker = WorkerProcess("swift", shared.url, queue=queue, name=f"{unique('sentinel-env')}@localhost").start()
+    app = make_app("sentinel-env", queue=queue)
+    try:
+        assert app.conf.broker_transport_options["master_name"] == shared.master_name
+        assert app.tasks["tasks.add"].delay(20, 22).get(timeout=30) == 42
+    finally:
+        app.close()
+        stopped_cleanly(worker)
+
+
 def test_ping_and_env_master_name(shared):
     """`swift-celery ping` through the sentinels; the master name and the sentinels' password from the environment
     (CELERY_BROKER_MASTER_NAME, REDIS_SENTINEL_PASSWORD); neither password in the output."""
