@@ -82,7 +82,8 @@ class Deployment:
                 finally:
                     client.close()
                 if reply:
-                    return reply[0], int(reply[1])
+                    host = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+                    return host, int(reply[1])
             except redis.exceptions.RedisError:
                 continue
         return None
@@ -382,6 +383,8 @@ def test_ping_and_env_master_name(shared):
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok: sentinel://:***@127.0.0.1:"), result.stdout
+    master = shared.master_address()
+    assert f"master {master[0]}:{master[1]} named by Sentinel" in result.stdout, result.stdout
     assert shared.password not in result.stdout + result.stderr
     assert shared.master_password not in result.stdout + result.stderr
 
