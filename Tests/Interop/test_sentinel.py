@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, WorkerProcess, stopped_cleanly, swift_binary, unique
 from interop_helpers import encode, envelope, wait_for
+from test_security import process_views
 
 pytestmark = [
     pytest.mark.swift_only,
@@ -295,6 +296,9 @@ def run_through(deployment: Deployment, scenario: str, capsys):
         assert all(found[t]["status"] == "SUCCESS" and found[t]["result"] == expected[t] for t in expected)
         assert took <= CONSUME_AGAIN_WITHIN, f"consumed again only {took:.2f} s after the election\n{worker.log()}"
         assert "worker ready" in worker.log()
+        # Neither password shows in the log or in what `ps` shows of the worker.
+        views = process_views(worker.pid) + worker.log()
+        assert deployment.password not in views and deployment.master_password not in views, views
     finally:
         producer.finish()
         stopped_cleanly(worker)
