@@ -399,6 +399,18 @@ def test_ping_and_env_master_name(shared):
     assert re.search(r"master_name|CELERY_BROKER_MASTER_NAME", result.stderr), result.stderr
 
 
+def test_swift_client_sends_and_waits_through_sentinel(shared):
+    queue = unique("sentinel-send")
+    worker = WorkerProcess("swift", shared.url, queue=queue, name=f"{unique('sentinel-send')}@localhost").start()
+    try:
+        result = subprocess.run([str(swift_binary()), "send", "tasks.add", "19", "23", "-Q", queue, "--wait",
+                                 "--broker", shared.url], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.strip().splitlines()[-1] == "42", result.stdout
+    finally:
+        stopped_cleanly(worker)
+
+
 def test_beat_through_sentinel(shared, tmp_path):
     """Beat finds the master through the sentinels too, and a worker there runs what it pushes."""
     from test_beat import BeatProcess, history
