@@ -202,6 +202,8 @@ final class RedisSentinelWatch: Sendable {
         /// When subscribing last failed: not tried again for ``RedisSentinelWatch/followRetryInterval``, so that
         /// sentinels that refuse SUBSCRIBE do not cost every new connection a round of attempts.
         var lastFailure: ContinuousClock.Instant?
+        /// Failed subscriptions in a row: each next attempt goes to the next sentinel.
+        var followFailures = 0
         var preferredSentinel = 0
     }
 
@@ -252,6 +254,7 @@ final class RedisSentinelWatch: Sendable {
     /// and `READONLY` lead to the new master too. Called after each connection to the master is made.
     func follow(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, logger: Logger) async {
         let now = ContinuousClock.now
+        guard !sentinel.sentinels.isEmpty else { return }
         let start = state.withLock { state -> Bool in
             if state.subscribing || state.subscription?.isActive == true { return false }
             if let lastFailure = state.lastFailure, now < lastFailure + Self.followRetryInterval { return false }
@@ -260,54 +263,55 @@ final class RedisSentinelWatch: Sendable {
         }
         guard start, let masterName = sentinel.masterName else { return }
         var subscription: RedisConnection?
-        let first = preferredSentinel
-        for offset in sentinel.sentinels.indices {
-            let address = sentinel.sentinels[(first + offset) % sentinel.sentinels.count]
-            do {
-                let connection = try await RedisConnection.connect(
-                    configuration: RedisSentinelDiscovery.sentinelConfiguration(
-                        configuration,
-                        sentinel: sentinel,
-                        address: address
-                    ),
-                    eventLoopGroup: eventLoopGroup,
-                    logger: logger,
-                    pushHandler: { [weak self] result in
-                        guard let self else { return }
-                        switch result {
-                        case .success(let push):
-                            guard let master = Self.switchedMaster(push, masterName: masterName) else { return }
-                            self.switchMaster(to: master, logger: logger)
-                        case .failure:
-                            // The next connection to the master subscribes again (`follow` sees this one closed).
-                            break
-                        }
+        // Only the sentinel that has just answered: the connection to the master waits for this, so it must not
+        // wait for unreachable sentinels too. Another is tried after the retry interval if this one fails.
+        let index = state.withLock { ($0.preferredSentinel + $0.followFailures) % sentinel.sentinels.count }
+        let address = sentinel.sentinels[index]
+        do {
+            let connection = try await RedisConnection.connect(
+                configuration: RedisSentinelDiscovery.sentinelConfiguration(
+                    configuration,
+                    sentinel: sentinel,
+                    address: address
+                ),
+                eventLoopGroup: eventLoopGroup,
+                logger: logger,
+                pushHandler: { [weak self] result in
+                    guard let self else { return }
+                    switch result {
+                    case .success(let push):
+                        guard let master = Self.switchedMaster(push, masterName: masterName) else { return }
+                        self.switchMaster(to: master, logger: logger)
+                    case .failure:
+                        // The next connection to the master subscribes again (`follow` sees this one closed).
+                        break
                     }
-                )
-                try await connection.sendWithoutReply(
-                    [RESPCommand("SUBSCRIBE", "+switch-master")],
-                    enterSubscriberMode: true
-                )
-                subscription = connection
-                logger.debug(
-                    "following Sentinel's +switch-master",
-                    metadata: ["redis.sentinel.address": "\(address.host):\(address.port)"]
-                )
-                break
-            } catch {
-                logger.debug(
-                    "cannot subscribe to +switch-master",
-                    metadata: ["redis.sentinel.address": "\(address.host):\(address.port)", "error": "\(error)"]
-                )
-            }
+                }
+            )
+            try await connection.sendWithoutReply(
+                [RESPCommand("SUBSCRIBE", "+switch-master")],
+                enterSubscriberMode: true
+            )
+            subscription = connection
+            logger.debug(
+                "following Sentinel's +switch-master",
+                metadata: ["redis.sentinel.address": "\(address.host):\(address.port)"]
+            )
+        } catch {
+            logger.debug(
+                "cannot subscribe to +switch-master",
+                metadata: ["redis.sentinel.address": "\(address.host):\(address.port)", "error": "\(error)"]
+            )
         }
         state.withLock { state in
             state.subscribing = false
             if let subscription, subscription.isActive {
                 state.subscription = subscription
                 state.lastFailure = nil
+                state.followFailures = 0
             } else {
                 state.lastFailure = ContinuousClock.now
+                state.followFailures += 1
             }
         }
     }
