@@ -216,3 +216,41 @@ struct RedisSentinelTLSTests {
         }
     }
 }
+
+/// The two frames that decide a failover, parsed without a server.
+@Suite struct RedisSentinelFrameTests {
+    static func token(_ text: String) throws -> RESPToken {
+        try RESPToken(parsing: Array(text.utf8))
+    }
+
+    static func bulk(_ text: String) -> String { "$\(text.utf8.count)\r\n\(text)\r\n" }
+
+    @Test(arguments: [">", "*"])
+    func switchMasterNamesTheNewMaster(kind: String) throws {
+        let payload = "mymaster 127.0.0.1 6380 ::1 6381"
+        let frame = try Self.token(
+            kind + "3\r\n" + Self.bulk("message") + Self.bulk("+switch-master") + Self.bulk(payload)
+        )
+        let push = RedisPush(token: frame)
+        #expect(RedisSentinelWatch.switchedMaster(push, masterName: "mymaster") == .init(host: "::1", port: 6381))
+        #expect(RedisSentinelWatch.switchedMaster(push, masterName: "other") == nil)
+        let confirmation = try Self.token(
+            kind + "3\r\n" + Self.bulk("subscribe") + Self.bulk("+switch-master") + ":1\r\n"
+        )
+        #expect(RedisSentinelWatch.switchedMaster(RedisPush(token: confirmation), masterName: "mymaster") == nil)
+    }
+
+    @Test(arguments: [
+        ("-READONLY You can't write against a read only replica.\r\n", true),
+        (
+            "-ERR Error running script (call to f_0123): @user_script:1: @user_script: 1: -READONLY You can't write against a read only replica.\r\n",
+            true
+        ),
+        ("-ERR unknown command 'READONLY'\r\n", false),
+        ("+READONLY\r\n", false),
+        ("-NOSCRIPT No matching script\r\n", false),
+    ])
+    func readOnlyErrors(_ frame: String, _ expected: Bool) throws {
+        #expect(RedisChannelHandler.isReadOnlyError(try Self.token(frame)) == expected)
+    }
+}
