@@ -50,7 +50,8 @@ _test_sentinel_wait() {
 }
 
 _test_sentinel_ready() {
-    local dir=$1 port output
+    local dir=$1 port output SENTINEL_URL SENTINEL_MASTER_NAME SENTINEL_PASSWORD SENTINEL_MASTER_PASSWORD \
+        SENTINEL_PORTS SENTINEL_REDIS_PORTS
     # shellcheck disable=SC1091
     source "$dir/sentinel.env"
     for port in $SENTINEL_PORTS; do

@@ -118,10 +118,12 @@ extension RedisConfiguration {
     /// Parses a URL as Celery and redis-py users write it.
     ///
     /// Forms: `redis://[[user]:password@]host[:port][/db]`, `rediss://…` (TLS, certificate verification on by
-    /// default), `unix:///path/to/redis.sock`, and kombu's Sentinel form (``init(sentinelURL:)``). User and password are percent-decoded; IPv6 hosts are written
-    /// in brackets. Query parameters understood: `db`, `username`, `password`, `ssl_cert_reqs`, `ssl_ca_certs`,
-    /// `ssl_certfile`, `ssl_keyfile`, `ssl_check_hostname`, `socket_timeout`, `socket_connect_timeout`,
-    /// `client_name`; others are ignored, as Celery users pass transport options there too.
+    /// default), `unix:///path/to/redis.sock`, and kombu's Sentinel form, `sentinel://` URLs joined by `;` (with
+    /// `master_name`, `sentinel_username`, `sentinel_password` and `ssl` in the query; see ``Sentinel``). User and
+    /// password are percent-decoded; IPv6 hosts are written in brackets. Query parameters understood: `db`,
+    /// `username`, `password`, `ssl_cert_reqs`, `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`, `ssl_check_hostname`,
+    /// `socket_timeout`, `socket_connect_timeout`, `client_name`; others are ignored, as Celery users pass transport
+    /// options there too.
     ///
     /// Precedence follows redis-py's `parse_url`: a `db` query parameter wins over the path, and a user or
     /// password in the authority wins over the query. Unlike redis-py, and like kombu's Redis transport, a path
