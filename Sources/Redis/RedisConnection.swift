@@ -27,11 +27,13 @@ public final class RedisConnection: Sendable {
     let channel: Channel
     let logger: Logger
     let handler: NIOLoopBound<RedisChannelHandler>
+    let closing: RedisClosingFlag
 
     private init(
         id: Int,
         channel: Channel,
         handler: NIOLoopBound<RedisChannelHandler>,
+        closing: RedisClosingFlag,
         configuration: RedisConfiguration,
         protocolVersion: Int,
         serverVersion: String?,
@@ -40,14 +42,15 @@ public final class RedisConnection: Sendable {
         self.id = id
         self.channel = channel
         self.handler = handler
+        self.closing = closing
         self.configuration = configuration
         self.protocolVersion = protocolVersion
         self.serverVersion = serverVersion
         self.logger = logger
     }
 
-    /// True until the connection closes for any reason.
-    public var isActive: Bool { channel.isActive }
+    /// True until the connection closes, or starts to close, for any reason.
+    public var isActive: Bool { channel.isActive && !closing.isSet }
 
     /// Completes when the connection has closed.
     public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
@@ -91,6 +94,7 @@ public final class RedisConnection: Sendable {
         let eventLoop = eventLoopGroup.next()
         let handlerLogger = logger
         let handlerBox = Mutex<NIOLoopBound<RedisChannelHandler>?>(nil)
+        let closing = RedisClosingFlag()
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(TimeAmount(configuration.connectTimeout))
             .channelOption(.socketOption(.so_keepalive), value: 1)
@@ -103,7 +107,8 @@ public final class RedisConnection: Sendable {
                     let handler = RedisChannelHandler(
                         eventLoop: channel.eventLoop,
                         logger: handlerLogger,
-                        tls: sslContext != nil
+                        tls: sslContext != nil,
+                        closing: closing
                     )
                     handler.pushHandler = pushHandler
                     try channel.pipeline.syncOperations.addHandler(handler)
@@ -146,6 +151,7 @@ public final class RedisConnection: Sendable {
                 id: id,
                 channel: channel,
                 handler: handler,
+                closing: closing,
                 configuration: configuration,
                 protocolVersion: version,
                 serverVersion: serverVersion,
