@@ -123,8 +123,13 @@ struct RedisSentinelTests {
         } catch {
             #expect(error.serverErrorPrefix == "READONLY")
         }
-        try await connection.closeFuture.get()
+        // Closed right after the reply (bounded, so that a connection left open fails rather than hangs).
+        let deadline = ContinuousClock.now + .seconds(10)
+        while connection.isActive, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         #expect(!connection.isActive)
+        await connection.close()
     }
 
     /// `SENTINEL FAILOVER`: the connection to the old master is closed on `+switch-master` (or READONLY, or the
@@ -182,6 +187,78 @@ struct RedisSentinelTests {
         let connection = try await client.connection()
         #expect(connection.configuration.endpoint == .tcp(host: "127.0.0.1", port: newPort))
         #expect(try await client.send(RESPCommand("GET", key)).string == "after")
+        await client.close()
+    }
+
+    /// Sends one command to a sentinel (`port`) or, with `data: true`, to a data server, and closes.
+    static func command(_ port: Int, data: Bool = false, _ command: RESPCommand) async throws -> RESPToken {
+        let connection = try await RedisConnection.connect(
+            configuration: RedisConfiguration(
+                endpoint: .tcp(host: "127.0.0.1", port: port),
+                password: data ? TestServers.sentinelMasterPassword : TestServers.sentinelPassword
+            ),
+            logger: TestServers.logger
+        )
+        do {
+            let reply = try await connection.send(command)
+            await connection.close()
+            return reply
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+
+    /// celery#7946: a master demoted while a client stays connected to it (here by hand, with no `+switch-master`
+    /// reaching the client and before the sentinels' CLIENT KILL) answers READONLY; the client must leave it and
+    /// find the new master at once, not answer READONLY until something else closes the connection.
+    @Test func aDemotedMasterIsLeftOnReadOnly() async throws {
+        let client = RedisClient(configuration: try Self.configuration(), logger: TestServers.logger)
+        let key = TestServers.uniquePrefix() + "k"
+        try await client.send(RESPCommand("SET", key, "before", "EX", 60))
+        let connection = try await client.connection()
+        let oldPort = try await Self.masterPortFromSentinel()
+        #expect(connection.configuration.endpoint == .tcp(host: "127.0.0.1", port: oldPort))
+
+        // Cut this process's +switch-master subscription, so that only READONLY can tell the client.
+        for port in TestServers.sentinelPorts {
+            _ = try await Self.command(port, RESPCommand("CLIENT", "KILL", "TYPE", "pubsub"))
+        }
+        // Generous: a failover soon after another waits until the old master has become a synced replica.
+        let deadline = ContinuousClock.now + .seconds(60)
+        var failedOver = false
+        while !failedOver, ContinuousClock.now < deadline {
+            do {
+                _ = try await Self.command(
+                    TestServers.sentinelPorts[0],
+                    RESPCommand("SENTINEL", "FAILOVER", TestServers.sentinelMasterName!)
+                )
+                failedOver = true
+            } catch {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+        try #require(failedOver)
+        var newPort = oldPort
+        while newPort == oldPort, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+            newPort = try await Self.masterPortFromSentinel()
+        }
+        try #require(newPort != oldPort)
+        // What the sentinels will do to the old master, without the CLIENT KILL that comes with it.
+        _ = try await Self.command(oldPort, data: true, RESPCommand("REPLICAOF", "127.0.0.1", newPort))
+
+        do {
+            try await client.send(RESPCommand("SET", key, "during", "EX", 60))
+            // The sentinels' own reconfiguration got there first and closed the connection: recovered as well.
+        } catch {
+            #expect(error.serverErrorPrefix == "READONLY" || error.code == .connectionClosed)
+        }
+        // The very next command reaches the new master: no retrying here, or the sentinels' own CLIENT KILL of the
+        // old master's clients (seconds later) would hide a client that stayed.
+        try await client.send(RESPCommand("SET", key, "after", "EX", 60))
+        #expect(!connection.isActive)
+        #expect(try await client.connection().configuration.endpoint == .tcp(host: "127.0.0.1", port: newPort))
         await client.close()
     }
 }
