@@ -327,6 +327,9 @@ package struct WorkerControlTarget: ControlTarget {
             port = .int(number)
         case .unix(let path):
             host = .string(path)
+        case .sentinel(let sentinel):
+            host = .string(sentinel.sentinels.first?.host ?? "")
+            port = .int(sentinel.sentinels.first?.port ?? 0)
         }
         return [
             "total": .object(totals),

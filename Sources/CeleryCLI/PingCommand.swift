@@ -84,7 +84,10 @@ struct PingCommand: AsyncParsableCommand {
     /// The variables `CeleryEnvironment` reads, from the process environment.
     private static func processEnvironment() -> [String: String] {
         var result: [String: String] = [:]
-        for key in ["CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "REDIS_URL", "REDIS_PASSWORD"] {
+        for key in [
+            "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "REDIS_URL", "REDIS_PASSWORD", "CELERY_BROKER_MASTER_NAME",
+            "CELERY_RESULT_BACKEND_MASTER_NAME", "REDIS_SENTINEL_PASSWORD",
+        ] {
             if let value = getenv(key) {
                 result[key] = String(cString: value)
             }

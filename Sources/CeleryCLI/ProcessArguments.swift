@@ -8,7 +8,8 @@ import Darwin
 
 /// The process's own argument vector, which `ps` and `/proc/PID/cmdline` show.
 enum ProcessArguments {
-    /// Overwrites, in place, every password in a URL argument (`scheme://user:PASSWORD@host`, `?password=…`)
+    /// Overwrites, in place, every password in a URL argument (`scheme://user:PASSWORD@host`, `?password=…`,
+    /// `?sentinel_password=…`)
     /// with `*`, so `ps` shows no password once the command has parsed its arguments. (Between exec and this call
     /// the password is visible, as for any program: prefer `REDIS_PASSWORD` or a URL in the environment.)
     static func maskPasswords() {
@@ -26,7 +27,7 @@ enum ProcessArguments {
     }
 
     /// The byte ranges of passwords in one argument: after the `:` of a URL's user information, and the values
-    /// of `password=` query parameters.
+    /// of `password=` and `sentinel_password=` query parameters.
     static func passwordRanges(in bytes: some RandomAccessCollection<UInt8>) -> [Range<Int>] {
         let text = Array(bytes)
         var ranges: [Range<Int>] = []
@@ -51,9 +52,16 @@ enum ProcessArguments {
         }
         var parameter = 0
         let key = Array("password=".utf8)
+        let sentinelPrefix = Array("sentinel_".utf8)
+        let separators = [UInt8(ascii: "?"), UInt8(ascii: "&")]
         while let found = find(key, in: text, from: parameter) {
             let start = found + key.count
-            let isParameter = found == 0 || [UInt8(ascii: "?"), UInt8(ascii: "&")].contains(text[found - 1])
+            // `password=` and the sentinels' `sentinel_password=` (kombu's Sentinel URLs).
+            var name = found
+            if name >= sentinelPrefix.count, text[name - sentinelPrefix.count..<name].elementsEqual(sentinelPrefix) {
+                name -= sentinelPrefix.count
+            }
+            let isParameter = name == 0 || separators.contains(text[name - 1])
             var end = start
             while end < text.count, text[end] != UInt8(ascii: "&"), text[end] != UInt8(ascii: "#") { end += 1 }
             if isParameter, end > start { ranges.append(start..<end) }

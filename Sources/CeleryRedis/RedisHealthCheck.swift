@@ -51,6 +51,14 @@ public struct RedisHealthCheck: Sendable {
         }
     }
 
+    /// `host:port` of the master a Sentinel configuration led to, else nil.
+    private func sentinelMaster(of connection: RedisConnection) -> String? {
+        guard configuration.sentinel != nil, case .tcp(let host, let port) = connection.configuration.endpoint else {
+            return nil
+        }
+        return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
     private func check(_ connection: RedisConnection) async throws(RedisError) -> RedisHealthReport {
         let clock = ContinuousClock()
         var latencies: [Duration] = []
@@ -86,7 +94,8 @@ public struct RedisHealthCheck: Sendable {
             },
             aofLastWriteStatus: persistence["aof_last_write_status"],
             rdbLastBackgroundSaveStatus: persistence["rdb_last_bgsave_status"],
-            roundTripKey: key
+            roundTripKey: key,
+            sentinelMaster: sentinelMaster(of: connection)
         )
     }
 
@@ -194,6 +203,8 @@ public struct RedisHealthReport: Sendable, Hashable {
     public var rdbLastBackgroundSaveStatus: String?
     /// The temporary key the JSON round trip used (already deleted).
     public var roundTripKey: String
+    /// For a `sentinel://` URL, the master the sentinels named (`host:port`); nil otherwise.
+    public var sentinelMaster: String?
 
     /// Creates a report; normally made by ``RedisHealthCheck/run(logger:)``.
     public init(
@@ -205,7 +216,8 @@ public struct RedisHealthReport: Sendable, Hashable {
         lastSave: CeleryTimestamp?,
         aofLastWriteStatus: String?,
         rdbLastBackgroundSaveStatus: String?,
-        roundTripKey: String
+        roundTripKey: String,
+        sentinelMaster: String? = nil
     ) {
         self.redactedURL = redactedURL
         self.serverVersion = serverVersion
@@ -216,6 +228,7 @@ public struct RedisHealthReport: Sendable, Hashable {
         self.aofLastWriteStatus = aofLastWriteStatus
         self.rdbLastBackgroundSaveStatus = rdbLastBackgroundSaveStatus
         self.roundTripKey = roundTripKey
+        self.sentinelMaster = sentinelMaster
     }
 
     /// The fastest PING, in milliseconds.
@@ -256,7 +269,8 @@ public struct RedisHealthReport: Sendable, Hashable {
                 + " rdb_last_bgsave_status \(rdbLastBackgroundSaveStatus ?? "?"))"
         }
         return [
-            "ok: \(redactedURL) (Redis \(serverVersion), RESP\(protocolVersion))",
+            "ok: \(redactedURL) (Redis \(serverVersion), RESP\(protocolVersion)"
+                + (sentinelMaster.map { ", master \($0) named by Sentinel" } ?? "") + ")",
             "latency: min \(Self.format(minimumLatencyMilliseconds)) ms, median \(Self.format(medianLatencyMilliseconds)) ms,"
                 + " max \(Self.format(maximumLatencyMilliseconds)) ms over \(latencies.count) ping\(latencies.count == 1 ? "" : "s")",
             persistence,
@@ -285,6 +299,7 @@ public struct RedisHealthReport: Sendable, Hashable {
             ],
             "persistence": .object(persistence),
             "json_round_trip": ["ok": true, "key": .string(roundTripKey)],
+            "sentinel_master": sentinelMaster.map { .string($0) } ?? .null,
         ]
     }
 

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOTLS
 import RESP
+import Synchronization
 
 /// What the connection writes into the pipeline: one or more encoded commands flushed together, and where their
 /// replies go, one per command (nil for commands sent in subscriber mode, whose answers are pushes).
@@ -59,10 +60,15 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     /// order the TLS handler reports the error and the close in.
     private var tlsHandshakePending: Bool
 
-    init(eventLoop: EventLoop, logger: Logger, tls: Bool = false) {
+    /// Set, from the event loop, once the handler has given up on the connection; readable from any thread, so
+    /// that a caller does not pick a connection that is still closing (a TLS close waits for the peer).
+    let closing: RedisClosingFlag
+
+    init(eventLoop: EventLoop, logger: Logger, tls: Bool = false, closing: RedisClosingFlag = RedisClosingFlag()) {
         self.eventLoop = eventLoop
         self.logger = logger
         self.tlsHandshakePending = tls
+        self.closing = closing
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -126,7 +132,19 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         do {
             while true {
                 guard let token = try RESPToken(consuming: &receiveBuffer!) else { break }
-                deliver(token)
+                if Self.isReadOnlyError(token) {
+                    // Before the reply reaches its caller, whose next command must not pick this connection.
+                    closing.set()
+                }
+                if !deliver(token) {
+                    // A demoted master (Sentinel failover, a managed Redis's DNS flip): the reply goes to its
+                    // command, then the connection closes so that the next one finds the master again. A
+                    // connection kept open here would answer READONLY forever (celery#7946).
+                    logger.info("Redis answered READONLY: closing the connection to find the master again")
+                    failAll(RedisError(.connectionClosed, "Redis answered READONLY: it is a replica now"))
+                    context.close(promise: nil)
+                    return
+                }
             }
         } catch {
             let redisError = RedisError(.protocolError, "\(error)", underlyingError: error)
@@ -142,25 +160,34 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         }
     }
 
-    private func deliver(_ token: RESPToken) {
+    /// Hands a frame to whoever waits for it; false when it was a `READONLY` error and the connection must go.
+    private func deliver(_ token: RESPToken) -> Bool {
         switch token.kind {
         case .push:
             pushHandler?(.success(RedisPush(token: token)))
-            return
+            return true
         case .attribute:
-            return
+            return true
         default:
             break
         }
         if subscriberMode, token.kind == .array, pending.isEmpty {
             pushHandler?(.success(RedisPush(token: token)))
-            return
+            return true
         }
         guard let next = pending.popFirst() else {
             logger.debug("reply with no command waiting for it", metadata: ["reply": "\(token)"])
-            return
+            return true
         }
         next.replies.receive(token)
+        return !Self.isReadOnlyError(token)
+    }
+
+    /// `-READONLY You can't write against a read only replica.`, also as a script's error
+    /// (`... -READONLY ...` or `... READONLY ...` inside an `ERR` from EVALSHA).
+    static func isReadOnlyError(_ token: RESPToken) -> Bool {
+        guard let message = token.errorMessage else { return false }
+        return message.hasPrefix("READONLY ") || message.contains("READONLY You can't write against a read only")
     }
 
     private func scheduleTimeout(at deadline: NIODeadline, context: ChannelHandlerContext) {
@@ -217,6 +244,7 @@ final class RedisChannelHandler: ChannelDuplexHandler {
 
     private func failAll(_ error: RedisError) {
         if closedError == nil { closedError = error }
+        closing.set()
         timeoutTask?.cancel()
         timeoutTask = nil
         timeoutAt = .distantFuture
@@ -226,4 +254,13 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         pushHandler?(.failure(error))
         pushHandler = nil
     }
+}
+
+/// Whether a connection's handler has given up on it; shared between the handler and its `RedisConnection`.
+final class RedisClosingFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+
+    func set() { value.store(true, ordering: .releasing) }
+
+    var isSet: Bool { value.load(ordering: .acquiring) }
 }

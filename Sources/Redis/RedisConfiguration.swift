@@ -9,6 +9,8 @@ public struct RedisConfiguration: Sendable, Hashable {
         case tcp(host: String, port: Int)
         /// The path of a Unix domain socket.
         case unix(path: String)
+        /// The master that Redis Sentinel names, found when each connection is made.
+        case sentinel(Sentinel)
     }
 
     /// TLS settings; a configuration whose `tls` is `nil` connects in plain text.
@@ -32,6 +34,9 @@ public struct RedisConfiguration: Sendable, Hashable {
         /// PEM file of the client certificate's private key (`ssl_keyfile`).
         public var keyFile: String?
         /// The name sent as SNI and checked against the certificate; `nil` means the endpoint's host.
+        ///
+        /// An IP literal is never sent as SNI (TLS forbids it); the certificate must then list the address the
+        /// connection reached as an IP subjectAltName.
         public var serverName: String?
         /// Whether the certificate must name the server (`ssl_check_hostname`); only applies when verifying.
         public var checkHostname: Bool
@@ -113,10 +118,12 @@ extension RedisConfiguration {
     /// Parses a URL as Celery and redis-py users write it.
     ///
     /// Forms: `redis://[[user]:password@]host[:port][/db]`, `rediss://…` (TLS, certificate verification on by
-    /// default) and `unix:///path/to/redis.sock`. User and password are percent-decoded; IPv6 hosts are written
-    /// in brackets. Query parameters understood: `db`, `username`, `password`, `ssl_cert_reqs`, `ssl_ca_certs`,
-    /// `ssl_certfile`, `ssl_keyfile`, `ssl_check_hostname`, `socket_timeout`, `socket_connect_timeout`,
-    /// `client_name`; others are ignored, as Celery users pass transport options there too.
+    /// default), `unix:///path/to/redis.sock`, and kombu's Sentinel form, `sentinel://` URLs joined by `;` (with
+    /// `master_name`, `sentinel_username`, `sentinel_password` and `ssl` in the query; see ``Sentinel``). User and
+    /// password are percent-decoded; IPv6 hosts are written in brackets. Query parameters understood: `db`,
+    /// `username`, `password`, `ssl_cert_reqs`, `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`, `ssl_check_hostname`,
+    /// `socket_timeout`, `socket_connect_timeout`, `client_name`; others are ignored, as Celery users pass transport
+    /// options there too.
     ///
     /// Precedence follows redis-py's `parse_url`: a `db` query parameter wins over the path, and a user or
     /// password in the authority wins over the query. Unlike redis-py, and like kombu's Redis transport, a path
@@ -125,6 +132,10 @@ extension RedisConfiguration {
     /// - Throws: `RedisError` with code `.invalidURL`; its message never contains the password or any other
     ///   piece of the URL that could be part of one.
     public init(url: String) throws(RedisError) {
+        if url.hasPrefix("sentinel://") {
+            try self.init(sentinelURL: url)
+            return
+        }
         let parts = try RedisURLParts(url)
         let query = RedisURLParts.queryItems(parts.query)
 
@@ -137,7 +148,7 @@ extension RedisConfiguration {
                 throw Self.invalid("a unix:// URL needs the socket's path, as in unix:///run/redis/redis.sock")
             }
             self.endpoint = .unix(path: path)
-        case .redis, .rediss:
+        case .redis, .rediss, .sentinel:
             let host = RedisURLParts.percentDecoded(parts.host).lowercased()
             guard !host.isEmpty else { throw Self.invalid("the URL has no host") }
             var port = Self.defaultPort
@@ -159,7 +170,8 @@ extension RedisConfiguration {
                 }
             }
             if parts.scheme == .rediss {
-                self.tls = TLS(serverName: host)
+                // No server name: the endpoint's host is checked, and an IP host goes without SNI.
+                self.tls = TLS()
             }
         }
 
@@ -200,15 +212,15 @@ extension RedisConfiguration {
         }
     }
 
-    private static func invalid(_ message: String) -> RedisError {
+    static func invalid(_ message: String) -> RedisError {
         RedisError(.invalidURL, "invalid Redis URL: \(message)")
     }
 
-    private static func invalidQuery(_ parameter: String) -> RedisError {
+    static func invalidQuery(_ parameter: String) -> RedisError {
         invalid("invalid value for '\(parameter)'")
     }
 
-    private static func verification(_ value: String) -> TLS.Verification? {
+    static func verification(_ value: String) -> TLS.Verification? {
         switch value.lowercased() {
         case "required", "cert_required": return .required
         case "optional", "cert_optional": return .optional
@@ -217,7 +229,7 @@ extension RedisConfiguration {
         }
     }
 
-    private static func duration(_ value: String, parameter: String) throws(RedisError) -> Duration {
+    static func duration(_ value: String, parameter: String) throws(RedisError) -> Duration {
         guard let seconds = Double(value), seconds.isFinite, seconds > 0, seconds < 1e9 else {
             throw invalidQuery(parameter)
         }
@@ -236,6 +248,7 @@ extension RedisConfiguration: CustomStringConvertible {
         switch endpoint {
         case .tcp: url = tls == nil ? "redis://" : "rediss://"
         case .unix: url = "unix://"
+        case .sentinel(let sentinel): return redactedSentinelURL(sentinel)
         }
         if username != nil || password != nil {
             url += RedisURLParts.percentEncoded(username ?? "", keeping: "")
@@ -254,8 +267,20 @@ extension RedisConfiguration: CustomStringConvertible {
             if database != 0 {
                 query.append(("db", "\(database)"))
             }
+        case .sentinel:
+            preconditionFailure("handled above")
         }
-        if case .tcp = endpoint, let tls {
+        if case .tcp = endpoint {
+            query += tlsQueryItems()
+        }
+        query += timeoutAndNameQueryItems()
+        return url + Self.renderedQuery(query)
+    }
+
+    /// The TLS settings as URL query items (none when TLS is off).
+    func tlsQueryItems() -> [(String, String)] {
+        var query: [(String, String)] = []
+        if let tls {
             switch tls.verification {
             case .required: break
             case .optional: query.append(("ssl_cert_reqs", "optional"))
@@ -266,6 +291,11 @@ extension RedisConfiguration: CustomStringConvertible {
             if let keyFile = tls.keyFile { query.append(("ssl_keyfile", keyFile)) }
             if !tls.checkHostname { query.append(("ssl_check_hostname", "false")) }
         }
+        return query
+    }
+
+    func timeoutAndNameQueryItems() -> [(String, String)] {
+        var query: [(String, String)] = []
         if connectTimeout != Self.defaultConnectTimeout {
             query.append(("socket_connect_timeout", Self.seconds(connectTimeout)))
         }
@@ -273,17 +303,19 @@ extension RedisConfiguration: CustomStringConvertible {
             query.append(("socket_timeout", Self.seconds(commandTimeout)))
         }
         if let clientName { query.append(("client_name", clientName)) }
-        if !query.isEmpty {
-            url +=
-                "?" + query.map { "\($0)=\(RedisURLParts.percentEncoded($1, keeping: "/.:"))" }.joined(separator: "&")
-        }
-        return url
+        return query
+    }
+
+    static func renderedQuery(_ query: [(String, String)]) -> String {
+        guard !query.isEmpty else { return "" }
+        // `*` stays as it is, so that a redacted password reads as `***`.
+        return "?" + query.map { "\($0)=\(RedisURLParts.percentEncoded($1, keeping: "/.:*"))" }.joined(separator: "&")
     }
 
     /// The redacted URL; never the password.
     public var description: String { redactedURL }
 
-    private static func seconds(_ duration: Duration) -> String {
+    static func seconds(_ duration: Duration) -> String {
         let (seconds, attoseconds) = duration.components
         if attoseconds == 0 { return "\(seconds)" }
         return "\(Double(seconds) + Double(attoseconds) / 1e18)"
@@ -293,8 +325,8 @@ extension RedisConfiguration: CustomStringConvertible {
 // MARK: - Lexical URL splitting
 
 /// A URL split the way Python's `urllib.parse.urlsplit` splits it, which is what redis-py parses.
-private struct RedisURLParts {
-    enum Scheme { case redis, rediss, unix }
+struct RedisURLParts {
+    enum Scheme { case redis, rediss, unix, sentinel }
 
     var scheme: Scheme
     var username: String?
@@ -313,11 +345,13 @@ private struct RedisURLParts {
             (scheme, rest) = (.rediss, url.dropFirst("rediss://".count))
         } else if url.hasPrefix("unix://") {
             (scheme, rest) = (.unix, url.dropFirst("unix://".count))
+        } else if url.hasPrefix("sentinel://") {
+            (scheme, rest) = (.sentinel, url.dropFirst("sentinel://".count))
         } else {
             // Name the scheme only when it is a well-known one: a malformed URL could start with its password.
-            var message = "the scheme must be redis://, rediss:// or unix://"
+            var message = "the scheme must be redis://, rediss://, unix:// or sentinel://"
             let knownSchemes = [
-                "amqp", "amqps", "filesystem", "http", "https", "memory", "redis+socket", "sentinel", "socket", "sqs",
+                "amqp", "amqps", "filesystem", "http", "https", "memory", "redis+socket", "socket", "sqs",
                 "valkey", "valkeys",
             ]
             if let scheme = url.split(separator: ":", maxSplits: 1).first, url.dropFirst(scheme.count).hasPrefix("://"),

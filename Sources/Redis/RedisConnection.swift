@@ -27,11 +27,13 @@ public final class RedisConnection: Sendable {
     let channel: Channel
     let logger: Logger
     let handler: NIOLoopBound<RedisChannelHandler>
+    let closing: RedisClosingFlag
 
     private init(
         id: Int,
         channel: Channel,
         handler: NIOLoopBound<RedisChannelHandler>,
+        closing: RedisClosingFlag,
         configuration: RedisConfiguration,
         protocolVersion: Int,
         serverVersion: String?,
@@ -40,19 +42,20 @@ public final class RedisConnection: Sendable {
         self.id = id
         self.channel = channel
         self.handler = handler
+        self.closing = closing
         self.configuration = configuration
         self.protocolVersion = protocolVersion
         self.serverVersion = serverVersion
         self.logger = logger
     }
 
-    /// True until the connection closes for any reason.
-    public var isActive: Bool { channel.isActive }
+    /// True until the connection closes, or starts to close, for any reason.
+    public var isActive: Bool { channel.isActive && !closing.isSet }
 
     /// Completes when the connection has closed.
     public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
 
-    /// Opens, authenticates and prepares a connection.
+    /// Opens, authenticates and prepares a connection; a `.sentinel` endpoint is first resolved to its master.
     ///
     /// - Parameter pushHandler: receives RESP3 push frames (and every frame once in subscriber mode), then a
     ///   failure when the connection ends. Only subscription connections set it.
@@ -62,6 +65,15 @@ public final class RedisConnection: Sendable {
         logger: Logger,
         pushHandler: (@Sendable (Result<RedisPush, RedisError>) -> Void)? = nil
     ) async throws(RedisError) -> RedisConnection {
+        if case .sentinel(let sentinel) = configuration.endpoint {
+            return try await RedisSentinelDiscovery.connect(
+                configuration: configuration,
+                sentinel: sentinel,
+                eventLoopGroup: eventLoopGroup,
+                logger: logger,
+                pushHandler: pushHandler
+            )
+        }
         let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
         var logger = logger
         logger[metadataKey: "redis.connection.id"] = "\(id)"
@@ -77,15 +89,12 @@ public final class RedisConnection: Sendable {
         } else {
             sslContext = nil
         }
-        let serverHostname: String? = {
-            if let name = configuration.tls?.serverName { return name }
-            if case .tcp(let host, _) = configuration.endpoint, !isIPAddress(host) { return host }
-            return nil
-        }()
+        let serverHostname = configuration.tls.flatMap { sniHostname($0, endpoint: configuration.endpoint) }
 
         let eventLoop = eventLoopGroup.next()
         let handlerLogger = logger
         let handlerBox = Mutex<NIOLoopBound<RedisChannelHandler>?>(nil)
+        let closing = RedisClosingFlag()
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(TimeAmount(configuration.connectTimeout))
             .channelOption(.socketOption(.so_keepalive), value: 1)
@@ -98,7 +107,8 @@ public final class RedisConnection: Sendable {
                     let handler = RedisChannelHandler(
                         eventLoop: channel.eventLoop,
                         logger: handlerLogger,
-                        tls: sslContext != nil
+                        tls: sslContext != nil,
+                        closing: closing
                     )
                     handler.pushHandler = pushHandler
                     try channel.pipeline.syncOperations.addHandler(handler)
@@ -115,6 +125,8 @@ public final class RedisConnection: Sendable {
                     .connect(host: host, port: port).get()
             case .unix(let path):
                 channel = try await bootstrap.connect(unixDomainSocketPath: path).get()
+            case .sentinel:
+                preconditionFailure("resolved through the sentinels above")
             }
         } catch {
             throw connectError(error, configuration: configuration)
@@ -139,6 +151,7 @@ public final class RedisConnection: Sendable {
                 id: id,
                 channel: channel,
                 handler: handler,
+                closing: closing,
                 configuration: configuration,
                 protocolVersion: version,
                 serverVersion: serverVersion,
@@ -347,8 +360,28 @@ public final class RedisConnection: Sendable {
         return try NIOSSLContext(configuration: config)
     }
 
-    private static func isIPAddress(_ host: String) -> Bool {
-        (try? SocketAddress(ipAddress: host, port: 0)) != nil
+    /// The name to send as SNI and check the certificate against, or nil for an IP literal.
+    ///
+    /// TLS forbids an IP address in SNI (NIOSSL refuses it with `cannotUseIPAddressInSNI`), so a connection to
+    /// an IP sends none. NIOSSL's verification then matches the certificate's IP subjectAltNames against the
+    /// address the connection actually reached, and never a DNS name or the common name: a certificate that
+    /// does not list that address is refused, as redis-py and OpenSSL refuse it.
+    static func sniHostname(_ tls: RedisConfiguration.TLS, endpoint: RedisConfiguration.Endpoint) -> String? {
+        let name: String
+        if let serverName = tls.serverName {
+            name = serverName
+        } else if case .tcp(let host, _) = endpoint {
+            name = host
+        } else {
+            return nil
+        }
+        return isIPAddress(name) ? nil : name
+    }
+
+    static func isIPAddress(_ host: String) -> Bool {
+        // A bracketed IPv6 literal is an address too, whatever wrote the brackets.
+        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        return (try? SocketAddress(ipAddress: bare, port: 0)) != nil
     }
 
     // MARK: - Commands

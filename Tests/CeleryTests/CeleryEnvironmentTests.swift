@@ -108,6 +108,41 @@ import Testing
         #expect(try !environment.redisConfiguration().description.contains("in-url"))
     }
 
+    @Test func sentinelMasterNamesAndPasswordFromTheEnvironment() throws {
+        let sentinels = "sentinel://:master-pw@s1:26379/0;sentinel://s2:26379/0"
+        let environment = CeleryEnvironment(
+            environment: [
+                "CELERY_BROKER_URL": sentinels,
+                "CELERY_RESULT_BACKEND": sentinels + "?master_name=in-url",
+                "CELERY_BROKER_MASTER_NAME": "broker-master",
+                "REDIS_SENTINEL_PASSWORD": "sentinel-pw",
+            ]
+        )
+        let broker = try environment.brokerConfiguration()
+        #expect(broker.sentinel?.masterName == "broker-master")
+        #expect(broker.sentinel?.password == "sentinel-pw")
+        #expect(broker.password == "master-pw")
+        #expect(try environment.redisConfiguration().sentinel?.masterName == "broker-master")
+        // The URL's own name wins; CELERY_RESULT_BACKEND_MASTER_NAME, else the broker's, fills in a missing one.
+        #expect(try environment.resultBackendConfiguration().sentinel?.masterName == "in-url")
+        let split = CeleryEnvironment(
+            environment: [
+                "CELERY_BROKER_URL": sentinels, "CELERY_BROKER_MASTER_NAME": "b",
+                "CELERY_RESULT_BACKEND_MASTER_NAME": "r",
+            ]
+        )
+        #expect(try split.resultBackendConfiguration().sentinel?.masterName == "r")
+        #expect(try split.brokerConfiguration().sentinel?.masterName == "b")
+    }
+
+    @Test func aSentinelURLWithoutMasterNameIsRefused() {
+        #expect {
+            _ = try CeleryEnvironment(broker: "sentinel://s1:26379", environment: [:]).brokerConfiguration()
+        } throws: { error in
+            (error as? RedisError)?.code == .invalidURL && "\(error)".contains("CELERY_BROKER_MASTER_NAME")
+        }
+    }
+
     @Test func aBadURLIsAnInvalidURLError() {
         #expect {
             _ = try CeleryEnvironment(broker: "http://x", environment: [:]).redisConfiguration()

@@ -343,6 +343,34 @@ def test_bad_certificates_get_a_clear_error(tls, change, expected):
     assert re.search(expected, output, re.I), output
 
 
+def _tls_ping(url):
+    return subprocess.run([str(swift_binary()), "ping", "--broker", url, "--count", "1", "--timeout", "10"],
+                          capture_output=True, text=True, env=environment(), timeout=60)
+
+
+def _tls_hosts():
+    return ["localhost", "127.0.0.1"] + (["[::1]"] if os.environ.get("SWIFT_CELERY_TEST_REDIS_TLS_IPV6") == "1" else [])
+
+
+@pytest.mark.parametrize("host", _tls_hosts())
+def test_ping_over_tls_by_name_and_by_ip(tls, host):
+    """issue #31: by IP no SNI is sent (TLS forbids it) and the certificate's IP subjectAltName is checked."""
+    _, directory = tls
+    port = os.environ["SWIFT_CELERY_TEST_REDIS_TLS_PORT"]
+    result = _tls_ping(f"rediss://{host}:{port}/0?ssl_ca_certs={directory}/ca.pem")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"ok: rediss://{host}:{port}/0"), result.stdout
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+def test_ping_refuses_a_certificate_for_other_names(tls, host):
+    _, directory = tls
+    port = os.environ["SWIFT_CELERY_TEST_REDIS_TLS_WRONG_NAME_PORT"]
+    result = _tls_ping(f"rediss://{host}:{port}/0?ssl_ca_certs={directory}/ca.pem")
+    assert result.returncode == 1, result.stdout
+    assert "TLS failure" in result.stderr, result.stderr
+
+
 # -- message content is data ------------------------------------------------------------------------------------
 
 

@@ -377,11 +377,71 @@ struct RedisTLSTests {
         await client.close()
     }
 
+    /// The hosts this machine's TLS test server answers on, as written in a URL.
+    static let hosts = ["localhost", "127.0.0.1"] + (TestServers.tlsIPv6 ? ["[::1]"] : [])
+
+    /// By name and by IP (no SNI for an IP, its IP subjectAltName checked), with and without a client certificate.
+    @Test(arguments: hosts, [false, true])
+    func connectsByNameAndByIP(host: String, clientCertificate: Bool) async throws {
+        let dir = try #require(TestServers.tlsDirectory)
+        let port = try #require(TestServers.tlsPort)
+        var url = "rediss://\(host):\(port)/0?ssl_ca_certs=\(dir)/ca.pem"
+        if clientCertificate {
+            url += "&ssl_certfile=\(dir)/client.pem&ssl_keyfile=\(dir)/client.key"
+        }
+        let client = RedisClient(configuration: try RedisConfiguration(url: url), logger: TestServers.logger)
+        #expect(try await client.send(RESPCommand("PING")).string == "PONG")
+        await client.close()
+    }
+
+    /// A certificate from the right CA that names neither the host nor the address is refused, by name and by IP.
+    @Test(arguments: hosts, [false, true])
+    func certificateForAnotherNameIsRefused(host: String, clientCertificate: Bool) async throws {
+        let dir = try #require(TestServers.tlsDirectory)
+        let port = try #require(TestServers.tlsWrongNamePort)
+        guard host != "[::1]" else { return }  // the wrong-name server listens on IPv4 loopback only
+        var url = "rediss://\(host):\(port)/0?ssl_ca_certs=\(dir)/ca.pem&socket_connect_timeout=10"
+        if clientCertificate {
+            url += "&ssl_certfile=\(dir)/client.pem&ssl_keyfile=\(dir)/client.key"
+        }
+        let client = RedisClient(configuration: try RedisConfiguration(url: url), logger: TestServers.logger)
+        do {
+            try await client.send(RESPCommand("PING"))
+            Issue.record("a certificate for redis.invalid and 192.0.2.1 was accepted for \(host)")
+        } catch {
+            #expect(error.code == .tlsFailure)
+        }
+        // The same server with the name check off connects: the refusal above was the name, not the chain.
+        let unchecked = RedisClient(
+            configuration: try RedisConfiguration(url: url + "&ssl_check_hostname=false"),
+            logger: TestServers.logger
+        )
+        #expect(try await unchecked.send(RESPCommand("PING")).string == "PONG")
+        await unchecked.close()
+    }
+
     @Test func plainClientAgainstTLSPortFails() async throws {
         var configuration = try RedisConfiguration(url: TestServers.tlsURL!)
         configuration.tls = nil
         configuration.connectTimeout = .seconds(2)
         let client = RedisClient(configuration: configuration, logger: TestServers.logger)
         await #expect(throws: RedisError.self) { try await client.send(RESPCommand("PING")) }
+    }
+}
+
+@Suite struct RedisTLSServerNameTests {
+    @Test func ipLiteralsGoWithoutSNI() {
+        let tls = RedisConfiguration.TLS()
+        #expect(
+            RedisConnection.sniHostname(tls, endpoint: .tcp(host: "cache.example.com", port: 6380))
+                == "cache.example.com"
+        )
+        #expect(RedisConnection.sniHostname(tls, endpoint: .tcp(host: "127.0.0.1", port: 6380)) == nil)
+        #expect(RedisConnection.sniHostname(tls, endpoint: .tcp(host: "::1", port: 6380)) == nil)
+        #expect(RedisConnection.sniHostname(tls, endpoint: .tcp(host: "fd00::2", port: 6380)) == nil)
+        let named = RedisConfiguration.TLS(serverName: "redis.internal")
+        #expect(RedisConnection.sniHostname(named, endpoint: .tcp(host: "192.0.2.7", port: 6380)) == "redis.internal")
+        let ip = RedisConfiguration.TLS(serverName: "192.0.2.7")
+        #expect(RedisConnection.sniHostname(ip, endpoint: .tcp(host: "redis.internal", port: 6380)) == nil)
     }
 }

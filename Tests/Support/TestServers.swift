@@ -13,6 +13,33 @@ public enum TestServers {
     public static var authPort: Int? { env["SWIFT_CELERY_TEST_REDIS_AUTH_PORT"].flatMap(Int.init) }
     public static var tlsURL: String? { env["SWIFT_CELERY_TEST_REDIS_TLS_URL"] }
     public static var tlsDirectory: String? { env["SWIFT_CELERY_TEST_TLS_DIR"] }
+    public static var tlsPort: Int? { env["SWIFT_CELERY_TEST_REDIS_TLS_PORT"].flatMap(Int.init) }
+    /// Whether the TLS server listens on `[::1]` too.
+    public static var tlsIPv6: Bool { env["SWIFT_CELERY_TEST_REDIS_TLS_IPV6"] == "1" }
+    /// A TLS server whose certificate (same CA) names neither localhost nor a loopback address.
+    public static var tlsWrongNamePort: Int? { env["SWIFT_CELERY_TEST_REDIS_TLS_WRONG_NAME_PORT"].flatMap(Int.init) }
+    /// kombu's URL of the Sentinel deployment (master password in it; no master name, no sentinel password).
+    public static var sentinelURL: String? { env["SWIFT_CELERY_TEST_SENTINEL_URL"] }
+    public static var sentinelMasterName: String? { env["SWIFT_CELERY_TEST_SENTINEL_MASTER_NAME"] }
+    /// The sentinels' own password (`requirepass` in sentinel.conf).
+    public static var sentinelPassword: String? { env["SWIFT_CELERY_TEST_SENTINEL_PASSWORD"] }
+    public static var sentinelMasterPassword: String? { env["SWIFT_CELERY_TEST_SENTINEL_MASTER_PASSWORD"] }
+    /// The sentinels' ports.
+    public static var sentinelPorts: [Int] {
+        (env["SWIFT_CELERY_TEST_SENTINEL_PORTS"] ?? "").split(separator: " ").compactMap { Int($0) }
+    }
+    /// The ports of the two data servers (the first master, then the first replica).
+    public static var sentinelRedisPorts: [Int] {
+        (env["SWIFT_CELERY_TEST_SENTINEL_REDIS_PORTS"] ?? "").split(separator: " ").compactMap { Int($0) }
+    }
+    /// One TLS-only sentinel that names the TLS server (by IP) as `tlsprimary`; the CA is in the URL.
+    public static var sentinelTLSURL: String? { env["SWIFT_CELERY_TEST_SENTINEL_TLS_URL"] }
+    public static var hasSentinel: Bool { sentinelURL != nil && sentinelMasterName != nil && sentinelPassword != nil }
+    /// The Sentinel URL with the master name and the sentinels' password in its query, as a user would write it.
+    public static var sentinelFullURL: String? {
+        guard let url = sentinelURL, let name = sentinelMasterName, let password = sentinelPassword else { return nil }
+        return url + "?master_name=\(name)&sentinel_password=\(password)"
+    }
     public static var redisServer: String { env["SWIFT_CELERY_TEST_REDIS_SERVER"] ?? "/usr/bin/redis-server" }
 
     public static var hasPlain: Bool { plainURL != nil }

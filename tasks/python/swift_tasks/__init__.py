@@ -73,6 +73,18 @@ def result_backend_url(env=None) -> str:
     return _with_password(url, env.get("REDIS_PASSWORD"))
 
 
+def sentinel_options(url: str, master_name: str | None, env=None) -> dict:
+    """kombu's transport options for a sentinel:// URL: the master name, and the sentinels' password
+    from ``REDIS_SENTINEL_PASSWORD`` (as the Swift worker reads them); empty for other URLs."""
+    env = os.environ if env is None else env
+    if not url.startswith("sentinel://"):
+        return {}
+    options = {"master_name": master_name} if master_name else {}
+    if env.get("REDIS_SENTINEL_PASSWORD"):
+        options["sentinel_kwargs"] = {"password": env["REDIS_SENTINEL_PASSWORD"]}
+    return options
+
+
 def swift_queue(env=None) -> str:
     env = os.environ if env is None else env
     return env.get("SWIFT_CELERY_QUEUE") or "celery"
@@ -93,7 +105,9 @@ def make_app(
     With ``stubs=False`` it gets only the configuration.
     """
     queue = queue or swift_queue()
-    app = Celery(name, broker=broker or broker_url(), backend=backend or result_backend_url())
+    broker, backend = broker or broker_url(), backend or result_backend_url()
+    app = Celery(name, broker=broker, backend=backend)
+    broker_master = os.environ.get("CELERY_BROKER_MASTER_NAME")
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -101,6 +115,10 @@ def make_app(
         result_accept_content=["json"],
         task_routes={name: {"queue": queue} for name in TASK_NAMES},
         broker_connection_retry_on_startup=True,
+        broker_transport_options=sentinel_options(broker, broker_master),
+        result_backend_transport_options=sentinel_options(
+            backend, os.environ.get("CELERY_RESULT_BACKEND_MASTER_NAME") or broker_master
+        ),
     )
     app.conf.update(config)
     if stubs:
