@@ -25,6 +25,10 @@ struct WorkerRecorderTests {
             runs.add()
             throw TaskRetry(countdown: .seconds(5), maxRetries: 2)
         }
+        registry.register("t.reshape", parameters: ["x"]) { (_, x: Int) -> NoResult in
+            runs.add()
+            throw TaskRetry(countdown: .seconds(5), args: [.int(x + 1)], kwargs: ["y": .int(x)])
+        }
         registry.register("t.quiet", parameters: [], options: TaskOptions(ignoreResult: true)) { _ in 1 }
         return registry
     }
@@ -78,6 +82,30 @@ struct WorkerRecorderTests {
         #expect(memory.log.all == [.published(["t.again"]), .result("again", status: "RETRY"), .ack("tag-again")])
         let next = try #require(memory.log.published.first)
         #expect(next.id == "again" && next.retries == 1 && next.eta != nil)
+    }
+
+    @Test func aRetryCarriesTheCustomHeadersButNotCeleryOwnNorDeadLetterMarks() async throws {
+        let memory = try InMemoryWorker(registry: Self.registry(), acksLate: true)
+        let message = try InMemoryWorker.message(
+            "t.again",
+            id: "custom",
+            headers: [
+                "x-custom": "v", "tenant": ["id": 7], "x-death": [["count": 1]], "redelivered": true,
+                "compression": nil, "stamped_headers": nil, "stamps": nil,
+            ]
+        )
+        await memory.worker.execute(message)
+        let next = try #require(memory.log.published.first)
+        #expect(next.headers == ["x-custom": "v", "tenant": ["id": 7]])
+        #expect(next.args == [] && next.kwargs == [:])
+    }
+
+    @Test func aRetryWithArgumentsReplacesTheMessageArguments() async throws {
+        let memory = try InMemoryWorker(registry: Self.registry(), acksLate: true)
+        await memory.worker.execute(try InMemoryWorker.message("t.reshape", id: "reshape", args: [4]))
+        let next = try #require(memory.log.published.first)
+        #expect(next.id == "reshape" && next.retries == 1)
+        #expect(next.args == [5] && next.kwargs == ["y": 4])
     }
 
     @Test func pastItsRetriesATaskFailsAndRunsItsErrbacks() async throws {

@@ -116,6 +116,22 @@ def flaky(self, failures):
     return self.request.retries
 
 
+@app.task(name="tasks.retry_header", bind=True, shared=False)
+def retry_header(self, name):
+    """Retries itself once (countdown 0.1 s), then returns the custom header `name` (None if absent)."""
+    if self.request.retries == 0:
+        raise self.retry(countdown=0.1)
+    return (self.request.headers or {}).get(name)
+
+
+@app.task(name="tasks.countdown_sum", bind=True, shared=False, max_retries=None)
+def countdown_sum(self, n, total=0):
+    """While n > 0, retries itself (countdown 0.1 s) with args (n - 1,) and kwargs {total: total + n}; returns total."""
+    if n > 0:
+        raise self.retry(args=(n - 1,), kwargs={"total": total + n}, countdown=0.1)
+    return total
+
+
 @app.task(name="tasks.throttled", shared=False, rate_limit="20/s")
 def throttled(key):
     """RPUSH key <start time>; Celery's rate limit is per worker (the Swift worker's is global)."""
