@@ -112,6 +112,18 @@ public enum TaskCatalog {
             return value
         }
         registry.register(
+            "tasks.reject",
+            parameters: ["key", "requeue"],
+            documentation:
+                "INCR key; unless its message was redelivered, rejects it (Reject('rejected', requeue)); "
+                + "returns the new value"
+        ) { (context, key: String, requeue: Bool) in
+            let reply = try await context.redis.send(RESPCommand("INCR", key))
+            guard let value = reply.int else { throw PythonException.typeError("INCR answered \(reply)") }
+            guard context.deliveryInfo.redelivered else { throw TaskReject("rejected", requeue: requeue) }
+            return value
+        }
+        registry.register(
             "tasks.progress",
             parameters: ["steps", "pause"],
             documentation:

@@ -29,6 +29,14 @@ struct WorkerRecorderTests {
             runs.add()
             throw TaskRetry(countdown: .seconds(5), args: [.int(x + 1)], kwargs: ["y": .int(x)])
         }
+        registry.register("t.reject", parameters: []) { (_) -> NoResult in
+            runs.add()
+            throw TaskReject("bad", requeue: false)
+        }
+        registry.register("t.requeue", parameters: []) { (_) -> NoResult in
+            runs.add()
+            throw TaskReject("later", requeue: true)
+        }
         registry.register("t.quiet", parameters: [], options: TaskOptions(ignoreResult: true)) { _ in 1 }
         return registry
     }
@@ -119,6 +127,48 @@ struct WorkerRecorderTests {
         await memory.worker.execute(message)
         #expect(memory.log.all == [.published(["t.add"]), .result("spent", status: "FAILURE"), .ack("tag-spent")])
         #expect(memory.log.meta("spent")?["result"]?["exc_type"] == "MaxRetriesExceededError")
+    }
+
+    @Test func aRejectWithoutRequeueIsAFailureWithErrbacksAndTheMessageIsAcked() async throws {
+        let memory = try InMemoryWorker(registry: Self.registry(), acksLate: true)
+        let message = try InMemoryWorker.message(
+            "t.reject",
+            id: "rejected",
+            errbacks: [InMemoryWorker.signature("t.add", id: "on-error", args: [0])]
+        )
+        await memory.worker.execute(message)
+        #expect(
+            memory.log.all == [.published(["t.add"]), .result("rejected", status: "FAILURE"), .ack("tag-rejected")]
+        )
+        let result = memory.log.meta("rejected")?["result"]
+        #expect(result?["exc_type"] == "Reject" && result?["exc_module"] == "celery.exceptions")
+        #expect(result?["exc_message"] == ["bad", false])
+    }
+
+    @Test func aRejectWithRequeueUnderAcksLateGoesToTheBackOfItsQueueWithoutAResult() async throws {
+        let memory = try InMemoryWorker(registry: Self.registry(), acksLate: true)
+        memory.broker.push(InMemoryWorker.envelope("t.requeue", id: "again"))
+        let popped = try #require(
+            try await memory.broker.startPop(lists: ["q"], limit: 1, stamp: "").deliveries().first
+        )
+        memory.broker.push(InMemoryWorker.envelope("t.add", id: "queued-meanwhile", args: [1, 2]))
+        await memory.worker.execute(try TaskMessage(envelope: popped.envelope))
+        #expect(memory.log.all == [])
+        #expect(memory.broker.unackedTags.isEmpty && memory.broker.count() == 2)
+        // Behind the message queued while it ran, as kombu's reject(requeue=True) puts it (LPUSH).
+        let next = try await memory.broker.startPop(lists: ["q"], limit: 2, stamp: "").deliveries()
+        #expect(try next.map { try TaskMessage(envelope: $0.envelope).id } == ["queued-meanwhile", "again"])
+    }
+
+    @Test func aRejectWithRequeueUnderEarlyAckIsNotRequeued() async throws {
+        let memory = try InMemoryWorker(registry: Self.registry(), acksLate: false)
+        memory.broker.push(InMemoryWorker.envelope("t.requeue", id: "gone"))
+        let popped = try #require(
+            try await memory.broker.startPop(lists: ["q"], limit: 1, stamp: "").deliveries().first
+        )
+        await memory.worker.execute(try TaskMessage(envelope: popped.envelope))
+        #expect(memory.log.all == [.ack("tag-gone")])
+        #expect(memory.broker.unackedTags.isEmpty && memory.broker.count() == 0)
     }
 
     @Test func anExpiredTaskIsRevokedAndAckedWithoutRunning() async throws {

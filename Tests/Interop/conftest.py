@@ -114,6 +114,8 @@ class WorkerProcess:
                 env["REFERENCE_RESULT_EXTENDED"] = "1"
             elif flag == "--track-started":
                 env["REFERENCE_TRACK_STARTED"] = "1"
+            elif flag == "--acks-late":
+                env["REFERENCE_ACKS_LATE"] = "1"
             elif flag.startswith("--visibility-timeout="):
                 env["REFERENCE_VISIBILITY_TIMEOUT"] = flag.split("=", 1)[1]
             else:

@@ -97,6 +97,22 @@ def incr(key):
         client.close()
 
 
+@app.task(name="tasks.reject", bind=True, shared=False)
+def reject(self, key, requeue):
+    """INCR key; unless its message was redelivered, rejects it (Reject('rejected', requeue)); returns the new value."""
+    import redis
+    from celery.exceptions import Reject
+
+    client = redis.Redis.from_url(os.environ.get("REDIS_URL") or app.conf.broker_url)
+    try:
+        value = client.incr(key)
+    finally:
+        client.close()
+    if not (self.request.delivery_info or {}).get("redelivered"):
+        raise Reject("rejected", requeue=requeue)
+    return value
+
+
 @app.task(name="tasks.progress", bind=True, shared=False)
 def progress(self, steps, pause):
     """Reports PROGRESS {current, total} after each of `steps` pauses of `pause` seconds; returns steps."""

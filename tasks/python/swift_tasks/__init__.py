@@ -39,6 +39,7 @@ TASK_NAMES = (
     "tasks.incr",
     "tasks.mul",
     "tasks.progress",
+    "tasks.reject",
     "tasks.retry_header",
     "tasks.sleep",
     "tasks.throttled",
@@ -170,6 +171,11 @@ def _define_stubs(app: Celery) -> None:
         "reports PROGRESS {current, total} after each of `steps` pauses of `pause` seconds; returns steps"
         _not_here("tasks.progress")
 
+    @app.task(name="tasks.reject", shared=False)
+    def reject(key: str, requeue: bool) -> int:
+        "INCR key; unless its message was redelivered, rejects it (Reject('rejected', requeue)); returns the new value"
+        _not_here("tasks.reject")
+
     @app.task(name="tasks.retry_header", shared=False)
     def retry_header(name: str) -> Any:
         "retries itself once (countdown 0.1 s), then returns the custom header `name` (None if absent)"
@@ -205,6 +211,7 @@ identity = app.tasks["tasks.identity"]
 incr = app.tasks["tasks.incr"]
 mul = app.tasks["tasks.mul"]
 progress = app.tasks["tasks.progress"]
+reject = app.tasks["tasks.reject"]
 retry_header = app.tasks["tasks.retry_header"]
 sleep = app.tasks["tasks.sleep"]
 throttled = app.tasks["tasks.throttled"]
