@@ -9,6 +9,8 @@ extension Worker {
     /// recorder stores RETRY (`storeRetry`) and acks this attempt as usual.
     package func publishRetry(of message: TaskMessage, _ request: TaskRetry) async -> TaskOutcome {
         let cause = request.cause.map(StoredException.init)
+        let args = request.args ?? message.args
+        let kwargs = request.kwargs ?? message.kwargs
         if let limit = request.maxRetries, message.retries >= limit {
             let failure =
                 cause
@@ -16,7 +18,11 @@ extension Worker {
                     type: "MaxRetriesExceededError",
                     module: "celery.exceptions",
                     arguments: [
-                        .string("Can't retry \(message.taskName)[\(message.id)]: max retries (\(limit)) exceeded")
+                        // Celery's wording, with the arguments the next attempt would have had.
+                        .string(
+                            "Can't retry \(message.taskName)[\(message.id)] args:\(PythonRepr.arguments(args)) "
+                                + "kwargs:\(PythonRepr.render(.object(kwargs)))"
+                        )
                     ]
                 )
             logger.error(
@@ -36,8 +42,8 @@ extension Worker {
         var next = OutgoingTask(
             name: message.taskName,
             id: message.id,
-            args: request.args ?? message.args,
-            kwargs: request.kwargs ?? message.kwargs,
+            args: args,
+            kwargs: kwargs,
             queue: message.routingKey.isEmpty ? configuration.queues.first ?? "celery" : message.routingKey,
             priority: message.priority,
             origin: configuration.hostname

@@ -127,6 +127,7 @@ struct WorkerRecorderTests {
         await memory.worker.execute(message)
         #expect(memory.log.all == [.published(["t.add"]), .result("spent", status: "FAILURE"), .ack("tag-spent")])
         #expect(memory.log.meta("spent")?["result"]?["exc_type"] == "MaxRetriesExceededError")
+        #expect(memory.log.meta("spent")?["result"]?["exc_message"] == ["Can't retry t.again[spent] args:() kwargs:{}"])
     }
 
     @Test func aRejectWithoutRequeueIsAFailureWithErrbacksAndTheMessageIsAcked() async throws {
