@@ -7,6 +7,7 @@ import pytest
 from celery.exceptions import Reject
 
 from conftest import _start, stopped_cleanly, unique, worker_kind
+from interop_helpers import wait_for
 from swift_tasks import make_app
 
 T = 30
@@ -52,3 +53,35 @@ def test_reject_with_requeue_under_early_ack_is_not_requeued(tasks, redis_client
     assert int(redis_client.get(key)) == 1
     assert result.state == "PENDING"
     assert redis_client.llen(worker.queue) == 0
+
+
+def test_reject_events_under_acks_late(redis_url):
+    """Under acks-late both rejects send task-rejected with their requeue flag; without requeue task-failed comes
+    first (Celery's on_failure stores FAILURE and sends it before rejecting the message)."""
+    from test_events import EventRecorder
+
+    worker = _start(worker_kind(), redis_url, "reject-events", flags=["--acks-late", "-E"])
+    app = make_app("reject-events-client", broker=redis_url, backend=redis_url, queue=worker.queue)
+    seen = []
+    recorder = EventRecorder(app)
+    recorder._on_event = seen.append
+    recorder.start()
+    try:
+        dropped = app.tasks["tasks.reject"].delay(unique("reject-ev"), False)
+        requeued = app.tasks["tasks.reject"].delay(unique("reject-ev"), True)
+        with pytest.raises(Reject):
+            dropped.get(timeout=T)
+        assert requeued.get(timeout=T) == 2
+
+        def kinds(task_id):
+            return [e["type"] for e in seen if e.get("uuid") == task_id and e["type"] in
+                    ("task-failed", "task-rejected", "task-succeeded")]
+
+        assert wait_for(lambda: kinds(dropped.id) == ["task-failed", "task-rejected"], 10), kinds(dropped.id)
+        assert wait_for(lambda: kinds(requeued.id) == ["task-rejected", "task-succeeded"], 10), kinds(requeued.id)
+        rejected = {e["uuid"]: e["requeue"] for e in seen if e["type"] == "task-rejected"}
+        assert rejected == {dropped.id: False, requeued.id: True}
+    finally:
+        recorder.stop()
+        app.close()
+        stopped_cleanly(worker)
