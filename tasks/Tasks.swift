@@ -62,6 +62,33 @@ public enum TaskCatalog {
             }
             return context.retries
         }
+        registry.register(
+            "tasks.retry_header",
+            parameters: ["name"],
+            documentation:
+                "retries itself once (countdown 0.1 s), then returns the custom header `name` (None if absent)"
+        ) { (context, name: String) -> JSONValue in
+            guard context.retries > 0 else { throw TaskRetry(countdown: .milliseconds(100)) }
+            return context.headers[name] ?? .null
+        }
+        registry.register(
+            "tasks.countdown_sum",
+            parameters: ["n", "total"],
+            documentation:
+                "while n > 0, retries itself (countdown 0.1 s) with args (n - 1,) and kwargs {total: total + n}; "
+                + "returns total (default 0)"
+        ) { (_, n: Int, total: Int?) in
+            let total = total ?? 0
+            guard n <= 0 else {
+                throw TaskRetry(
+                    countdown: .milliseconds(100),
+                    maxRetries: nil,
+                    args: [.int(n - 1)],
+                    kwargs: ["total": .int(total + n)]
+                )
+            }
+            return total
+        }
         // At most 20 starts a second across every worker on the Redis (a global rate limit): appends its start time
         // (Unix seconds) to the list `key` and returns it.
         registry.register(
@@ -82,6 +109,18 @@ public enum TaskCatalog {
         ) { (context, key: String) in
             let reply = try await context.redis.send(RESPCommand("INCR", key))
             guard let value = reply.int else { throw PythonException.typeError("INCR answered \(reply)") }
+            return value
+        }
+        registry.register(
+            "tasks.reject",
+            parameters: ["key", "requeue"],
+            documentation:
+                "INCR key; unless its message was redelivered, rejects it (Reject('rejected', requeue)); "
+                + "returns the new value"
+        ) { (context, key: String, requeue: Bool) in
+            let reply = try await context.redis.send(RESPCommand("INCR", key))
+            guard let value = reply.int else { throw PythonException.typeError("INCR answered \(reply)") }
+            guard context.deliveryInfo.redelivered else { throw TaskReject("rejected", requeue: requeue) }
             return value
         }
         registry.register(

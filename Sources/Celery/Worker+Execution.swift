@@ -29,6 +29,9 @@ package enum TaskOutcome: Sendable {
     case revoked(RevokeReason)
     /// A cold shutdown interrupted the handler: the message goes back to its queue.
     case interrupted
+    /// The handler threw `TaskReject`: with requeue, back to the end of its queue under acks-late; without, the
+    /// recorder turns it into a failure.
+    case rejected(TaskReject)
 }
 
 extension Worker {
@@ -130,6 +133,9 @@ extension Worker {
             return .revoked(.terminated)
         } catch let request as TaskRetry {
             return .retrying(request)
+        } catch let reject as TaskReject {
+            logger.warning("task rejected", metadata: ["celery.task.requeue": "\(reject.requeue)"])
+            return .rejected(reject)
         } catch let error where task.options.autoretry?.matches(error) == true {
             let policy = task.options.autoretry!
             return .retrying(
@@ -157,6 +163,7 @@ extension Worker {
     ) async {
         var outcome = outcome
         var children: JSONValue = .null
+        var rejected = false
         switch outcome {
         case .succeeded(let result, _):
             do {
@@ -178,6 +185,14 @@ extension Worker {
         case .interrupted:
             await giveBackInterrupted(message)
             return
+        case .rejected(let reject) where reject.requeue:
+            await requeueRejected(message, acknowledged: acknowledged)
+            return
+        case .rejected(let reject):
+            // Celery (worker/request.py on_failure): a rejection without requeue is stored as a failure, so the
+            // task does not stay PENDING; then the message is rejected, that is acked, and task-rejected sent.
+            outcome = .failed(StoredException(reject), errbacks: true)
+            rejected = !acknowledged
         default:
             break
         }
@@ -215,12 +230,13 @@ extension Worker {
                 traceback: nil,
                 ignoreResult: ignoreResult
             )
-        case .retrying, .interrupted:
+        case .retrying, .interrupted, .rejected:
             preconditionFailure("resolved above")
         }
         if !acknowledged {
             acknowledge(message.deliveryTag)
         }
+        if rejected { events.taskRejected(id: message.id, requeue: false) }
     }
 
     /// What the metrics and the task events see of an outcome: called once per delivery, by the recorder.
@@ -238,9 +254,34 @@ extension Worker {
             events.taskRevoked(id: message.id, expired: true)
         case .revoked(.terminated):
             events.taskRevoked(id: message.id, terminated: true, signum: 15)
-        case .retrying, .interrupted:
+        case .retrying, .interrupted, .rejected:
             break
         }
+    }
+
+    /// `TaskReject(requeue: true)`: under acks-late the message goes back to the end of its queue marked
+    /// redelivered, as kombu's `reject(requeue=True)` (LPUSH, so the messages queued meanwhile run first); no
+    /// result is stored. Under early ack it was acked before the handler ran and is not requeued, as in Celery.
+    package func requeueRejected(_ message: TaskMessage, acknowledged: Bool) async {
+        guard !acknowledged else {
+            TaskContext.logger(logger, taskID: message.id, taskName: message.taskName).warning(
+                "TaskReject(requeue: true) without --acks-late: the message was acked before it ran, not requeued"
+            )
+            return
+        }
+        let delivery = Delivery(
+            list: KombuLayout.list(
+                queue: message.routingKey.isEmpty ? configuration.queues.first ?? "celery" : message.routingKey,
+                priority: message.priority
+            ),
+            envelope: message.rawEnvelope,
+            tag: message.deliveryTag
+        )
+        await restore(delivery, atBack: true)
+        // No longer this worker's: its score must not be refreshed. Not acked either: the tag is back on the
+        // queue, and a late ack would delete the entry of the worker that takes it next.
+        machine.withLock { $0.acknowledged(message.deliveryTag) }
+        events.taskRejected(id: message.id, requeue: true)
     }
 
     /// Puts an interrupted task's message back at the front of its list. Under acks_late it is still in `unacked`

@@ -3,11 +3,14 @@ import CeleryRedis
 import JSON
 
 extension Worker {
-    /// Celery's retry: publishes the next attempt (same id, retries + 1, its ETA, the same canvas) and answers
+    /// Celery's retry: publishes the next attempt (same id, retries + 1, its ETA, the same canvas, the message's
+    /// custom headers, the request's `args`/`kwargs` when given) and answers
     /// `.retried`; past `maxRetries`, or when the next attempt cannot be published, the task fails instead. The
     /// recorder stores RETRY (`storeRetry`) and acks this attempt as usual.
     package func publishRetry(of message: TaskMessage, _ request: TaskRetry) async -> TaskOutcome {
         let cause = request.cause.map(StoredException.init)
+        let args = request.args ?? message.args
+        let kwargs = request.kwargs ?? message.kwargs
         if let limit = request.maxRetries, message.retries >= limit {
             let failure =
                 cause
@@ -15,7 +18,11 @@ extension Worker {
                     type: "MaxRetriesExceededError",
                     module: "celery.exceptions",
                     arguments: [
-                        .string("Can't retry \(message.taskName)[\(message.id)]: max retries (\(limit)) exceeded")
+                        // Celery's wording, with the arguments the next attempt would have had.
+                        .string(
+                            "Can't retry \(message.taskName)[\(message.id)] args:\(PythonRepr.arguments(args)) "
+                                + "kwargs:\(PythonRepr.render(.object(kwargs)))"
+                        )
                     ]
                 )
             logger.error(
@@ -35,8 +42,8 @@ extension Worker {
         var next = OutgoingTask(
             name: message.taskName,
             id: message.id,
-            args: message.args,
-            kwargs: message.kwargs,
+            args: args,
+            kwargs: kwargs,
             queue: message.routingKey.isEmpty ? configuration.queues.first ?? "celery" : message.routingKey,
             priority: message.priority,
             origin: configuration.hostname
@@ -55,6 +62,7 @@ extension Worker {
         next.errbacks = message.embed["errbacks"]?.arrayValue
         next.chain = message.embed["chain"]?.arrayValue
         if let chord = message.embed["chord"], !chord.isNull { next.chord = chord }
+        next.headers = message.customHeaders
         do {
             try await publish([next], for: message)
         } catch {
@@ -95,4 +103,27 @@ extension Worker {
             )
         )
     }
+}
+
+extension TaskMessage {
+    /// The headers Celery's request context does not know (`Context._get_custom_headers`), which its retry
+    /// re-sends through `apply_async(headers=...)`: Celery's own keys and RabbitMQ's dead-letter marks are left
+    /// out. kombu's `redelivered` mark is left out too: Python carries it along, but the retry is a new message
+    /// that was never restored, and this worker reads that mark as one.
+    package var customHeaders: JSONObject {
+        headers.filter { !Self.celeryHeaderKeys.contains($0.key) }
+    }
+
+    /// `Context`'s attributes in Celery 5.7, the keys `_get_custom_headers` drops, and the `x-death` headers.
+    private static let celeryHeaderKeys: Set<String> = [
+        "args", "callbacks", "called_directly", "chain", "chord", "correlation_id", "delivery_info", "errbacks",
+        "eta", "expires", "group", "group_index", "headers", "hostname", "id", "ignore_result", "is_eager",
+        "kwargs", "logfile", "loglevel", "origin", "parent_id", "properties", "replaced_task_nesting", "reply_to",
+        "retries", "root_id", "shadow", "soft_time_limit", "stamped_headers", "stamps", "taskset", "time_limit",
+        "timelimit", "utc",
+        "lang", "task", "argsrepr", "kwargsrepr", "compression",
+        "x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
+        "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason",
+        "redelivered",
+    ]
 }

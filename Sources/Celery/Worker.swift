@@ -428,7 +428,7 @@ public final class Worker: Service, Sendable {
 
     /// Puts a fetched message back on its list (kombu's restore), retrying while Redis is unreachable.
     @discardableResult
-    package func restore(_ delivery: Delivery) async -> Bool {
+    package func restore(_ delivery: Delivery, atBack: Bool = false) async -> Bool {
         guard let tag = delivery.tag ?? (try? TaskMessage.deliveryTag(in: delivery.envelope)) else { return true }
         do {
             let backoff = RedisBackoff(initial: .milliseconds(100), maximum: .seconds(1))
@@ -440,7 +440,9 @@ public final class Worker: Service, Sendable {
                         metadata: ["error": "\(error)", "attempt": "\(attempt)"]
                     )
                 },
-                operation: { () throws(RedisError) in try await broker.restore(delivery, deliveryTag: tag) }
+                operation: { () throws(RedisError) in
+                    try await broker.restore(delivery, deliveryTag: tag, atBack: atBack)
+                }
             )
             return true
         } catch {

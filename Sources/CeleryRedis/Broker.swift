@@ -16,9 +16,10 @@ package protocol Broker: Sendable {
     func blockingPop(lists: [String], timeout: Duration) async throws(RedisError) -> Delivery?
     /// Releases what `blockingPop` holds (its connection), after an error or at the end.
     func closeBlockingPop() async
-    /// Gives a message that did not run back to its list, marked redelivered.
+    /// Gives a message that did not run back to its list, marked redelivered: at the consuming end, or at the back
+    /// (`atBack`, kombu's `reject(requeue=True)`).
     @discardableResult
-    func restore(_ delivery: Delivery, deliveryTag: String) async throws(RedisError) -> Bool
+    func restore(_ delivery: Delivery, deliveryTag: String, atBack: Bool) async throws(RedisError) -> Bool
     /// Gives back what dead workers left unacked longer than the visibility timeout, except the messages the
     /// crash guard claims (running each time their worker died, too many times), which it returns.
     func restoreExpired(olderThan cutoff: Double, holding: Set<String>) async throws(RedisError) -> ExpiredRestore
@@ -108,5 +109,13 @@ package final class BlockingConnection: Sendable {
             return connection
         }
         await open?.close()
+    }
+}
+
+extension Broker {
+    /// Gives a message that did not run back to the consuming end of its list, marked redelivered.
+    @discardableResult
+    package func restore(_ delivery: Delivery, deliveryTag: String) async throws(RedisError) -> Bool {
+        try await restore(delivery, deliveryTag: deliveryTag, atBack: false)
     }
 }

@@ -190,17 +190,18 @@ package struct KombuBroker: Broker {
         """
     )
 
-    /// Puts a held message back at the consuming end of its list, as kombu's restore does, but only if it is
-    /// still in `unacked` (another worker may have restored it already). A message given back this way did not
-    /// crash its worker: its running mark goes too.
-    /// KEYS: unacked, unacked_index, list, running. ARGV: tag, envelope.
+    /// Puts a held message back at the consuming end of its list, as kombu's restore does (or at the back when
+    /// ARGV[3] is `LPUSH`, as its `reject(requeue=True)`), but only if it is still in `unacked` (another worker may
+    /// have restored it already). A message given back this way did not crash its worker: its running mark goes
+    /// too.
+    /// KEYS: unacked, unacked_index, list, running. ARGV: tag, envelope, RPUSH or LPUSH.
     package static let restoreScript = RedisScript(
         """
         if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
           redis.call('ZREM', KEYS[2], ARGV[1])
           redis.call('HDEL', KEYS[1], ARGV[1])
           redis.call('HDEL', KEYS[4], ARGV[1])
-          redis.call('RPUSH', KEYS[3], ARGV[2])
+          redis.call(ARGV[3] == 'LPUSH' and 'LPUSH' or 'RPUSH', KEYS[3], ARGV[2])
           return 1
         end
         return 0
@@ -381,12 +382,12 @@ package struct KombuBroker: Broker {
 
     /// Gives a message that did not run back to its list, marked redelivered, as kombu's restore does.
     @discardableResult
-    package func restore(_ delivery: Delivery, deliveryTag: String) async throws(RedisError) -> Bool {
+    package func restore(_ delivery: Delivery, deliveryTag: String, atBack: Bool) async throws(RedisError) -> Bool {
         let envelope = Self.markedRedelivered(delivery.envelope)
         let reply = try await client.evaluate(
             Self.restoreScript,
             keys: [layout.unackedKey, layout.unackedIndexKey, delivery.list, layout.runningKey],
-            arguments: [deliveryTag, String(decoding: envelope, as: UTF8.self)]
+            arguments: [deliveryTag, String(decoding: envelope, as: UTF8.self), atBack ? "LPUSH" : "RPUSH"]
         )
         return reply.int == 1
     }

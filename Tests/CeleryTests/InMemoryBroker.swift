@@ -92,11 +92,15 @@ final class InMemoryBroker: Broker {
 
     func closeBlockingPop() async {}
 
-    func restore(_ delivery: Delivery, deliveryTag: String) async throws(RedisError) -> Bool {
+    func restore(_ delivery: Delivery, deliveryTag: String, atBack: Bool) async throws(RedisError) -> Bool {
         state.withLock { state in
             guard state.unacked.removeValue(forKey: deliveryTag) != nil else { return false }
             state.running.removeValue(forKey: deliveryTag)
-            state.lists[delivery.list, default: []].append(delivery.envelope)
+            if atBack {
+                state.lists[delivery.list, default: []].prepend(delivery.envelope)
+            } else {
+                state.lists[delivery.list, default: []].append(delivery.envelope)
+            }
             return true
         }
     }

@@ -13,6 +13,32 @@ import Testing
 /// its tag with its exchange and routing key, which the visibility restore (Python's or Swift's) reads back.
 @Suite(.enabled(if: TestRedis.available, "needs SWIFT_CELERY_TEST_REDIS_URL (run through scripts/test.sh)"))
 struct KombuBrokerPopTests {
+    /// kombu's restore gives a message back at the consuming end (RPUSH); its reject(requeue=True), which
+    /// `TaskReject(requeue: true)` follows, at the far end (LPUSH), behind what was queued meanwhile. Both mark it
+    /// redelivered.
+    @Test(arguments: [false, true])
+    func aRestoreGoesToTheConsumingEndARequeuedRejectToTheBack(atBack: Bool) async throws {
+        let redis = try TestRedis.client()
+        let queue = TestRedis.uniqueQueue()
+        let layout = CrashGuardRedisTests.layout(queue, maximumCrashes: 0)
+        let broker = KombuBroker(client: redis, layout: layout, logger: TestRedis.logger)
+        let first = TestRedis.envelope(task: "tasks.add", args: [1, 2], queue: queue)
+        let later = TestRedis.envelope(task: "tasks.add", args: [3, 4], queue: queue)
+        try await TestRedis.push(redis, queue, first.bytes)
+        let delivery = try #require(try await broker.pop(lists: [queue], limit: 1).first)
+        try await TestRedis.push(redis, queue, later.bytes)
+        #expect(try await broker.restore(delivery, deliveryTag: first.tag, atBack: atBack))
+        var order: [String] = []
+        for _ in 0..<2 {
+            let next = try #require(try await broker.pop(lists: [queue], limit: 1).first)
+            let message = try TaskMessage(envelope: next.envelope)
+            #expect(message.redelivered == (message.id == first.id))
+            order.append(message.id)
+        }
+        #expect(order == (atBack ? [later.id, first.id] : [first.id, later.id]))
+        try await CrashGuardRedisTests.cleanUp(redis, layout, queue: queue)
+    }
+
     @Test func everySpacingIsRecordedWithItsExchangeAndRoutingKey() async throws {
         let redis = try TestRedis.client()
         let queue = TestRedis.uniqueQueue()

@@ -25,6 +25,18 @@ struct WorkerRecorderTests {
             runs.add()
             throw TaskRetry(countdown: .seconds(5), maxRetries: 2)
         }
+        registry.register("t.reshape", parameters: ["x"]) { (_, x: Int) -> NoResult in
+            runs.add()
+            throw TaskRetry(countdown: .seconds(5), args: [.int(x + 1)], kwargs: ["y": .int(x)])
+        }
+        registry.register("t.reject", parameters: []) { (_) -> NoResult in
+            runs.add()
+            throw TaskReject("bad", requeue: false)
+        }
+        registry.register("t.requeue", parameters: []) { (_) -> NoResult in
+            runs.add()
+            throw TaskReject("later", requeue: true)
+        }
         registry.register("t.quiet", parameters: [], options: TaskOptions(ignoreResult: true)) { _ in 1 }
         return registry
     }
@@ -80,6 +92,30 @@ struct WorkerRecorderTests {
         #expect(next.id == "again" && next.retries == 1 && next.eta != nil)
     }
 
+    @Test func aRetryCarriesTheCustomHeadersButNotCeleryOwnNorDeadLetterMarks() async throws {
+        let memory = try InMemoryWorker(registry: Self.registry(), acksLate: true)
+        let message = try InMemoryWorker.message(
+            "t.again",
+            id: "custom",
+            headers: [
+                "x-custom": "v", "tenant": ["id": 7], "x-death": [["count": 1]], "redelivered": true,
+                "compression": nil, "stamped_headers": nil, "stamps": nil,
+            ]
+        )
+        await memory.worker.execute(message)
+        let next = try #require(memory.log.published.first)
+        #expect(next.headers == ["x-custom": "v", "tenant": ["id": 7]])
+        #expect(next.args == [] && next.kwargs == [:])
+    }
+
+    @Test func aRetryWithArgumentsReplacesTheMessageArguments() async throws {
+        let memory = try InMemoryWorker(registry: Self.registry(), acksLate: true)
+        await memory.worker.execute(try InMemoryWorker.message("t.reshape", id: "reshape", args: [4]))
+        let next = try #require(memory.log.published.first)
+        #expect(next.id == "reshape" && next.retries == 1)
+        #expect(next.args == [5] && next.kwargs == ["y": 4])
+    }
+
     @Test func pastItsRetriesATaskFailsAndRunsItsErrbacks() async throws {
         let memory = try InMemoryWorker(registry: Self.registry(), acksLate: true)
         let message = try InMemoryWorker.message(
@@ -91,6 +127,49 @@ struct WorkerRecorderTests {
         await memory.worker.execute(message)
         #expect(memory.log.all == [.published(["t.add"]), .result("spent", status: "FAILURE"), .ack("tag-spent")])
         #expect(memory.log.meta("spent")?["result"]?["exc_type"] == "MaxRetriesExceededError")
+        #expect(memory.log.meta("spent")?["result"]?["exc_message"] == ["Can't retry t.again[spent] args:() kwargs:{}"])
+    }
+
+    @Test func aRejectWithoutRequeueIsAFailureWithErrbacksAndTheMessageIsAcked() async throws {
+        let memory = try InMemoryWorker(registry: Self.registry(), acksLate: true)
+        let message = try InMemoryWorker.message(
+            "t.reject",
+            id: "rejected",
+            errbacks: [InMemoryWorker.signature("t.add", id: "on-error", args: [0])]
+        )
+        await memory.worker.execute(message)
+        #expect(
+            memory.log.all == [.published(["t.add"]), .result("rejected", status: "FAILURE"), .ack("tag-rejected")]
+        )
+        let result = memory.log.meta("rejected")?["result"]
+        #expect(result?["exc_type"] == "Reject" && result?["exc_module"] == "celery.exceptions")
+        #expect(result?["exc_message"] == ["bad", false])
+    }
+
+    @Test func aRejectWithRequeueUnderAcksLateGoesToTheBackOfItsQueueWithoutAResult() async throws {
+        let memory = try InMemoryWorker(registry: Self.registry(), acksLate: true)
+        memory.broker.push(InMemoryWorker.envelope("t.requeue", id: "again"))
+        let popped = try #require(
+            try await memory.broker.startPop(lists: ["q"], limit: 1, stamp: "").deliveries().first
+        )
+        memory.broker.push(InMemoryWorker.envelope("t.add", id: "queued-meanwhile", args: [1, 2]))
+        await memory.worker.execute(try TaskMessage(envelope: popped.envelope))
+        #expect(memory.log.all == [])
+        #expect(memory.broker.unackedTags.isEmpty && memory.broker.count() == 2)
+        // Behind the message queued while it ran, as kombu's reject(requeue=True) puts it (LPUSH).
+        let next = try await memory.broker.startPop(lists: ["q"], limit: 2, stamp: "").deliveries()
+        #expect(try next.map { try TaskMessage(envelope: $0.envelope).id } == ["queued-meanwhile", "again"])
+    }
+
+    @Test func aRejectWithRequeueUnderEarlyAckIsNotRequeued() async throws {
+        let memory = try InMemoryWorker(registry: Self.registry(), acksLate: false)
+        memory.broker.push(InMemoryWorker.envelope("t.requeue", id: "gone"))
+        let popped = try #require(
+            try await memory.broker.startPop(lists: ["q"], limit: 1, stamp: "").deliveries().first
+        )
+        await memory.worker.execute(try TaskMessage(envelope: popped.envelope))
+        #expect(memory.log.all == [.ack("tag-gone")])
+        #expect(memory.broker.unackedTags.isEmpty && memory.broker.count() == 0)
     }
 
     @Test func anExpiredTaskIsRevokedAndAckedWithoutRunning() async throws {

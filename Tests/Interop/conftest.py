@@ -109,18 +109,23 @@ class WorkerProcess:
         env.update(CELERY_BROKER_URL=self.redis_url, CELERY_RESULT_BACKEND=self.redis_url, REDIS_URL=self.redis_url,
                    SWIFT_CELERY_QUEUE=self.queue,  # follow-up messages (chain hops) go back to this queue
                    PYTHONPATH=os.pathsep.join(filter(None, [str(PY_TASKS), env.get("PYTHONPATH")])))
+        celery_flags = []
         for flag in self.flags:
-            if flag == "--result-extended":
+            if flag == "-E":
+                celery_flags.append(flag)
+            elif flag == "--result-extended":
                 env["REFERENCE_RESULT_EXTENDED"] = "1"
             elif flag == "--track-started":
                 env["REFERENCE_TRACK_STARTED"] = "1"
+            elif flag == "--acks-late":
+                env["REFERENCE_ACKS_LATE"] = "1"
             elif flag.startswith("--visibility-timeout="):
                 env["REFERENCE_VISIBILITY_TIMEOUT"] = flag.split("=", 1)[1]
             else:
                 raise ValueError(f"no Python equivalent for {flag}")
         cmd = [sys.executable, "-m", "celery", "-A", "reference_worker", "worker", "-P", "prefork",
                "-c", str(self.concurrency or 2), "-Q", self.queue, "-n", self.name, "-l", "info",
-               "--without-gossip", "--without-mingle", "--without-heartbeat"]
+               "--without-gossip", "--without-mingle", "--without-heartbeat", *celery_flags]
         return cmd, env, str(PY_TASKS)
 
     def start(self):

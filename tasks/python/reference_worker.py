@@ -97,6 +97,22 @@ def incr(key):
         client.close()
 
 
+@app.task(name="tasks.reject", bind=True, shared=False)
+def reject(self, key, requeue):
+    """INCR key; unless its message was redelivered, rejects it (Reject('rejected', requeue)); returns the new value."""
+    import redis
+    from celery.exceptions import Reject
+
+    client = redis.Redis.from_url(os.environ.get("REDIS_URL") or app.conf.broker_url)
+    try:
+        value = client.incr(key)
+    finally:
+        client.close()
+    if not (self.request.delivery_info or {}).get("redelivered"):
+        raise Reject("rejected", requeue=requeue)
+    return value
+
+
 @app.task(name="tasks.progress", bind=True, shared=False)
 def progress(self, steps, pause):
     """Reports PROGRESS {current, total} after each of `steps` pauses of `pause` seconds; returns steps."""
@@ -114,6 +130,22 @@ def flaky(self, failures):
     if self.request.retries < failures:
         raise self.retry(exc=RuntimeError(f"failure {self.request.retries + 1} of {failures}"), countdown=0.1)
     return self.request.retries
+
+
+@app.task(name="tasks.retry_header", bind=True, shared=False)
+def retry_header(self, name):
+    """Retries itself once (countdown 0.1 s), then returns the custom header `name` (None if absent)."""
+    if self.request.retries == 0:
+        raise self.retry(countdown=0.1)
+    return (self.request.headers or {}).get(name)
+
+
+@app.task(name="tasks.countdown_sum", bind=True, shared=False, max_retries=None)
+def countdown_sum(self, n, total=0):
+    """While n > 0, retries itself (countdown 0.1 s) with args (n - 1,) and kwargs {total: total + n}; returns total."""
+    if n > 0:
+        raise self.retry(args=(n - 1,), kwargs={"total": total + n}, countdown=0.1)
+    return total
 
 
 @app.task(name="tasks.throttled", shared=False, rate_limit="20/s")

@@ -29,6 +29,7 @@ DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 #: The names of the tasks the Swift worker runs.
 TASK_NAMES = (
     "tasks.add",
+    "tasks.countdown_sum",
     "tasks.cpu",
     "tasks.crash",
     "tasks.echo",
@@ -38,6 +39,8 @@ TASK_NAMES = (
     "tasks.incr",
     "tasks.mul",
     "tasks.progress",
+    "tasks.reject",
+    "tasks.retry_header",
     "tasks.sleep",
     "tasks.throttled",
     "tasks.xsum",
@@ -136,6 +139,11 @@ def _define_stubs(app: Celery) -> None:
         "x + y"
         _not_here("tasks.add")
 
+    @app.task(name="tasks.countdown_sum", shared=False)
+    def countdown_sum(n: int, total: int | None = None) -> int:
+        "while n > 0, retries itself (countdown 0.1 s) with args (n - 1,) and kwargs {total: total + n}; returns total (default 0)"
+        _not_here("tasks.countdown_sum")
+
     @app.task(name="tasks.cpu", shared=False)
     def cpu(n: int) -> int:
         "the number of primes below n"
@@ -181,6 +189,16 @@ def _define_stubs(app: Celery) -> None:
         "reports PROGRESS {current, total} after each of `steps` pauses of `pause` seconds; returns steps"
         _not_here("tasks.progress")
 
+    @app.task(name="tasks.reject", shared=False)
+    def reject(key: str, requeue: bool) -> int:
+        "INCR key; unless its message was redelivered, rejects it (Reject('rejected', requeue)); returns the new value"
+        _not_here("tasks.reject")
+
+    @app.task(name="tasks.retry_header", shared=False)
+    def retry_header(name: str) -> Any:
+        "retries itself once (countdown 0.1 s), then returns the custom header `name` (None if absent)"
+        _not_here("tasks.retry_header")
+
     @app.task(name="tasks.sleep", shared=False)
     def sleep(seconds: Any) -> Any:
         "sleeps, then returns seconds"
@@ -201,6 +219,7 @@ def _define_stubs(app: Celery) -> None:
 app = make_app()
 
 add = app.tasks["tasks.add"]
+countdown_sum = app.tasks["tasks.countdown_sum"]
 cpu = app.tasks["tasks.cpu"]
 crash = app.tasks["tasks.crash"]
 echo = app.tasks["tasks.echo"]
@@ -210,6 +229,8 @@ identity = app.tasks["tasks.identity"]
 incr = app.tasks["tasks.incr"]
 mul = app.tasks["tasks.mul"]
 progress = app.tasks["tasks.progress"]
+reject = app.tasks["tasks.reject"]
+retry_header = app.tasks["tasks.retry_header"]
 sleep = app.tasks["tasks.sleep"]
 throttled = app.tasks["tasks.throttled"]
 xsum = app.tasks["tasks.xsum"]
