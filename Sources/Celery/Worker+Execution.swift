@@ -259,6 +259,19 @@ extension Worker {
         }
     }
 
+    /// A decoded message as the delivery it came in: its priority list (its queue from the routing key, else this
+    /// worker's first queue), its envelope and its tag.
+    package func delivery(of message: TaskMessage) -> Delivery {
+        Delivery(
+            list: KombuLayout.list(
+                queue: message.routingKey.isEmpty ? configuration.queues.first ?? "celery" : message.routingKey,
+                priority: message.priority
+            ),
+            envelope: message.rawEnvelope,
+            tag: message.deliveryTag
+        )
+    }
+
     /// `TaskReject(requeue: true)`: under acks-late the message goes back to the end of its queue marked
     /// redelivered, as kombu's `reject(requeue=True)` (LPUSH, so the messages queued meanwhile run first); no
     /// result is stored. Under early ack it was acked before the handler ran and is not requeued, as in Celery.
@@ -269,15 +282,7 @@ extension Worker {
             )
             return
         }
-        let delivery = Delivery(
-            list: KombuLayout.list(
-                queue: message.routingKey.isEmpty ? configuration.queues.first ?? "celery" : message.routingKey,
-                priority: message.priority
-            ),
-            envelope: message.rawEnvelope,
-            tag: message.deliveryTag
-        )
-        await restore(delivery, atBack: true)
+        await restore(delivery(of: message), atBack: true)
         // No longer this worker's: its score must not be refreshed. Not acked either: the tag is back on the
         // queue, and a late ack would delete the entry of the worker that takes it next.
         machine.withLock { $0.acknowledged(message.deliveryTag) }
@@ -288,14 +293,7 @@ extension Worker {
     /// and the restore script moves it; under early ack it was acked already, so the envelope is pushed again
     /// (where kombu would lose it).
     package func giveBackInterrupted(_ message: TaskMessage) async {
-        let delivery = Delivery(
-            list: KombuLayout.list(
-                queue: message.routingKey.isEmpty ? configuration.queues.first ?? "celery" : message.routingKey,
-                priority: message.priority
-            ),
-            envelope: message.rawEnvelope,
-            tag: message.deliveryTag
-        )
+        let delivery = delivery(of: message)
         if configuration.acksLate {
             await restore(delivery)
             return

@@ -146,18 +146,7 @@ extension RedisConfiguration {
         let wantsTLS =
             query["ssl"].map(RedisURLParts.bool) ?? query.keys.contains { $0.hasPrefix("ssl_") }
         if wantsTLS {
-            var tls = TLS()
-            if let value = query["ssl_cert_reqs"] {
-                guard let verification = Self.verification(value) else { throw Self.invalidQuery("ssl_cert_reqs") }
-                tls.verification = verification
-            }
-            tls.caFile = query["ssl_ca_certs"]
-            tls.certificateFile = query["ssl_certfile"]
-            tls.keyFile = query["ssl_keyfile"]
-            if let value = query["ssl_check_hostname"] {
-                tls.checkHostname = RedisURLParts.bool(value)
-            }
-            self.tls = tls
+            self.tls = try Self.tls(TLS(), query: query)
         }
     }
 

@@ -197,19 +197,25 @@ extension RedisConfiguration {
         self.clientName = query["client_name"]
 
         // TLS parameters on a plain redis:// or unix:// URL are ignored rather than turning TLS on.
-        if var tls = self.tls {
-            if let value = query["ssl_cert_reqs"] {
-                guard let verification = Self.verification(value) else { throw Self.invalidQuery("ssl_cert_reqs") }
-                tls.verification = verification
-            }
-            tls.caFile = query["ssl_ca_certs"]
-            tls.certificateFile = query["ssl_certfile"]
-            tls.keyFile = query["ssl_keyfile"]
-            if let value = query["ssl_check_hostname"] {
-                tls.checkHostname = RedisURLParts.bool(value)
-            }
-            self.tls = tls
+        if let tls = self.tls {
+            self.tls = try Self.tls(tls, query: query)
         }
+    }
+
+    /// `tls` with redis-py's `ssl_*` query parameters applied.
+    static func tls(_ tls: TLS, query: [String: String]) throws(RedisError) -> TLS {
+        var tls = tls
+        if let value = query["ssl_cert_reqs"] {
+            guard let verification = Self.verification(value) else { throw Self.invalidQuery("ssl_cert_reqs") }
+            tls.verification = verification
+        }
+        tls.caFile = query["ssl_ca_certs"]
+        tls.certificateFile = query["ssl_certfile"]
+        tls.keyFile = query["ssl_keyfile"]
+        if let value = query["ssl_check_hostname"] {
+            tls.checkHostname = RedisURLParts.bool(value)
+        }
+        return tls
     }
 
     static func invalid(_ message: String) -> RedisError {
