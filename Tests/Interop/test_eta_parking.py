@@ -222,11 +222,13 @@ def test_a_python_worker_runs_what_a_swift_worker_parked(redis_url, redis_client
     python = None
     try:
         add = app.tasks["tasks.add"]
-        due = time.time() + 8
+        # Room for a slow start of the Python worker on a loaded machine before the messages come back.
+        due = time.time() + 15
         eta = datetime.datetime.fromtimestamp(due, datetime.timezone.utc)
         scheduled = [add.apply_async((i, 1), eta=eta) for i in range(30)]
         assert wait_for(lambda: redis_client.zcard(parked_key(queue)) == 30, 10)
-        busy = app.tasks["tasks.sleep"].delay(14)
+        # Busy until well after the messages are due, so that only the Python worker can take them.
+        busy = app.tasks["tasks.sleep"].delay(25)
         assert wait_for(lambda: redis_client.llen(queue) == 0, 5)
         python = WorkerProcess("python", redis_url, queue=queue, name=f"{unique('python')}@localhost",
                                flags=["--result-extended"]).start()
@@ -238,7 +240,7 @@ def test_a_python_worker_runs_what_a_swift_worker_parked(redis_url, redis_client
             meta = json.loads(redis_client.get(f"celery-task-meta-{result.id}"))
             assert meta["worker"] == python.name, meta
             assert datetime.datetime.fromisoformat(meta["date_done"]).timestamp() >= due - 0.01, meta
-        busy.get(timeout=30)
+        busy.get(timeout=40)
     finally:
         if python is not None:
             stopped_cleanly(python)
