@@ -7,8 +7,8 @@ Every hostile message gets its documented outcome (docs/guarantees.md, "Bad inpu
   - a task id is known: a FAILURE is stored (`DecodeError`, `ContentDisallowed`, `NotRegistered`, `LimitExceeded`,
     a handler's `TypeError`), or the task runs when the broken field is one the worker does not need (a wrong type
     in `lang`, `retries`, `eta`, ...), so every such message ends in a stored state;
-  - a readable ETA far in the future is held (in memory and in `unacked`, refreshed) as Celery holds it, and given
-    back to its queue at shutdown;
+  - a readable ETA far in the future is parked in Redis (`swift-celery:eta:<queue>`, out of `unacked` and out of
+    memory), and stays parked through the worker's shutdown;
   - duplicate ids (and duplicate delivery tags) run each time, as in Celery.
 Meanwhile every valid task completes, the worker never crashes, a pickle payload is never unpickled, and the
 worker's RSS comes back to its baseline.
@@ -365,9 +365,12 @@ def test_poison_messages(poison_worker, redis_client):
     rejected = sum("rejecting a message" in line for line in worker.lines) - rejected_before
     assert rejected >= len(dead), f"{rejected} rejection log lines for {len(dead)} unreadable messages"
 
-    # Far-future ETAs are held, recorded in unacked (so nothing is lost), not run.
+    # Far-future ETAs are parked in Redis (so nothing is lost), not run.
     held = by_expect.get("held", [])
-    assert wait_for(lambda: all(redis_client.hexists("unacked", c.tag) for c in held), 10)
+    parked_key = f"swift-celery:eta:{queue}"
+    assert wait_for(lambda: redis_client.zcard(parked_key) == len(held), 10), \
+        f"{redis_client.zcard(parked_key)} of {len(held)} far-future ETA messages parked"
+    assert not any(redis_client.hexists("unacked", c.tag) for c in held)
     assert all(m is None for m in results(redis_client, [c.task_id for c in held]).values())
 
     # Nothing else stays in unacked: every message was acked or dead-lettered (none would come back after the
@@ -406,7 +409,8 @@ def test_poison_messages(poison_worker, redis_client):
         f"RSS {after / 2**20:.1f} MiB did not come back to the baseline {baseline / 2**20:.1f} MiB "
         f"(+{RSS_MARGIN >> 20} MiB)")
 
-    # Warm shutdown gives the held messages back to the queue; exit code 0.
+    # Warm shutdown (exit code 0) leaves the parked messages parked: no worker holds them.
     stopped_cleanly(worker)
-    assert redis_client.llen(queue) == len(held)
-    redis_client.delete(queue, *keys)
+    assert redis_client.llen(queue) == 0
+    assert redis_client.zcard(parked_key) == len(held)
+    redis_client.delete(queue, parked_key, *keys)
