@@ -90,15 +90,12 @@ extension RedisConfiguration {
                 throw Self.invalid("every URL joined by ';' must be sentinel://")
             }
             let parts = try RedisURLParts(text)
-            let host = RedisURLParts.percentDecoded(parts.host).lowercased()
-            guard !host.isEmpty else { throw Self.invalid("a sentinel:// URL has no host") }
-            var port = Sentinel.defaultPort
-            if !parts.port.isEmpty {
-                guard let number = RedisURLParts.decimal(parts.port), (1...65535).contains(number) else {
-                    throw Self.invalid("a sentinel's port is not a number between 1 and 65535")
-                }
-                port = number
-            }
+            let (host, port) = try Self.hostAndPort(
+                parts,
+                defaultPort: Sentinel.defaultPort,
+                noHost: "a sentinel:// URL has no host",
+                badPort: "a sentinel's port is not a number between 1 and 65535"
+            )
             sentinels.append(Sentinel.Address(host: host, port: port))
             if username == nil, let user = parts.username.map(RedisURLParts.percentDecoded), !user.isEmpty {
                 username = user

@@ -149,15 +149,12 @@ extension RedisConfiguration {
             }
             self.endpoint = .unix(path: path)
         case .redis, .rediss, .sentinel:
-            let host = RedisURLParts.percentDecoded(parts.host).lowercased()
-            guard !host.isEmpty else { throw Self.invalid("the URL has no host") }
-            var port = Self.defaultPort
-            if !parts.port.isEmpty {
-                guard let number = RedisURLParts.decimal(parts.port), (1...65535).contains(number) else {
-                    throw Self.invalid("the port is not a number between 1 and 65535")
-                }
-                port = number
-            }
+            let (host, port) = try Self.hostAndPort(
+                parts,
+                defaultPort: Self.defaultPort,
+                noHost: "the URL has no host",
+                badPort: "the port is not a number between 1 and 65535"
+            )
             self.endpoint = .tcp(host: host, port: port)
             // The path names the database only when the query does not (redis-py's rule).
             if query["db"] == nil {
@@ -200,6 +197,22 @@ extension RedisConfiguration {
         if let tls = self.tls {
             self.tls = try Self.tls(tls, query: query)
         }
+    }
+
+    /// A URL's host (percent-decoded, lowercased) and port (`defaultPort` when it names none).
+    static func hostAndPort(
+        _ parts: RedisURLParts,
+        defaultPort: Int,
+        noHost: String,
+        badPort: String
+    ) throws(RedisError) -> (host: String, port: Int) {
+        let host = RedisURLParts.percentDecoded(parts.host).lowercased()
+        guard !host.isEmpty else { throw Self.invalid(noHost) }
+        guard !parts.port.isEmpty else { return (host, defaultPort) }
+        guard let number = RedisURLParts.decimal(parts.port), (1...65535).contains(number) else {
+            throw Self.invalid(badPort)
+        }
+        return (host, number)
     }
 
     /// `tls` with redis-py's `ssl_*` query parameters applied.
