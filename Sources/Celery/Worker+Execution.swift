@@ -86,13 +86,21 @@ extension Worker {
     package func outcome(of message: TaskMessage, _ task: RegisteredTask, inline: Bool) async -> TaskOutcome {
         // Made on first use: most tasks log nothing at the worker's level, and setting metadata is not free.
         lazy var logger = TaskContext.logger(self.logger, taskID: message.id, taskName: message.taskName)
-        let context = TaskContext(
+        let limits = message.timeLimit
+        // `control time_limit` replaces the handler's defaults; the message's own limits still win.
+        let override = control.timeLimits(for: message.taskName)
+        let softDefault = override.map { $0.soft.flatMap { TimeLimits.duration($0, default: nil) } }
+        let hardDefault = override.map { $0.hard.flatMap { TimeLimits.duration($0, default: nil) } }
+        let soft = TimeLimits.duration(limits.soft, default: softDefault ?? task.options.softTimeLimit)
+        let hard = TimeLimits.duration(limits.hard, default: hardDefault ?? task.options.timeLimit)
+        var context = TaskContext(
             message: message,
             hostname: configuration.hostname,
             logger: self.logger,
             redis: redisForTasks,
             worker: self
         )
+        context.limits = (hard?.seconds, soft?.seconds)
         let debugging = self.logger.logLevel <= .debug
         if debugging { logger.debug("task started") }
         let started = ContinuousClock.now
@@ -102,13 +110,7 @@ extension Worker {
         defer { noteFinished(message, runtime: ContinuousClock.now - started) }
         do {
             let arguments = TaskArguments(args: message.args, kwargs: message.kwargs)
-            let limits = message.timeLimit
-            // `control time_limit` replaces the handler's defaults; the message's own limits still win.
-            let override = control.timeLimits(for: message.taskName)
-            let softDefault = override.map { $0.soft.flatMap { TimeLimits.duration($0, default: nil) } }
-            let hardDefault = override.map { $0.hard.flatMap { TimeLimits.duration($0, default: nil) } }
-            let soft = TimeLimits.duration(limits.soft, default: softDefault ?? task.options.softTimeLimit)
-            let hard = TimeLimits.duration(limits.hard, default: hardDefault ?? task.options.timeLimit)
+            let context = context
             @Sendable func runHandler() async throws -> JSONValue {
                 try await TimeLimits.run(soft: soft, hard: hard, termination: termination) {
                     defer { task.pace.record(ContinuousClock.now - started) }
