@@ -32,6 +32,10 @@ package enum TaskOutcome: Sendable {
     /// The handler threw `TaskReject`: with requeue, back to the end of its queue under acks-late; without, the
     /// recorder turns it into a failure.
     case rejected(TaskReject)
+    /// The handler threw `TaskReplace`; the recorder publishes the replacement.
+    case replacing(TaskReplace)
+    /// The replacement was published: nothing is stored (Celery's `Ignore`), the message is acked.
+    case replaced
 }
 
 extension Worker {
@@ -135,6 +139,8 @@ extension Worker {
             return .revoked(.terminated)
         } catch let request as TaskRetry {
             return .retrying(request)
+        } catch let replace as TaskReplace {
+            return .replacing(replace)
         } catch let reject as TaskReject {
             logger.warning("task rejected", metadata: ["celery.task.requeue": "\(reject.requeue)"])
             return .rejected(reject)
@@ -184,6 +190,8 @@ extension Worker {
             }
         case .retrying(let request):
             outcome = await publishRetry(of: message, request)
+        case .replacing(let request):
+            outcome = await publishReplacement(of: message, request)
         case .interrupted:
             await giveBackInterrupted(message)
             return
@@ -232,7 +240,10 @@ extension Worker {
                 traceback: nil,
                 ignoreResult: ignoreResult
             )
-        case .retrying, .interrupted, .rejected:
+        case .replaced:
+            // Celery's Ignore: the replacement stores the result under this task's id.
+            break
+        case .retrying, .replacing, .interrupted, .rejected:
             preconditionFailure("resolved above")
         }
         if !acknowledged {
@@ -256,7 +267,7 @@ extension Worker {
             events.taskRevoked(id: message.id, expired: true)
         case .revoked(.terminated):
             events.taskRevoked(id: message.id, terminated: true, signum: 15)
-        case .retrying, .interrupted, .rejected:
+        case .retrying, .replacing, .replaced, .interrupted, .rejected:
             break
         }
     }
