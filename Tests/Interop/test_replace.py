@@ -131,3 +131,51 @@ def test_request_fields(tasks):
     assert tasks.return_priority.apply_async(priority=3).get(timeout=T) == "Priority: 3"
     assert tasks.return_request_eta.apply_async(countdown=0.5).get(timeout=T) is not None
     assert tasks.return_request_eta.delay().get(timeout=T) is None
+
+
+def count(redis_client, key):
+    return int(redis_client.get(key) or 0)
+
+
+def test_callback_of_a_task_replaced_with_a_chain_runs_once(tasks, redis_client):
+    key = f"replace-count-{uuid.uuid4().hex}"
+    task = tasks.add_replaced_with_chain.si(42, 1337)
+    task.link(tasks.incr.si(key))
+    assert task.delay().get(timeout=T) == 1379
+    assert wait_for(lambda: count(redis_client, key) == 1, T)
+    child = tasks.add_replaced_with_chain.si(42, 1337)
+    child.link(tasks.incr.si(key))
+    assert group(child, tasks.identity.si(31337)).delay().get(timeout=T) == [1379, 31337]
+    assert wait_for(lambda: count(redis_client, key) == 2, T)
+    # and no third run
+    assert tasks.add.delay(0, 0).get(timeout=T) == 0
+    assert count(redis_client, key) == 2
+    redis_client.delete(key)
+
+
+def test_errback_of_a_chain_with_a_replaced_child_runs_once(tasks, redis_client):
+    key = f"replace-count-{uuid.uuid4().hex}"
+    c = chain(tasks.add_replaced.si("fail", "ed"), tasks.fail.s())
+    c.link_error(tasks.incr.si(key))
+    with pytest.raises(ValueError, match="failed"):
+        c.delay().get(timeout=T)
+    assert wait_for(lambda: count(redis_client, key) == 1, T)
+    assert tasks.add.delay(0, 0).get(timeout=T) == 0
+    assert count(redis_client, key) == 1
+    redis_client.delete(key)
+
+
+@pytest.mark.parametrize("shape", ["first", "middle", "last", "group"])
+def test_children_replaced_with_a_chain(tasks, shape):
+    key = f"replace-echo-{uuid.uuid4().hex}"
+    replaced = tasks.replace_with_chain
+    if shape == "first":
+        result, expected = chain(replaced.si(42, redis_key=key), tasks.identity.s()).delay(), 42
+    elif shape == "middle":
+        result, expected = chain(tasks.identity.s(42), replaced.s(redis_key=key), tasks.identity.s()).delay(), 42
+    elif shape == "last":
+        result, expected = chain(tasks.identity.s(42), replaced.s(redis_key=key)).delay(), 42
+    else:
+        result = group(tasks.identity.s(42), replaced.s(1337, redis_key=key), tasks.identity.s(31337)).delay()
+        expected = [42, 1337, 31337]
+    assert result.get(timeout=T) == expected
