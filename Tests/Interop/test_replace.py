@@ -76,6 +76,10 @@ def test_replaced_parts_count_for_the_chord(tasks):
     header = [tasks.add.s(1, 1), tasks.add_replaced.s(2, 2), tasks.add_to_all.s([1, 2], 5)]
     result = chord(header, tasks.echo.s()).apply_async()
     assert result.get(timeout=T) == {"args": [[2, 4, [6, 7]]], "kwargs": {}}
+    # replaced by a chain, and replaced as the last task of a chain in the header
+    header = [tasks.add_replaced_with_chain.s(1, 2), chain(tasks.add.s(1, 1), tasks.add_replaced.s(10))]
+    result = chord(header, tasks.echo.s()).apply_async()
+    assert result.get(timeout=T) == {"args": [[3, 12]], "kwargs": {}}
 
 
 def test_chord_body_replaced_with_a_group(tasks):
