@@ -136,6 +136,7 @@ public enum TaskCatalog {
             return steps
         }
         registerCrash(in: &registry)
+        registerReplacing(in: &registry)
     }
 
     /// Registers `tasks.crash`, a handler with a bug on demand: it reads past the end of an array, which traps and

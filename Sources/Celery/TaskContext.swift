@@ -31,6 +31,10 @@ public struct TaskContext: Sendable {
     package var workerLogger: Logger
     /// A logger a handler assigned.
     package var customLogger: Logger?
+    /// The message the task came in; nil in a context made outside a worker.
+    package var message: TaskMessage?
+    /// The hard and soft time limits in force, in seconds (set by the worker).
+    package var limits: (hard: Double?, soft: Double?) = (nil, nil)
 
     package init(
         id: String,
@@ -81,6 +85,8 @@ public struct TaskContext: Sendable {
             redis: redis
         )
         self.worker = worker
+        self.message = message
+        self.limits = message.timeLimit
     }
 
     /// `logger` with the task's id and name as metadata.

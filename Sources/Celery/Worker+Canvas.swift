@@ -120,11 +120,11 @@ extension Worker {
         followUp(signature, prepending: argument, from: origin(of: parent))
     }
 
-    /// The message for a task signature published by `origin`, with `argument` prepended (unless immutable).
-    /// Group, chord and chain signatures go through `expand` (Worker+NestedCanvas.swift).
+    /// The message for a task signature published by `origin`, with `argument` prepended (unless immutable or
+    /// nil). Group, chord and chain signatures go through `expand` (Worker+NestedCanvas.swift).
     package func followUp(
         _ signature: JSONValue,
-        prepending argument: JSONValue,
+        prepending argument: JSONValue?,
         from origin: FollowUpOrigin
     ) -> OutgoingTask? {
         if let kind = signature["subtask_type"]?.stringValue, !kind.isEmpty {
@@ -140,7 +140,7 @@ extension Worker {
         }
         let options = signature["options"]?.objectValue ?? [:]
         var args = signature["args"]?.arrayValue ?? []
-        if signature["immutable"]?.boolValue != true { args.insert(argument, at: 0) }
+        if let argument, signature["immutable"]?.boolValue != true { args.insert(argument, at: 0) }
         // Python would route by the task's default route; staying on the queue the parent came from keeps the
         // hop on a queue this worker consumes.
         let queue =
@@ -164,6 +164,7 @@ extension Worker {
         task.groupIndex = options["group_index"]?.intValue
         task.hardTimeLimit = options["time_limit"]?.doubleValue
         task.softTimeLimit = options["soft_time_limit"]?.doubleValue
+        task.replacedTaskNesting = options["replaced_task_nesting"]?.intValue ?? 0
         let now = CeleryTimestamp.now()
         if let countdown = options["countdown"]?.doubleValue {
             task.eta = CeleryTimestamp(secondsSince1970: now.secondsSince1970 + countdown)

@@ -242,7 +242,8 @@ package struct WorkerControlTarget: ControlTarget {
     package var hooks: ControlHooks { worker.control.hooks }
 
     package func registeredTasks() -> [String] {
-        worker.registry.names.map { name in
+        // Celery's built-in tasks are left out, as Python's `registered` leaves them out.
+        worker.registry.names.filter { !$0.hasPrefix("celery.") }.map { name in
             guard let limit = worker.control.localRates.limit(for: name) else { return name }
             return "\(name) [rate_limit=\(limit.text)]"
         }

@@ -32,6 +32,10 @@ package enum TaskOutcome: Sendable {
     /// The handler threw `TaskReject`: with requeue, back to the end of its queue under acks-late; without, the
     /// recorder turns it into a failure.
     case rejected(TaskReject)
+    /// The handler threw `TaskReplace`; the recorder publishes the replacement.
+    case replacing(TaskReplace)
+    /// The replacement was published: nothing is stored (Celery's `Ignore`), the message is acked.
+    case replaced
 }
 
 extension Worker {
@@ -86,13 +90,21 @@ extension Worker {
     package func outcome(of message: TaskMessage, _ task: RegisteredTask, inline: Bool) async -> TaskOutcome {
         // Made on first use: most tasks log nothing at the worker's level, and setting metadata is not free.
         lazy var logger = TaskContext.logger(self.logger, taskID: message.id, taskName: message.taskName)
-        let context = TaskContext(
+        let limits = message.timeLimit
+        // `control time_limit` replaces the handler's defaults; the message's own limits still win.
+        let override = control.timeLimits(for: message.taskName)
+        let softDefault = override.map { $0.soft.flatMap { TimeLimits.duration($0, default: nil) } }
+        let hardDefault = override.map { $0.hard.flatMap { TimeLimits.duration($0, default: nil) } }
+        let soft = TimeLimits.duration(limits.soft, default: softDefault ?? task.options.softTimeLimit)
+        let hard = TimeLimits.duration(limits.hard, default: hardDefault ?? task.options.timeLimit)
+        var context = TaskContext(
             message: message,
             hostname: configuration.hostname,
             logger: self.logger,
             redis: redisForTasks,
             worker: self
         )
+        context.limits = (hard?.seconds, soft?.seconds)
         let debugging = self.logger.logLevel <= .debug
         if debugging { logger.debug("task started") }
         let started = ContinuousClock.now
@@ -102,13 +114,7 @@ extension Worker {
         defer { noteFinished(message, runtime: ContinuousClock.now - started) }
         do {
             let arguments = TaskArguments(args: message.args, kwargs: message.kwargs)
-            let limits = message.timeLimit
-            // `control time_limit` replaces the handler's defaults; the message's own limits still win.
-            let override = control.timeLimits(for: message.taskName)
-            let softDefault = override.map { $0.soft.flatMap { TimeLimits.duration($0, default: nil) } }
-            let hardDefault = override.map { $0.hard.flatMap { TimeLimits.duration($0, default: nil) } }
-            let soft = TimeLimits.duration(limits.soft, default: softDefault ?? task.options.softTimeLimit)
-            let hard = TimeLimits.duration(limits.hard, default: hardDefault ?? task.options.timeLimit)
+            let context = context
             @Sendable func runHandler() async throws -> JSONValue {
                 try await TimeLimits.run(soft: soft, hard: hard, termination: termination) {
                     defer { task.pace.record(ContinuousClock.now - started) }
@@ -133,6 +139,8 @@ extension Worker {
             return .revoked(.terminated)
         } catch let request as TaskRetry {
             return .retrying(request)
+        } catch let replace as TaskReplace {
+            return .replacing(replace)
         } catch let reject as TaskReject {
             logger.warning("task rejected", metadata: ["celery.task.requeue": "\(reject.requeue)"])
             return .rejected(reject)
@@ -182,6 +190,8 @@ extension Worker {
             }
         case .retrying(let request):
             outcome = await publishRetry(of: message, request)
+        case .replacing(let request):
+            outcome = await publishReplacement(of: message, request)
         case .interrupted:
             await giveBackInterrupted(message)
             return
@@ -230,7 +240,10 @@ extension Worker {
                 traceback: nil,
                 ignoreResult: ignoreResult
             )
-        case .retrying, .interrupted, .rejected:
+        case .replaced:
+            // Celery's Ignore: the replacement stores the result under this task's id.
+            break
+        case .retrying, .replacing, .interrupted, .rejected:
             preconditionFailure("resolved above")
         }
         if !acknowledged {
@@ -254,7 +267,7 @@ extension Worker {
             events.taskRevoked(id: message.id, expired: true)
         case .revoked(.terminated):
             events.taskRevoked(id: message.id, terminated: true, signum: 15)
-        case .retrying, .interrupted, .rejected:
+        case .retrying, .replacing, .replaced, .interrupted, .rejected:
             break
         }
     }

@@ -21,12 +21,12 @@ extension Worker {
         package var size: Int
     }
 
-    /// The messages for `signature` published by `origin` with `argument` prepended (unless immutable); `rest` is
+    /// The messages for `signature` published by `origin` with `argument` prepended (unless immutable or nil); `rest` is
     /// what remains of the enclosing chain (reversed, next step last), run after this signature. Nil when the
     /// signature cannot be published (logged).
     package func expand(
         _ signature: JSONValue,
-        prepending argument: JSONValue,
+        prepending argument: JSONValue?,
         from origin: FollowUpOrigin,
         rest: [JSONValue] = []
     ) -> Expansion? {
@@ -67,7 +67,9 @@ extension Worker {
             var options = body["options"]?.objectValue ?? [:]
             let bodyID = options["task_id"]?.stringValue ?? OutgoingTask.newID()
             options["task_id"] = .string(bodyID)
-            options["group_id"] = .string(groupID)
+            // Unless the body already belongs to a group: a task replaced by a chord keeps its own group and chord
+            // membership on the body (Celery's `freeze` sets a group id only where there is none).
+            if options["group_id"] == nil || options["group_id"] == .null { options["group_id"] = .string(groupID) }
             if !rest.isEmpty { options["chain"] = .array(rest) }
             body["options"] = .object(options)
             var members = members(of: header, prepending: argument, from: origin, groupID: groupID)
@@ -93,7 +95,7 @@ extension Worker {
     /// The members of a group signature (or a plain list of signatures), each with `argument` prepended.
     private func members(
         of group: JSONValue,
-        prepending argument: JSONValue,
+        prepending argument: JSONValue?,
         from origin: FollowUpOrigin,
         groupID: String
     ) -> [OutgoingTask] {

@@ -58,6 +58,7 @@ extension Worker {
         next.shadow = message.headers["shadow"]?.stringValue
         (next.hardTimeLimit, next.softTimeLimit) = message.timeLimit
         next.ignoreResult = message.ignoreResult
+        next.replacedTaskNesting = message.headers["replaced_task_nesting"]?.intValue ?? 0
         next.callbacks = message.embed["callbacks"]?.arrayValue
         next.errbacks = message.embed["errbacks"]?.arrayValue
         next.chain = message.embed["chain"]?.arrayValue

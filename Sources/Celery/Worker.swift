@@ -120,7 +120,7 @@ public final class Worker: Service, Sendable {
             )
         )
         self.configuration = configuration
-        self.registry = registry
+        self.registry = registry.withBuiltins()
         self.brokerClient = broker
         self.backendClient = backend
         self.redisForTasks = redis ?? broker

@@ -44,6 +44,8 @@ public struct OutgoingTask: Sendable {
     public var chord: JSONValue?
     /// Custom headers, merged in after Celery's own (as `apply_async(headers=...)`).
     public var headers: JSONObject
+    /// How many replacements led to this task (`headers.replaced_task_nesting`, Celery's `Task.replace`).
+    public var replacedTaskNesting: Int = 0
 
     public init(
         name: String,
@@ -89,7 +91,7 @@ public struct OutgoingTask: Sendable {
             "kwargsrepr": .string(PythonRepr.render(.object(kwargs))),
             "origin": .string(origin),
             "ignore_result": .bool(ignoreResult),
-            "replaced_task_nesting": 0,
+            "replaced_task_nesting": .int(replacedTaskNesting),
             "stamped_headers": .null,
             "stamps": [:],
         ]

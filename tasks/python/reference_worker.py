@@ -12,10 +12,12 @@ REFERENCE_RESULT_EXPIRES=<seconds>.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
-from swift_tasks import make_app
+from celery import chain, group
+from swift_tasks import make_app, swift_queue
 
 
 def _flag(name: str) -> bool:
@@ -23,6 +25,8 @@ def _flag(name: str) -> bool:
 
 
 app = make_app("reference_worker", stubs=False)
+# The body of the chord a group replacement becomes (Task.replace) goes to the worker's own queue.
+app.conf.task_routes = {**app.conf.task_routes, "celery.accumulate": {"queue": swift_queue()}}
 app.conf.update(
     result_extended=_flag("REFERENCE_RESULT_EXTENDED"),
     task_track_started=_flag("REFERENCE_TRACK_STARTED"),
@@ -160,3 +164,146 @@ def throttled(key):
     finally:
         client.close()
     return now
+
+
+def _redis():
+    import redis
+
+    return redis.Redis.from_url(os.environ.get("REDIS_URL") or app.conf.broker_url)
+
+
+@app.task(name="tasks.redis_echo", shared=False)
+def redis_echo(message, redis_key="redis-echo"):
+    """RPUSH redis_key (default 'redis-echo') message."""
+    client = _redis()
+    try:
+        client.rpush(redis_key, message if isinstance(message, (str, bytes, int, float)) else json.dumps(message))
+    finally:
+        client.close()
+
+
+def _echo_link(link_msg, redis_key):
+    kwargs = {} if redis_key is None else {"redis_key": redis_key}
+    return redis_echo.si(link_msg, **kwargs) if link_msg is not None else redis_echo.s(**kwargs)
+
+
+@app.task(name="tasks.add_replaced", bind=True, shared=False)
+def add_replaced(self, x, y):
+    """x + y, by replacing itself with tasks.add(x, y)."""
+    raise self.replace(add.s(x, y))
+
+
+@app.task(name="tasks.add_replaced_with_chain", bind=True, shared=False)
+def add_replaced_with_chain(self, x, y):
+    """x + y, by replacing itself with the chain tasks.add(x, y) | tasks.identity()."""
+    raise self.replace(chain(add.s(x, y), identity.s()))
+
+
+@app.task(name="tasks.replace_with_chain", bind=True, shared=False)
+def replace_with_chain(self, *args, link_msg=None, redis_key=None):
+    """Replaces itself with identity(*args) | identity(), linked to redis_echo."""
+    c = chain(identity.s(*args), identity.s())
+    c.link(_echo_link(link_msg, redis_key))
+    return self.replace(c)
+
+
+@app.task(name="tasks.replace_with_chain_which_raises", bind=True, shared=False)
+def replace_with_chain_which_raises(self, *args, link_msg=None, redis_key=None):
+    """Replaces itself with identity(*args) | fail(), with link_error redis_echo."""
+    c = chain(identity.s(*args), fail.s())
+    c.link_error(_echo_link(link_msg, redis_key))
+    return self.replace(c)
+
+
+@app.task(name="tasks.replace_with_empty_chain", bind=True, shared=False)
+def replace_with_empty_chain(self, *_):
+    """Replaces itself with chain(): fails."""
+    return self.replace(chain())
+
+
+@app.task(name="tasks.replace_with_chain_which_contains_a_group", bind=True, shared=False)
+def replace_with_chain_which_contains_a_group(self):
+    """[4, 4]: replaces itself with add(1, 2) | group(add(1), add(1))."""
+    return self.replace(chain(add.s(1, 2), group(add.s(1), add.s(1))))
+
+
+@app.task(name="tasks.add_to_all", bind=True, shared=False)
+def add_to_all(self, nums, val):
+    """[n + val for n in nums], by replacing itself with a group."""
+    raise self.replace(group(*[add.s(num, val) for num in nums]))
+
+
+@app.task(name="tasks.fail_replaced", bind=True, shared=False)
+def fail_replaced(self, message):
+    """Raises ValueError(message), by replacing itself with fail.si(message)."""
+    raise self.replace(fail.si(message))
+
+
+@app.task(name="tasks.record_replaced_task_nesting", bind=True, shared=False)
+def record_replaced_task_nesting(self, replacements, nesting=None):
+    """Replaces itself `replacements` times, recording request.replaced_task_nesting each time."""
+    nesting = (nesting or []) + [self.request.replaced_task_nesting]
+    if replacements:
+        replacement = record_replaced_task_nesting.s(replacements - 1, nesting)
+        return self.replace(replacement.set(reply_to=self.request.reply_to))
+    return nesting
+
+
+@app.task(name="tasks.second_order_replace1", bind=True, shared=False)
+def second_order_replace1(self, key, state=False):
+    """RPUSH key 'In A', replace with second_order_replace2(key) | second_order_replace1.si(key, True)."""
+    client = _redis()
+    try:
+        client.rpush(key, "Out A" if state else "In A")
+    finally:
+        client.close()
+    if not state:
+        raise self.replace(chain(second_order_replace2.s(key), second_order_replace1.si(key, True)))
+
+
+@app.task(name="tasks.second_order_replace2", bind=True, shared=False)
+def second_order_replace2(self, key, state=False):
+    """RPUSH key 'In B', replace with redis_echo('In/Out C', key) | second_order_replace2.si(key, True)."""
+    client = _redis()
+    try:
+        client.rpush(key, "Out B" if state else "In B")
+    finally:
+        client.close()
+    if not state:
+        raise self.replace(chain(redis_echo.si("In/Out C", key), second_order_replace2.si(key, True)))
+
+
+@app.task(name="tasks.ids", bind=True, shared=False)
+def ids(self, i):
+    """[request.root_id, request.parent_id, i]."""
+    return self.request.root_id, self.request.parent_id, i
+
+
+@app.task(name="tasks.collect_ids", bind=True, shared=False)
+def collect_ids(self, res, i):
+    """[res, [request.root_id, request.parent_id, i]]."""
+    return res, (self.request.root_id, self.request.parent_id, i)
+
+
+@app.task(name="tasks.return_priority", bind=True, shared=False)
+def return_priority(self, *_args):
+    """'Priority: <delivery_info priority>'."""
+    return "Priority: %s" % self.request.delivery_info["priority"]
+
+
+@app.task(name="tasks.return_properties", bind=True, shared=False)
+def return_properties(self):
+    """request.properties."""
+    return self.request.properties
+
+
+@app.task(name="tasks.return_request_eta", bind=True, shared=False)
+def return_request_eta(self):
+    """request.eta."""
+    return self.request.eta
+
+
+@app.task(name="tasks.return_request_time_limits", bind=True, shared=False)
+def return_request_time_limits(self):
+    """{time_limit, soft_time_limit} of the request."""
+    return {"time_limit": self.request.time_limit, "soft_time_limit": self.request.soft_time_limit}

@@ -29,18 +29,36 @@ DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 #: The names of the tasks the Swift worker runs.
 TASK_NAMES = (
     "tasks.add",
+    "tasks.add_replaced",
+    "tasks.add_replaced_with_chain",
+    "tasks.add_to_all",
+    "tasks.collect_ids",
     "tasks.countdown_sum",
     "tasks.cpu",
     "tasks.crash",
     "tasks.echo",
     "tasks.fail",
+    "tasks.fail_replaced",
     "tasks.flaky",
     "tasks.identity",
+    "tasks.ids",
     "tasks.incr",
     "tasks.mul",
     "tasks.progress",
+    "tasks.record_replaced_task_nesting",
+    "tasks.redis_echo",
     "tasks.reject",
+    "tasks.replace_with_chain",
+    "tasks.replace_with_chain_which_contains_a_group",
+    "tasks.replace_with_chain_which_raises",
+    "tasks.replace_with_empty_chain",
     "tasks.retry_header",
+    "tasks.return_priority",
+    "tasks.return_properties",
+    "tasks.return_request_eta",
+    "tasks.return_request_time_limits",
+    "tasks.second_order_replace1",
+    "tasks.second_order_replace2",
     "tasks.sleep",
     "tasks.throttled",
     "tasks.xsum",
@@ -139,6 +157,26 @@ def _define_stubs(app: Celery) -> None:
         "x + y"
         _not_here("tasks.add")
 
+    @app.task(name="tasks.add_replaced", shared=False)
+    def add_replaced(x: Any, y: Any) -> None:
+        "x + y, by replacing itself with tasks.add(x, y)"
+        _not_here("tasks.add_replaced")
+
+    @app.task(name="tasks.add_replaced_with_chain", shared=False)
+    def add_replaced_with_chain(x: Any, y: Any) -> None:
+        "x + y, by replacing itself with the chain tasks.add(x, y) | tasks.identity()"
+        _not_here("tasks.add_replaced_with_chain")
+
+    @app.task(name="tasks.add_to_all", shared=False)
+    def add_to_all(nums: list[Any], val: Any) -> None:
+        "[n + val for n in nums], by replacing itself with group(tasks.add(n, val) ...)"
+        _not_here("tasks.add_to_all")
+
+    @app.task(name="tasks.collect_ids", shared=False)
+    def collect_ids(res: Any, i: Any) -> Any:
+        "[res, [request.root_id, request.parent_id, i]]"
+        _not_here("tasks.collect_ids")
+
     @app.task(name="tasks.countdown_sum", shared=False)
     def countdown_sum(n: int, total: int | None = None) -> int:
         "while n > 0, retries itself (countdown 0.1 s) with args (n - 1,) and kwargs {total: total + n}; returns total (default 0)"
@@ -164,6 +202,11 @@ def _define_stubs(app: Celery) -> None:
         "raises ValueError(message)"
         _not_here("tasks.fail")
 
+    @app.task(name="tasks.fail_replaced", shared=False)
+    def fail_replaced(message: Any) -> None:
+        "raises ValueError(message), by replacing itself with tasks.fail.si(message)"
+        _not_here("tasks.fail_replaced")
+
     @app.task(name="tasks.flaky", shared=False)
     def flaky(failures: int) -> int:
         "retries itself (countdown 0.1 s) until retries == failures, then returns the number of retries"
@@ -173,6 +216,11 @@ def _define_stubs(app: Celery) -> None:
     def identity(value: Any) -> Any:
         "value, unchanged"
         _not_here("tasks.identity")
+
+    @app.task(name="tasks.ids", shared=False)
+    def ids(i: Any) -> Any:
+        "[request.root_id, request.parent_id, i]"
+        _not_here("tasks.ids")
 
     @app.task(name="tasks.incr", shared=False)
     def incr(key: str) -> int:
@@ -189,15 +237,75 @@ def _define_stubs(app: Celery) -> None:
         "reports PROGRESS {current, total} after each of `steps` pauses of `pause` seconds; returns steps"
         _not_here("tasks.progress")
 
+    @app.task(name="tasks.record_replaced_task_nesting", shared=False)
+    def record_replaced_task_nesting(replacements: int, nesting: list[Any] | None = None) -> Any:
+        "replaces itself `replacements` times, each time appending request.replaced_task_nesting to nesting; returns the list"
+        _not_here("tasks.record_replaced_task_nesting")
+
+    @app.task(name="tasks.redis_echo", shared=False)
+    def redis_echo(message: Any, redis_key: str | None = None) -> None:
+        "RPUSH redis_key (default 'redis-echo') message"
+        _not_here("tasks.redis_echo")
+
     @app.task(name="tasks.reject", shared=False)
     def reject(key: str, requeue: bool) -> int:
         "INCR key; unless its message was redelivered, rejects it (Reject('rejected', requeue)); returns the new value"
         _not_here("tasks.reject")
 
+    @app.task(name="tasks.replace_with_chain", shared=False)
+    def replace_with_chain(*args, **kwargs) -> Any:
+        "replaces itself with tasks.identity(*args) | tasks.identity(), linked to tasks.redis_echo (link_msg given: redis_echo.si(link_msg, redis_key); else the chain's result)"
+        _not_here("tasks.replace_with_chain")
+
+    @app.task(name="tasks.replace_with_chain_which_contains_a_group", shared=False)
+    def replace_with_chain_which_contains_a_group(*args, **kwargs) -> None:
+        "[4, 4]: replaces itself with tasks.add(1, 2) | group(tasks.add(1), tasks.add(1))"
+        _not_here("tasks.replace_with_chain_which_contains_a_group")
+
+    @app.task(name="tasks.replace_with_chain_which_raises", shared=False)
+    def replace_with_chain_which_raises(*args, **kwargs) -> Any:
+        "replaces itself with tasks.identity(*args) | tasks.fail(), with link_error tasks.redis_echo (link_msg given: redis_echo.si(link_msg, redis_key); else the failed task's id)"
+        _not_here("tasks.replace_with_chain_which_raises")
+
+    @app.task(name="tasks.replace_with_empty_chain", shared=False)
+    def replace_with_empty_chain(*args, **kwargs) -> Any:
+        "replaces itself with chain(): fails"
+        _not_here("tasks.replace_with_empty_chain")
+
     @app.task(name="tasks.retry_header", shared=False)
     def retry_header(name: str) -> Any:
         "retries itself once (countdown 0.1 s), then returns the custom header `name` (None if absent)"
         _not_here("tasks.retry_header")
+
+    @app.task(name="tasks.return_priority", shared=False)
+    def return_priority(*args, **kwargs) -> Any:
+        "'Priority: <delivery_info priority>'"
+        _not_here("tasks.return_priority")
+
+    @app.task(name="tasks.return_properties", shared=False)
+    def return_properties(*args, **kwargs) -> Any:
+        "request.properties"
+        _not_here("tasks.return_properties")
+
+    @app.task(name="tasks.return_request_eta", shared=False)
+    def return_request_eta(*args, **kwargs) -> Any:
+        "request.eta (None without)"
+        _not_here("tasks.return_request_eta")
+
+    @app.task(name="tasks.return_request_time_limits", shared=False)
+    def return_request_time_limits(*args, **kwargs) -> Any:
+        "{time_limit: request.time_limit, soft_time_limit: request.soft_time_limit}"
+        _not_here("tasks.return_request_time_limits")
+
+    @app.task(name="tasks.second_order_replace1", shared=False)
+    def second_order_replace1(key: str, state: bool | None = None) -> None:
+        "RPUSH key 'In A', replace with second_order_replace2(key) | second_order_replace1.si(key, True), which pushes 'Out A'"
+        _not_here("tasks.second_order_replace1")
+
+    @app.task(name="tasks.second_order_replace2", shared=False)
+    def second_order_replace2(key: str, state: bool | None = None) -> None:
+        "RPUSH key 'In B', replace with redis_echo('In/Out C', key) | second_order_replace2.si(key, True), which pushes 'Out B'"
+        _not_here("tasks.second_order_replace2")
 
     @app.task(name="tasks.sleep", shared=False)
     def sleep(seconds: Any) -> Any:
@@ -219,18 +327,36 @@ def _define_stubs(app: Celery) -> None:
 app = make_app()
 
 add = app.tasks["tasks.add"]
+add_replaced = app.tasks["tasks.add_replaced"]
+add_replaced_with_chain = app.tasks["tasks.add_replaced_with_chain"]
+add_to_all = app.tasks["tasks.add_to_all"]
+collect_ids = app.tasks["tasks.collect_ids"]
 countdown_sum = app.tasks["tasks.countdown_sum"]
 cpu = app.tasks["tasks.cpu"]
 crash = app.tasks["tasks.crash"]
 echo = app.tasks["tasks.echo"]
 fail = app.tasks["tasks.fail"]
+fail_replaced = app.tasks["tasks.fail_replaced"]
 flaky = app.tasks["tasks.flaky"]
 identity = app.tasks["tasks.identity"]
+ids = app.tasks["tasks.ids"]
 incr = app.tasks["tasks.incr"]
 mul = app.tasks["tasks.mul"]
 progress = app.tasks["tasks.progress"]
+record_replaced_task_nesting = app.tasks["tasks.record_replaced_task_nesting"]
+redis_echo = app.tasks["tasks.redis_echo"]
 reject = app.tasks["tasks.reject"]
+replace_with_chain = app.tasks["tasks.replace_with_chain"]
+replace_with_chain_which_contains_a_group = app.tasks["tasks.replace_with_chain_which_contains_a_group"]
+replace_with_chain_which_raises = app.tasks["tasks.replace_with_chain_which_raises"]
+replace_with_empty_chain = app.tasks["tasks.replace_with_empty_chain"]
 retry_header = app.tasks["tasks.retry_header"]
+return_priority = app.tasks["tasks.return_priority"]
+return_properties = app.tasks["tasks.return_properties"]
+return_request_eta = app.tasks["tasks.return_request_eta"]
+return_request_time_limits = app.tasks["tasks.return_request_time_limits"]
+second_order_replace1 = app.tasks["tasks.second_order_replace1"]
+second_order_replace2 = app.tasks["tasks.second_order_replace2"]
 sleep = app.tasks["tasks.sleep"]
 throttled = app.tasks["tasks.throttled"]
 xsum = app.tasks["tasks.xsum"]
