@@ -42,7 +42,7 @@ extension Worker {
         var plain: [OutgoingTask] = []
         for signature in message.embed["callbacks"]?.arrayValue ?? [] {
             guard let expansion = expand(signature, prepending: result, from: origin) else { continue }
-            if (signature["subtask_type"]?.stringValue ?? "").isEmpty {
+            if Self.isTaskSignature(signature) {
                 plain += expansion.tasks
             } else {
                 followUps += expansion.tasks
@@ -127,7 +127,7 @@ extension Worker {
         prepending argument: JSONValue,
         from origin: FollowUpOrigin
     ) -> OutgoingTask? {
-        if let kind = signature["subtask_type"]?.stringValue, !kind.isEmpty {
+        if !Self.isTaskSignature(signature), let kind = signature["subtask_type"]?.stringValue {
             logger.error(
                 "cannot publish a nested \(kind) signature here; only task signatures are supported as errbacks",
                 metadata: ["celery.task.id": "\(origin.parentID)", "signature": "\(signature)"]

@@ -120,7 +120,8 @@ public final class Worker: Service, Sendable {
             )
         )
         self.configuration = configuration
-        self.registry = registry
+        // Celery's built-in tasks (`celery.map`, `celery.starmap`, `celery.chunks`, ...), as every Python worker has.
+        self.registry = registry.withBuiltins()
         self.brokerClient = broker
         self.backendClient = backend
         self.redisForTasks = redis ?? broker

@@ -1,0 +1,159 @@
+import CeleryClient
+import Foundation
+import JSON
+import RESP
+import Redis
+import Testing
+
+@testable import Celery
+@testable import CeleryProtocol
+@testable import CeleryRedis
+
+/// Celery's built-in tasks and stamp revocation, without Redis.
+struct BuiltinTasksUnitTests {
+    @Test func everyWorkerRegistersCeleryBuiltins() {
+        let registry = TestRedis.defaultRegistry().withBuiltins()
+        for name in ["celery.map", "celery.starmap", "celery.chunks", "celery.backend_cleanup", "celery.chord_unlock"] {
+            #expect(registry[name] != nil, "\(name)")
+        }
+        #expect(registry["tasks.add"] != nil)
+    }
+
+    @Test func aPackageHandlerOfABuiltinNameWins() {
+        var registry = TaskRegistry()
+        registry.register("celery.map") { _, _ in "mine" }
+        #expect(registry.withBuiltins()["celery.map"]?.parameters == [])
+    }
+
+    @Test(arguments: [
+        (5, 2, [[0, 1], [2, 3], [4]]),
+        (4, 2, [[0, 1], [2, 3]]),
+        (2, 10, [[0, 1]]),
+        (0, 3, []),
+    ])
+    func chunksSplitAsCelery(count: Int, size: Int, expected: [[Int]]) {
+        let items = (0..<count).map { JSONValue.int($0) }
+        #expect(BuiltinTasks.chunked(items, size: size) == expected.map { $0.map { JSONValue.int($0) } })
+    }
+}
+
+/// `celery.map`, `celery.starmap` and `celery.chunks` run by an in-process worker against the real redis-server.
+@Suite(.enabled(if: TestRedis.available, "needs SWIFT_CELERY_TEST_REDIS_URL (run through scripts/test.sh)"))
+struct BuiltinTasksTests {
+    static func signature(_ name: String) -> JSONValue {
+        ["task": .string(name), "args": [], "kwargs": [:], "options": [:], "subtask_type": nil, "immutable": false]
+    }
+
+    static func send(_ task: OutgoingTask, _ redis: RedisClient) async throws {
+        try await TestRedis.push(redis, task.list, task.envelope())
+    }
+
+    @Test func mapAndStarmapRunTheHandlerForEachItem() async throws {
+        let queue = TestRedis.uniqueQueue()
+        try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in
+            let map = OutgoingTask(
+                name: "celery.map",
+                kwargs: ["task": Self.signature("tasks.identity"), "it": [1, [2], "x"]],
+                queue: queue
+            )
+            let starmap = OutgoingTask(
+                name: "celery.starmap",
+                kwargs: ["task": Self.signature("tasks.add"), "it": [[1, 1], [2, 2]]],
+                queue: queue
+            )
+            try await Self.send(map, redis)
+            try await Self.send(starmap, redis)
+            #expect(try await TestRedis.result(redis, map.id)["result"] == [1, [2], "x"])
+            #expect(try await TestRedis.result(redis, starmap.id)["result"] == [2, 4])
+        }
+    }
+
+    @Test func mapFailsAsCeleryForAnUnknownTaskOrBadArguments() async throws {
+        let queue = TestRedis.uniqueQueue()
+        try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in
+            let unknown = OutgoingTask(
+                name: "celery.map",
+                kwargs: ["task": Self.signature("nope.x"), "it": [1]],
+                queue: queue
+            )
+            let missing = OutgoingTask(
+                name: "celery.map",
+                kwargs: ["task": Self.signature("tasks.add"), "it": [1]],
+                queue: queue
+            )
+            try await Self.send(unknown, redis)
+            try await Self.send(missing, redis)
+            let failed = try await TestRedis.result(redis, unknown.id)
+            #expect(failed["status"] == "FAILURE")
+            #expect(failed["result"]?["exc_type"] == "NotRegistered")
+            #expect(failed["result"]?["exc_message"] == ["nope.x"])
+            let typeError = try await TestRedis.result(redis, missing.id)
+            #expect(typeError["result"]?["exc_type"] == "TypeError")
+            #expect(typeError["result"]?["exc_message"] == ["add() missing 1 required positional argument: 'y'"])
+        }
+    }
+
+    /// The `celery.chunks` task sends a group of `celery.starmap` tasks and returns the GroupResult tuple, as
+    /// Celery's does.
+    @Test func chunksTaskSendsAGroupOfStarmaps() async throws {
+        let queue = TestRedis.uniqueQueue()
+        try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in
+            let chunks = OutgoingTask(
+                name: "celery.chunks",
+                kwargs: ["task": Self.signature("tasks.add"), "it": [[1, 1], [2, 2], [3, 3]], "n": 2],
+                queue: queue
+            )
+            try await Self.send(chunks, redis)
+            let meta = try await TestRedis.result(redis, chunks.id)
+            #expect(meta["status"] == "SUCCESS")
+            let members = try #require(meta["result"]?.arrayValue?.last?.arrayValue)
+            #expect(members.count == 2)
+            var results: [JSONValue] = []
+            for member in members {
+                let id = try #require(member[0]?[0]?.stringValue)
+                let part = try await TestRedis.result(redis, id)
+                #expect(part["parent_id"] == .string(chunks.id))
+                results.append(part["result"] ?? nil)
+            }
+            #expect(results == [[2, 4], [6]])
+        }
+    }
+
+    /// `chain(add.si(1, 1), add.starmap(...))` and `chain(add.si(1, 1), add.chunks(..., 1))`: the hop is a
+    /// `celery.starmap` task, or a group of them.
+    @Test func starmapAndChunksAsChainSteps() async throws {
+        let queue = TestRedis.uniqueQueue()
+        try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in
+            let starmapID = OutgoingTask.newID()
+            var first = OutgoingTask(name: "tasks.add", args: [1, 1], queue: queue)
+            first.chain = [
+                [
+                    "task": "celery.starmap", "args": [],
+                    "kwargs": ["task": Self.signature("tasks.add"), "it": [[1, 1], [2, 2]]],
+                    "options": ["task_id": .string(starmapID)], "subtask_type": "xstarmap", "immutable": true,
+                ]
+            ]
+            try await Self.send(first, redis)
+            #expect(try await TestRedis.result(redis, starmapID)["result"] == [2, 4])
+
+            var second = OutgoingTask(name: "tasks.add", args: [1, 1], queue: queue)
+            second.chain = [
+                [
+                    "task": "celery.chunks", "args": [],
+                    "kwargs": ["task": Self.signature("tasks.add"), "it": [[1, 1], [2, 2]], "n": 1],
+                    "options": [:], "subtask_type": "chunks", "immutable": true,
+                ]
+            ]
+            try await Self.send(second, redis)
+            let meta = try await TestRedis.result(redis, second.id)
+            let members = try #require(meta["children"]?[0]?[1]?.arrayValue)
+            var results: [JSONValue] = []
+            for member in members {
+                results.append(
+                    try await TestRedis.result(redis, try #require(member[0]?[0]?.stringValue))["result"] ?? nil
+                )
+            }
+            #expect(results == [[2], [4]])
+        }
+    }
+}
