@@ -35,6 +35,50 @@ struct BuiltinTasksUnitTests {
         let items = (0..<count).map { JSONValue.int($0) }
         #expect(BuiltinTasks.chunked(items, size: size) == expected.map { $0.map { JSONValue.int($0) } })
     }
+
+    static func message(stamps: JSONObject, stampedHeaders: [String]) throws -> TaskMessage {
+        let extra: JSONObject = [
+            "stamped_headers": .array(stampedHeaders.map { .string($0) }), "stamps": .object(stamps),
+        ]
+        return try TaskMessage(envelope: TestRedis.envelope(task: "tasks.add", queue: "q", extraHeaders: extra).bytes)
+    }
+
+    /// Celery's `Request.revoked()`: a stamp named in `stamped_headers` whose value (or one of its values) was
+    /// revoked under that header.
+    @Test func stampsMatchAsCelery() throws {
+        let stamps = RevokedStamps()
+        stamps.add(["monitoring_id": ["m1", 4242]])
+        #expect(
+            stamps.match(try Self.message(stamps: ["monitoring_id": "m1"], stampedHeaders: ["monitoring_id"])) != nil
+        )
+        #expect(
+            stamps.match(try Self.message(stamps: ["monitoring_id": 4242], stampedHeaders: ["monitoring_id"])) != nil
+        )
+        #expect(
+            stamps.match(try Self.message(stamps: ["monitoring_id": ["x", "m1"]], stampedHeaders: ["monitoring_id"]))
+                != nil
+        )
+        // Not named in stamped_headers, another value, "4242" is not 4242, None never matches.
+        #expect(stamps.match(try Self.message(stamps: ["monitoring_id": "m1"], stampedHeaders: [])) == nil)
+        #expect(
+            stamps.match(try Self.message(stamps: ["monitoring_id": "m2"], stampedHeaders: ["monitoring_id"])) == nil
+        )
+        #expect(
+            stamps.match(try Self.message(stamps: ["monitoring_id": "4242"], stampedHeaders: ["monitoring_id"])) == nil
+        )
+        #expect(
+            stamps.match(try Self.message(stamps: ["monitoring_id": nil], stampedHeaders: ["monitoring_id"])) == nil
+        )
+        stamps.add(["other": "one"])
+        #expect(stamps.match(try Self.message(stamps: ["other": "one"], stampedHeaders: ["other"]))?.header == "other")
+    }
+
+    @Test func pythonReprOfJSON() {
+        #expect(
+            PythonText.repr(["a": ["x", 1, 2.5, true, nil], "b": [:]] as JSONValue)
+                == "{'a': ['x', 1, 2.5, True, None], 'b': {}}"
+        )
+    }
 }
 
 /// `celery.map`, `celery.starmap` and `celery.chunks` run by an in-process worker against the real redis-server.
@@ -154,6 +198,32 @@ struct BuiltinTasksTests {
                 )
             }
             #expect(results == [[2], [4]])
+        }
+    }
+
+    /// A message stamped with a revoked stamp is discarded as REVOKED; others run.
+    @Test func revokedStampsDiscardMatchingTasks() async throws {
+        let queue = TestRedis.uniqueQueue()
+        try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { worker, redis in
+            _ = worker.revokeStamps(["monitoring_id": ["m1"]], terminate: false)
+            let stamped = TestRedis.envelope(
+                task: "tasks.add",
+                args: [1, 1],
+                queue: queue,
+                extraHeaders: ["stamped_headers": ["monitoring_id"], "stamps": ["monitoring_id": "m1"]]
+            )
+            let other = TestRedis.envelope(
+                task: "tasks.add",
+                args: [1, 1],
+                queue: queue,
+                extraHeaders: ["stamped_headers": ["monitoring_id"], "stamps": ["monitoring_id": "m2"]]
+            )
+            try await TestRedis.push(redis, queue, stamped.bytes)
+            try await TestRedis.push(redis, queue, other.bytes)
+            let revoked = try await TestRedis.result(redis, stamped.id)
+            #expect(revoked["status"] == "REVOKED")
+            #expect(revoked["result"]?["exc_type"] == "TaskRevokedError")
+            #expect(try await TestRedis.result(redis, other.id)["result"] == 2)
         }
     }
 }

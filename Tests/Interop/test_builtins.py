@@ -76,3 +76,14 @@ def test_backend_cleanup_succeeds(app, worker):
     assert result.get(timeout=RESULT_TIMEOUT) is None
     assert result.state == "SUCCESS"
 
+
+def test_registered_lists_builtins_only_when_asked(app, worker):
+    plain = app.control.inspect(destination=[worker.name], timeout=5).registered()[worker.name]
+    assert not [name for name in plain if name.startswith("celery.")]
+    replies = app.control.broadcast("registered", arguments={"builtins": True}, destination=[worker.name],
+                                    reply=True, timeout=5)
+    [reply] = replies
+    names = reply[worker.name]
+    for name in ("celery.backend_cleanup", "celery.chord_unlock", "celery.chunks", "celery.map", "celery.starmap"):
+        assert name in names
+    assert "tasks.add" in names and names == sorted(names)
