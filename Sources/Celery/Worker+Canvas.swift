@@ -185,6 +185,14 @@ extension Worker {
         }
         task.callbacks = signatures(options["link"])
         task.errbacks = signatures(options["link_error"])
+        // Stamps a visitor put on the signature (`sig.stamp(...)`) go with its message, where a revoke by stamp
+        // finds them.
+        if case .array(let stamped)? = options["stamped_headers"], !stamped.isEmpty {
+            task.headers["stamped_headers"] = .array(stamped)
+            var stamps: JSONObject = [:]
+            for case .string(let header) in stamped { stamps[header] = options[header] ?? .null }
+            task.headers["stamps"] = .object(stamps)
+        }
         // A chain inside a chord header: its last task carries the chord callback.
         if let chord = options["chord"], case .object = chord { task.chord = chord }
         // A chord body that a chain continues after.

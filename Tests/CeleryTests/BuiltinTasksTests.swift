@@ -73,6 +73,14 @@ struct BuiltinTasksUnitTests {
         #expect(stamps.match(try Self.message(stamps: ["other": "one"], stampedHeaders: ["other"]))?.header == "other")
     }
 
+    @Test func stampsGoIntoTheMessageHeaders() {
+        var task = OutgoingTask(name: "tasks.add")
+        #expect(task.messageHeaders["stamped_headers"] == .null)
+        task.headers = ["stamped_headers": ["m"], "stamps": ["m": "v"]]
+        #expect(task.messageHeaders["stamped_headers"] == ["m"])
+        #expect(task.messageHeaders["stamps"] == ["m": "v"])
+    }
+
     @Test func pythonReprOfJSON() {
         #expect(
             PythonText.repr(["a": ["x", 1, 2.5, true, nil], "b": [:]] as JSONValue)
@@ -224,6 +232,21 @@ struct BuiltinTasksTests {
             #expect(revoked["status"] == "REVOKED")
             #expect(revoked["result"]?["exc_type"] == "TaskRevokedError")
             #expect(try await TestRedis.result(redis, other.id)["result"] == 2)
+
+            // A chain's next step the worker sends carries its signature's stamps.
+            let hopID = OutgoingTask.newID()
+            var first = OutgoingTask(name: "tasks.add", args: [1, 1], queue: queue)
+            first.chain = [
+                [
+                    "task": "tasks.identity", "args": ["never"], "kwargs": [:],
+                    "options": [
+                        "task_id": .string(hopID), "stamped_headers": ["monitoring_id"], "monitoring_id": "m1",
+                    ],
+                    "subtask_type": nil, "immutable": true,
+                ]
+            ]
+            try await Self.send(first, redis)
+            #expect(try await TestRedis.result(redis, hopID)["status"] == "REVOKED")
         }
     }
 }

@@ -135,3 +135,18 @@ def test_stamped_running_task_is_terminated(app, worker, tasks):
     with pytest.raises(celery.exceptions.TaskRevokedError):
         result.get(timeout=RESULT_TIMEOUT)
     assert time.monotonic() - started < 8
+
+
+def test_stamped_chain_step_and_chord_body_are_revoked(app, worker, tasks):
+    """Follow-ups the worker sends (a chain's next step, a chord's body) carry their signature's stamps."""
+    from celery import chain, chord
+
+    target = uuid.uuid4().hex
+    revoke_stamps(app, worker, {"monitoring_id": target})
+    for make in (lambda stamped: chain(tasks.add.si(1, 1), stamped),
+                 lambda stamped: chord([tasks.add.si(1, 1), tasks.add.si(2, 2)], stamped)):
+        stamped = tasks.identity.si("never")
+        stamped.stamp(visitor=Stamp(target))
+        result = make(stamped).apply_async()
+        with pytest.raises(celery.exceptions.TaskRevokedError):
+            result.get(timeout=RESULT_TIMEOUT)
