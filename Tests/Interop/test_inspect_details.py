@@ -150,3 +150,33 @@ def test_stamped_chain_step_and_chord_body_are_revoked(app, worker, tasks):
         result = make(stamped).apply_async()
         with pytest.raises(celery.exceptions.TaskRevokedError):
             result.get(timeout=RESULT_TIMEOUT)
+
+
+@pytest.mark.parametrize("stamps", ["string", "list"])
+def test_stamped_task_in_every_canvas_is_revoked(app, worker, tasks, stamps):
+    """Celery's test_tasks.py::test_revoked_by_headers_complex_canvas, with short sleeps: the stamped task is
+    revoked wherever it sits (group member, chord header or body, chain step), whoever sends it."""
+    from celery import chain, chord, group
+
+    value = uuid.uuid4().hex
+    target = value if stamps == "string" else 1234
+    revoke_stamps(app, worker, {"monitoring_id": value if stamps == "string" else [1234, value]})
+    sleeping = tasks.sleep
+    stamped = sleeping.si(0.2)
+    stamped.stamp(visitor=Stamp(target))
+    canvases = [
+        group([stamped]),
+        chord(group([stamped]), sleeping.si(0.2)),
+        chord(group([sleeping.si(0.2)]), stamped),
+        chain(stamped),
+        group([sleeping.si(0.2), stamped, sleeping.si(0.2)]),
+        chord([sleeping.si(0.2), stamped], sleeping.si(0.2)),
+        chord([sleeping.si(0.2), sleeping.si(0.2)], stamped),
+        chain(sleeping.si(0.2), stamped),
+        chain(sleeping.si(0.2), group([sleeping.si(0.2), stamped, sleeping.si(0.2)])),
+        chain(sleeping.si(0.2), group([sleeping.si(0.2), stamped]), sleeping.si(0.2)),
+        chain(sleeping.si(0.2), group([sleeping.si(0.2), sleeping.si(0.2)]), stamped),
+    ]
+    for canvas in canvases:
+        with pytest.raises(celery.exceptions.TaskRevokedError):
+            canvas.apply_async().get(timeout=RESULT_TIMEOUT)
