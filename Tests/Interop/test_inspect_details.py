@@ -180,3 +180,13 @@ def test_stamped_task_in_every_canvas_is_revoked(app, worker, tasks, stamps):
     for canvas in canvases:
         with pytest.raises(celery.exceptions.TaskRevokedError):
             canvas.apply_async().get(timeout=RESULT_TIMEOUT)
+
+
+def test_revoke_by_stamped_headers_from_the_cli(redis_url, worker):
+    from test_control import celery_cli
+
+    value = uuid.uuid4().hex
+    code, out, err = celery_cli(redis_url, "control", "revoke_by_stamped_headers", f"monitoring_id={value}",
+                                "-d", worker.name, "-t", "10")
+    assert code == 0, out + err
+    assert f"headers {{'monitoring_id': '{value}'}} flagged as revoked, but not terminated" in out
