@@ -11,8 +11,11 @@ extension TaskRegistry {
     /// This registry with Celery's built-in tasks added where the package registered none of that name.
     package func withBuiltins() -> TaskRegistry {
         var registry = self
+        // Registered under their Python function's name where it differs from the task's (`xmap`, `xstarmap`),
+        // then filed under the task's name.
+        let taskNames = ["celery.xmap": "celery.map", "celery.xstarmap": "celery.starmap"]
         var builtins = TaskRegistry()
-        builtins.register("celery.map", parameters: ["task", "it"]) { (context, task: JSONValue, it: JSONValue) in
+        builtins.register("celery.xmap", parameters: ["task", "it"]) { (context, task: JSONValue, it: JSONValue) in
             // Celery: `[task(item) for item in it]`, the handler called in-process for each item.
             let handler = try BuiltinTasks.handler(named: task, in: context)
             var results: [JSONValue] = []
@@ -21,7 +24,7 @@ extension TaskRegistry {
             }
             return JSONValue.array(results)
         }
-        builtins.register("celery.starmap", parameters: ["task", "it"]) {
+        builtins.register("celery.xstarmap", parameters: ["task", "it"]) {
             (context, task: JSONValue, it: JSONValue) in
             // Celery: `[task(*item) for item in it]`.
             let handler = try BuiltinTasks.handler(named: task, in: context)
@@ -42,9 +45,9 @@ extension TaskRegistry {
             // the result is the GroupResult as a tuple.
             try await BuiltinTasks.publishChunks(task: task, items: try BuiltinTasks.items(it), size: n, context)
         }
-        builtins.register("celery.backend_cleanup") { _, _ in
+        builtins.register("celery.backend_cleanup", parameters: []) { (_: TaskContext) in
             // Redis results expire by themselves (SETEX): Celery's cleanup does nothing for Redis either.
-            .null
+            JSONValue.null
         }
         builtins.register("celery.chord_unlock") { _, _ in
             throw PythonException(
@@ -56,8 +59,34 @@ extension TaskRegistry {
         builtins.register("celery.chain") { _, _ in
             throw PythonException(type: "NotImplementedError", "chain is not a real task")
         }
-        for name in builtins.names where registry[name] == nil {
-            registry.tasks[name] = builtins[name]
+        for function in builtins.names {
+            guard let builtin = builtins[function] else { continue }
+            let name = taskNames[function] ?? function
+            guard registry[name] == nil else { continue }
+            let run = builtin.run
+            // Argument errors name the function as Python does, by its qualified name:
+            // `add_map_task.<locals>.xmap() missing 1 required positional argument: 'it'`.
+            let short = (function.split(separator: ".").last.map(String.init) ?? function) + "()"
+            let qualified = (BuiltinTasks.pythonFunctions[name] ?? short.dropLast(2) + "") + "()"
+            var task = RegisteredTask(
+                name: name,
+                parameters: builtin.parameters,
+                options: builtin.options,
+                documentation: builtin.documentation
+            ) { context, arguments in
+                do {
+                    return try await run(context, arguments)
+                } catch let error as PythonException
+                    where error.pythonExceptionType == "TypeError"
+                    && error.pythonExceptionArguments.first?.stringValue?.hasPrefix(short) == true
+                {
+                    let message = error.pythonExceptionArguments.first?.stringValue ?? ""
+                    throw PythonException.typeError(qualified + message.dropFirst(short.count))
+                }
+            }
+            task.parameterTypes = builtin.parameterTypes
+            task.resultType = builtin.resultType
+            registry.tasks[name] = task
         }
         return registry
     }
@@ -65,6 +94,14 @@ extension TaskRegistry {
 
 /// The pieces the built-in tasks share.
 package enum BuiltinTasks {
+    /// The qualified names of Celery's functions behind the built-in tasks, as Python's TypeErrors name them.
+    package static let pythonFunctions = [
+        "celery.map": "add_map_task.<locals>.xmap",
+        "celery.starmap": "add_starmap_task.<locals>.xstarmap",
+        "celery.chunks": "add_chunk_task.<locals>.chunks",
+        "celery.backend_cleanup": "add_backend_cleanup_task.<locals>.backend_cleanup",
+    ]
+
     /// A registered handler called in-process, as Celery's built-ins call `signature(task).type`.
     package struct Handler: Sendable {
         package let task: RegisteredTask

@@ -17,6 +17,8 @@ struct BuiltinTasksUnitTests {
             #expect(registry[name] != nil, "\(name)")
         }
         #expect(registry["tasks.add"] != nil)
+        #expect(registry["celery.map"]?.name == "celery.map")
+        #expect(registry["celery.xmap"] == nil)
     }
 
     @Test func aPackageHandlerOfABuiltinNameWins() {
@@ -142,6 +144,32 @@ struct BuiltinTasksTests {
             let typeError = try await TestRedis.result(redis, missing.id)
             #expect(typeError["result"]?["exc_type"] == "TypeError")
             #expect(typeError["result"]?["exc_message"] == ["add() missing 1 required positional argument: 'y'"])
+
+            // The built-ins' own argument errors, worded as Celery 5.7's worker words them (captured).
+            let calls: [(OutgoingTask, String)] = [
+                (
+                    OutgoingTask(name: "celery.map", kwargs: ["task": "tasks.add"], queue: queue),
+                    "add_map_task.<locals>.xmap() missing 1 required positional argument: 'it'"
+                ),
+                (
+                    OutgoingTask(name: "celery.starmap", kwargs: ["it": []], queue: queue),
+                    "add_starmap_task.<locals>.xstarmap() missing 1 required positional argument: 'task'"
+                ),
+                (
+                    OutgoingTask(name: "celery.chunks", kwargs: ["task": "tasks.add", "it": []], queue: queue),
+                    "add_chunk_task.<locals>.chunks() missing 1 required positional argument: 'n'"
+                ),
+                (
+                    OutgoingTask(name: "celery.backend_cleanup", args: [1], queue: queue),
+                    "add_backend_cleanup_task.<locals>.backend_cleanup() takes 0 positional arguments but 1 was given"
+                ),
+            ]
+            for (task, _) in calls { try await Self.send(task, redis) }
+            for (task, message) in calls {
+                let meta = try await TestRedis.result(redis, task.id)
+                #expect(meta["result"]?["exc_type"] == "TypeError")
+                #expect(meta["result"]?["exc_message"] == [.string(message)])
+            }
         }
     }
 
