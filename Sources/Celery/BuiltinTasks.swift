@@ -67,7 +67,7 @@ extension TaskRegistry {
             // Argument errors name the function as Python does, by its qualified name:
             // `add_map_task.<locals>.xmap() missing 1 required positional argument: 'it'`.
             let short = (function.split(separator: ".").last.map(String.init) ?? function) + "()"
-            let qualified = (BuiltinTasks.pythonFunctions[name] ?? short.dropLast(2) + "") + "()"
+            let qualified = BuiltinTasks.pythonFunctions[name].map { $0 + "()" } ?? short
             var task = RegisteredTask(
                 name: name,
                 parameters: builtin.parameters,
