@@ -6,8 +6,16 @@ import JSON
 package protocol ControlTarget: Sendable {
     var hostname: String { get }
     var hooks: ControlHooks { get }
-    /// `registered`: task names, with ` [rate_limit=...]` where a rate limit is set.
-    func registeredTasks() -> [String]
+    /// `registered`: the registered task names (Celery's built-ins included), sorted.
+    func taskNames() -> [String]
+    /// `registered` with `taskinfoitems`: `str()` of a Celery `Task` attribute of the task (`rate_limit`,
+    /// `ignore_result`, ...), nil where Python's is None or the task has no such attribute.
+    func taskAttribute(_ field: String, of taskName: String) -> String?
+    /// `report`: Celery's bug-report text (software, platform, settings).
+    func report() -> String
+    /// `revoke_by_stamped_headers`: revokes these stamps (header: stamp or list of stamps); with `terminate`, also
+    /// cancels the running tasks that carry one, and returns the stamps matched, by header.
+    func revokeStamps(_ headers: JSONObject, terminate: Bool) -> [(header: String, stamps: [JSONValue])]
     /// `active`, `reserved`, `scheduled`: Celery's request info dicts (`scheduled` wrapped with eta and priority).
     func activeRequests() -> [JSONValue]
     func reservedRequests() -> [JSONValue]
@@ -61,7 +69,7 @@ package struct ControlDispatcher: Sendable {
         case "scheduled", "dump_schedule":
             return .reply(.array(await target.scheduledRequests()))
         case "registered", "dump_tasks":
-            return .reply(.array(target.registeredTasks().map { .string($0) }))
+            return .reply(.array(registered(arguments).map { .string($0) }))
         case "stats":
             return .reply(target.stats())
         case "revoked", "dump_revoked":
@@ -73,7 +81,7 @@ package struct ControlDispatcher: Sendable {
         case "clock":
             return .reply(["clock": .int(target.currentClock())])
         case "report":
-            return .reply(ok("software -> swift-celery (Celery 5 protocol on Redis)"))
+            return .reply(ok(target.report()))
         case "active_queues":
             return .reply(.array(target.activeQueues()))
         case "revoke":
@@ -81,6 +89,11 @@ package struct ControlDispatcher: Sendable {
                 return .reply(Self.missing("revoke", ["task_id"]))
             }
             return .reply(await revoke(Self.ids(value), terminate: arguments["terminate"]?.isTruthy ?? false))
+        case "revoke_by_stamped_headers":
+            guard let headers = arguments["headers"] else {
+                return .reply(Self.missing("revoke_by_stamped_headers", ["headers"]))
+            }
+            return .reply(revokeStamps(headers, terminate: arguments["terminate"]?.isTruthy ?? false))
         case "terminate":
             guard let value = arguments["task_id"] else {
                 return .reply(Self.missing("terminate", ["task_id"]))
@@ -147,6 +160,55 @@ package struct ControlDispatcher: Sendable {
         }
         let set = ids.map(PythonText.repr).joined(separator: ", ")
         return ok("tasks {\(set)} flagged as revoked")
+    }
+
+    /// Celery's `registered`: names without the `celery.` built-ins unless `builtins`, each followed by
+    /// ` [field=value ...]` for the `taskinfoitems` (default `exchange`, `routing_key`, `rate_limit`) it has.
+    private func registered(_ arguments: JSONObject) -> [String] {
+        var items = (arguments["taskinfoitems"]?.arrayValue ?? []).compactMap(\.stringValue)
+        if arguments["taskinfoitems"]?.isTruthy != true { items = Self.defaultTaskInfoItems }
+        items = items.filter { !$0.hasPrefix("_") }
+        let builtins = arguments["builtins"]?.isTruthy ?? false
+        return target.taskNames().compactMap { name -> String? in
+            guard builtins || !name.hasPrefix(TaskRegistry.builtinPrefix) else { return nil }
+            var fields: [String] = []
+            var seen: Set<String> = []
+            for item in items where seen.insert(item).inserted {
+                if let value = target.taskAttribute(item, of: name) { fields.append("\(item)=\(value)") }
+            }
+            return fields.isEmpty ? name : "\(name) [\(fields.joined(separator: " "))]"
+        }
+    }
+
+    /// Celery's `DEFAULT_TASK_INFO_ITEMS`.
+    package static let defaultTaskInfoItems = ["exchange", "routing_key", "rate_limit"]
+
+    /// Celery's `revoke_by_stamped_headers`: `headers` is `{header: stamps}` or a list of `"header=stamp"`.
+    private func revokeStamps(_ value: JSONValue, terminate: Bool) -> JSONValue {
+        var headers: JSONObject = [:]
+        switch value {
+        case .object(let object):
+            headers = object
+        case .array(let items):
+            for item in items {
+                guard let text = item.stringValue else {
+                    return nok("AttributeError(\"'\(pythonTypeName(of: item))' object has no attribute 'split'\")")
+                }
+                let parts = text.split(separator: "=", omittingEmptySubsequences: false)
+                guard parts.count > 1 else { return nok("IndexError('list index out of range')") }
+                headers[String(parts[0])] = .string(String(parts[1]))
+            }
+        default:
+            return nok("AttributeError(\"'\(pythonTypeName(of: value))' object has no attribute 'items'\")")
+        }
+        let terminated = target.revokeStamps(headers, terminate: terminate)
+        let shown = PythonText.repr(.object(headers))
+        guard terminate else { return ok("headers \(shown) flagged as revoked, but not terminated") }
+        guard !terminated.isEmpty else { return ok("headers \(shown) were not terminated") }
+        let sets = terminated.map { entry in
+            "\(PythonText.repr(entry.header)): {\(entry.stamps.map(PythonText.repr).joined(separator: ", "))}"
+        }
+        return ok("headers defaultdict(<class 'set'>, {\(sets.joined(separator: ", "))}) revoked")
     }
 
     private func rateLimit(_ arguments: JSONObject) -> JSONValue {
@@ -228,5 +290,20 @@ package enum PythonText {
         }
         out.append(quote)
         return out
+    }
+
+    /// Python's `repr()` of the value a JSON document decodes to (`None`, `True`, `[1, 'a']`, `{'k': 2.5}`).
+    package static func repr(_ value: JSONValue) -> String {
+        switch value {
+        case .null: "None"
+        case .bool(let flag): flag ? "True" : "False"
+        case .int(let number): String(number)
+        case .double(let number):
+            number.isNaN ? "nan" : number.isInfinite ? (number < 0 ? "-inf" : "inf") : String(number)
+        case .string(let text): repr(text)
+        case .array(let items): "[" + items.map { repr($0) }.joined(separator: ", ") + "]"
+        case .object(let members):
+            "{" + members.map { "\(repr($0.key)): \(repr($0.value))" }.joined(separator: ", ") + "}"
+        }
     }
 }

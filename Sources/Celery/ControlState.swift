@@ -9,6 +9,8 @@ import Synchronization
 /// time limits set by `control`, the consumed queues, the Lamport clock, and the hooks to the event dispatcher.
 package final class WorkerControlState: Sendable {
     package let revoked: RevokedTasks
+    /// Stamps revoked by `revoke_by_stamped_headers` (RevokedStamps.swift).
+    package let revokedStamps = RevokedStamps()
     package let localRates = LocalRateLimits()
     /// Global limits from handler options (`TaskOptions.globalRateLimit`), fixed for the worker's life.
     package let globalRates: [String: TaskRateLimit]

@@ -263,28 +263,3 @@ public struct TaskRegistry: Sendable {
         return result
     }
 }
-
-extension TaskRegistry {
-    /// The registry with Celery's built-in tasks that a worker must run, where the handlers do not define them:
-    /// `celery.accumulate` (the body of the chord a group replacement becomes, `Task.replace`).
-    package func withBuiltins() -> TaskRegistry {
-        var registry = self
-        if registry["celery.accumulate"] == nil {
-            registry.register("celery.accumulate", documentation: "args, or args[index]") { _, arguments in
-                guard let index = arguments.kwargs["index"], !index.isNull else { return .array(arguments.args) }
-                guard let position = index.intValue else {
-                    throw PythonException.typeError(
-                        "tuple indices must be integers or slices, not \(pythonTypeName(of: index))"
-                    )
-                }
-                let count = arguments.args.count
-                let resolved = position < 0 ? position + count : position
-                guard resolved >= 0, resolved < count else {
-                    throw PythonException(type: "IndexError", "tuple index out of range")
-                }
-                return arguments.args[resolved]
-            }
-        }
-        return registry
-    }
-}

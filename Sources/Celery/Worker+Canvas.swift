@@ -42,7 +42,7 @@ extension Worker {
         var plain: [OutgoingTask] = []
         for signature in message.embed["callbacks"]?.arrayValue ?? [] {
             guard let expansion = expand(signature, prepending: result, from: origin) else { continue }
-            if (signature["subtask_type"]?.stringValue ?? "").isEmpty {
+            if Self.isTaskSignature(signature) {
                 plain += expansion.tasks
             } else {
                 followUps += expansion.tasks
@@ -127,7 +127,7 @@ extension Worker {
         prepending argument: JSONValue?,
         from origin: FollowUpOrigin
     ) -> OutgoingTask? {
-        if let kind = signature["subtask_type"]?.stringValue, !kind.isEmpty {
+        if !Self.isTaskSignature(signature), let kind = signature["subtask_type"]?.stringValue {
             logger.error(
                 "cannot publish a nested \(kind) signature here; only task signatures are supported as errbacks",
                 metadata: ["celery.task.id": "\(origin.parentID)", "signature": "\(signature)"]
@@ -186,6 +186,14 @@ extension Worker {
         }
         task.callbacks = signatures(options["link"])
         task.errbacks = signatures(options["link_error"])
+        // Stamps a visitor put on the signature (`sig.stamp(...)`) go with its message, where a revoke by stamp
+        // finds them.
+        if case .array(let stamped)? = options["stamped_headers"], !stamped.isEmpty {
+            task.headers["stamped_headers"] = .array(stamped)
+            var stamps: JSONObject = [:]
+            for case .string(let header) in stamped { stamps[header] = options[header] ?? .null }
+            task.headers["stamps"] = .object(stamps)
+        }
         // A chain inside a chord header: its last task carries the chord callback.
         if let chord = options["chord"], case .object = chord { task.chord = chord }
         // A chord body that a chain continues after.

@@ -163,7 +163,7 @@ extension Worker {
     /// Rate limits before a task runs: true to run it now; false when it now waits for its slot (it keeps its
     /// prefetch credit if it had one, and comes back as `.admitted`).
     package func admit(_ delivery: Delivery, _ message: TaskMessage, keepsCredit: Bool) async -> Bool {
-        guard !control.revoked.contains(message.id), registry[message.taskName] != nil else { return true }
+        guard !control.isRevoked(message), registry[message.taskName] != nil else { return true }
         var wait = control.localRates.reserve(message.taskName)
         var admitted = true
         if let limit = control.globalRates[message.taskName] {
@@ -241,12 +241,17 @@ package struct WorkerControlTarget: ControlTarget {
     package var hostname: String { worker.configuration.hostname }
     package var hooks: ControlHooks { worker.control.hooks }
 
-    package func registeredTasks() -> [String] {
-        // Celery's built-in tasks are left out, as Python's `registered` leaves them out.
-        worker.registry.names.filter { !$0.hasPrefix("celery.") }.map { name in
-            guard let limit = worker.control.localRates.limit(for: name) else { return name }
-            return "\(name) [rate_limit=\(limit.text)]"
-        }
+    package func taskNames() -> [String] { worker.registry.names }
+
+    package func taskAttribute(_ field: String, of taskName: String) -> String? {
+        guard let task = worker.registry[taskName] else { return nil }
+        return worker.taskAttribute(field, of: task)
+    }
+
+    package func report() -> String { worker.bugReport(settings: configuration()) }
+
+    package func revokeStamps(_ headers: JSONObject, terminate: Bool) -> [(header: String, stamps: [JSONValue])] {
+        worker.revokeStamps(headers, terminate: terminate)
     }
 
     package func activeRequests() -> [JSONValue] {
@@ -278,7 +283,8 @@ package struct WorkerControlTarget: ControlTarget {
         return scheduled.map { entry in
             [
                 "eta": .string(entry.due.iso8601),
-                "priority": .int(entry.message.priority),
+                // The priority of Celery's timer entry, which is 6 for every ETA task (not the message's).
+                "priority": 6,
                 "request": worker.requestInfo(entry.message, timeStart: nil, acknowledged: false),
             ]
         }
@@ -384,6 +390,14 @@ package struct WorkerControlTarget: ControlTarget {
             "result_extended": .bool(configuration.resultExtended),
             "task_track_started": .bool(configuration.trackStarted),
             "task_queues": .array(worker.control.queues.current.map { .string($0) }),
+            // Keys Celery's own integration suite reads (`test_inspect.py::test_conf`), with this worker's values.
+            "deprecated_settings": .null,
+            "include": ["celery.app.builtins"],
+            "enable_utc": true,
+            "timezone": "UTC",
+            "broker_heartbeat": 0,
+            "worker_hijack_root_logger": false,
+            "worker_log_color": false,
             "broker_transport_options": [
                 "visibility_timeout": .double(Self.seconds(configuration.visibilityTimeout)),
                 "unacked_key": .string(configuration.unackedKey),

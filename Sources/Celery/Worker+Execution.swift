@@ -45,7 +45,7 @@ extension Worker {
     /// long: a blocking one (it runs on the thread pool anyway), or one without time limits whose recent runs were
     /// quicker than `inlineHandlerLimit` (`HandlerPace`). Any other goes to the global pool.
     package func execute(_ message: TaskMessage, inline: Bool = false) async {
-        if control.revoked.contains(message.id) {
+        if control.isRevoked(message) {
             TaskContext.logger(logger, taskID: message.id, taskName: message.taskName).info("task revoked, discarding")
             await record(.revoked(.revoked), of: message, ignoreResult: message.ignoreResult, acknowledged: false)
             return

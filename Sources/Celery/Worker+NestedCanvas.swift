@@ -31,7 +31,8 @@ extension Worker {
         rest: [JSONValue] = []
     ) -> Expansion? {
         switch signature["subtask_type"]?.stringValue ?? "" {
-        case "":
+        case "", "xmap", "xstarmap":
+            // `add.map(...)` and `add.starmap(...)` are plain `celery.map` / `celery.starmap` tasks (BuiltinTasks).
             guard var task = followUp(signature, prepending: argument, from: origin) else { return nil }
             if !rest.isEmpty { task.chain = rest }
             return Expansion(tasks: [task], child: [[.string(task.id), .null], .null])
@@ -83,6 +84,15 @@ extension Worker {
                 child: [[.string(bodyID), .null], .null],
                 chordSizes: [ChordSize(groupID: groupID, size: members.count)]
             )
+        case "chunks":
+            // Celery sends `add.chunks(it, n)` as a group of `celery.starmap` tasks of n items each.
+            let kwargs = signature["kwargs"] ?? .null
+            let group = BuiltinTasks.chunksGroup(
+                task: kwargs["task"] ?? .null,
+                items: kwargs["it"]?.arrayValue ?? [],
+                size: kwargs["n"]?.intValue ?? 0
+            )
+            return expand(group, prepending: argument, from: origin, rest: rest)
         case let other:
             logger.error(
                 "cannot publish a \(other) signature as a follow-up",
@@ -109,7 +119,7 @@ extension Worker {
                 member = .object(object)
             }
             guard var task = expand(member, prepending: argument, from: origin)?.tasks.first,
-                (member["subtask_type"]?.stringValue ?? "").isEmpty
+                Self.isTaskSignature(member)
             else {
                 logger.error(
                     "only task signatures are supported inside a nested group; skipping a member",
@@ -122,6 +132,14 @@ extension Worker {
             tasks.append(task)
         }
         return tasks
+    }
+
+    /// Whether `signature` is sent as one task message: a task, or `add.map(...)` / `add.starmap(...)`.
+    package static func isTaskSignature(_ signature: JSONValue) -> Bool {
+        switch signature["subtask_type"]?.stringValue ?? "" {
+        case "", "xmap", "xstarmap": true
+        default: false
+        }
     }
 
     /// `kwargs.tasks` of a group or chain signature: a list, or (from some clients) a single signature.

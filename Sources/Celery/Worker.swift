@@ -120,6 +120,7 @@ public final class Worker: Service, Sendable {
             )
         )
         self.configuration = configuration
+        // Celery's built-in tasks (`celery.map`, `celery.starmap`, `celery.chunks`, ...), as every Python worker has.
         self.registry = registry.withBuiltins()
         self.brokerClient = broker
         self.backendClient = backend
@@ -532,7 +533,7 @@ public final class Worker: Service, Sendable {
         // hostile envelope names another tag elsewhere.
         if let recorded = delivery.tag, recorded != message.deliveryTag { message.deliveryTag = recorded }
         noteReceived(message)
-        if let eta = message.eta, eta > CeleryTimestamp.now(), !isStopping, !control.revoked.contains(message.id) {
+        if let eta = message.eta, eta > CeleryTimestamp.now(), !isStopping, !control.isRevoked(message) {
             // Due later than the in-memory window: parked in Redis, and this worker is done with it.
             if shouldPark(eta), await park(delivery, message, eta: eta) { return true }
             // Held: its credit stays with it until it has run, or was given back by the machine.

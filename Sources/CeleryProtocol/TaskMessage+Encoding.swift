@@ -95,7 +95,10 @@ public struct OutgoingTask: Sendable {
             "stamped_headers": .null,
             "stamps": [:],
         ]
-        for (key, value) in headers where object[key] == nil { object[key] = value }
+        // Stamps (`sig.stamp(visitor)`) replace the empty ones, as a stamped signature's options do in Python.
+        for (key, value) in headers where object[key] == nil || key == "stamped_headers" || key == "stamps" {
+            object[key] = value
+        }
         return object
     }
 

@@ -22,9 +22,10 @@ struct ControlDispatcherTests {
             var heartbeats = 0
             var events = false
             var clock = 10
+            var revokedStamps: [(JSONObject, Bool)] = []
         }
         let state = Mutex(State())
-        let tasks = ["tasks.add", "tasks.sleep"]
+        let tasks = ["celery.map", "tasks.add", "tasks.sleep"]
         let withHooks: Bool
 
         init(withHooks: Bool = true) { self.withHooks = withHooks }
@@ -48,10 +49,20 @@ struct ControlDispatcherTests {
                 heartbeat: { self.state.withLock { $0.heartbeats += 1 } }
             )
         }
-        func registeredTasks() -> [String] {
-            state.withLock { s in
-                tasks.map { name in s.rates[name].map { rate in "\(name) [rate_limit=\(rate)]" } ?? name }
+        func taskNames() -> [String] { tasks }
+        func taskAttribute(_ field: String, of taskName: String) -> String? {
+            switch field {
+            case "name": taskName
+            case "ignore_result": "False"
+            case "rate_limit": state.withLock { $0.rates[taskName] }
+            default: nil
             }
+        }
+        func report() -> String { "\nsoftware -> celery:5.7.0 (swift-celery)" }
+        func revokeStamps(_ headers: JSONObject, terminate: Bool) -> [(header: String, stamps: [JSONValue])] {
+            state.withLock { $0.revokedStamps.append((headers, terminate)) }
+            guard terminate, let stamps = headers["running"] else { return [] }
+            return [("running", RevokedStamps.list(stamps))]
         }
         func activeRequests() -> [JSONValue] { state.withLock { $0.running.sorted().map { ["id": .string($0)] } } }
         func reservedRequests() -> [JSONValue] { [] }
@@ -114,6 +125,70 @@ struct ControlDispatcherTests {
         #expect(await run(worker, "revoked") == .reply([]))
         #expect(await run(worker, "clock") == .reply(["clock": 10]))
         #expect(await run(worker, "conf") == .reply(["worker_concurrency": 8]))
+    }
+
+    /// `registered` as Celery 5.7's worker answers it (captured from one): built-ins hidden unless asked, and
+    /// `taskinfoitems` as ` [field=value ...]` in the order asked, fields Python holds as None left out.
+    @Test func registeredWithTaskInfoItemsAndBuiltins() async {
+        let worker = FakeWorker()
+        worker.state.withLock { $0.rates["tasks.add"] = "10/s" }
+        #expect(await run(worker, "registered") == .reply(["tasks.add [rate_limit=10/s]", "tasks.sleep"]))
+        #expect(
+            await run(worker, "registered", ["taskinfoitems": ["name"]])
+                == .reply(["tasks.add [name=tasks.add]", "tasks.sleep [name=tasks.sleep]"])
+        )
+        #expect(
+            await run(worker, "registered", ["taskinfoitems": ["rate_limit", "_private", "nope", "ignore_result"]])
+                == .reply(["tasks.add [rate_limit=10/s ignore_result=False]", "tasks.sleep [ignore_result=False]"])
+        )
+        #expect(
+            await run(worker, "registered", ["taskinfoitems": [], "builtins": true])
+                == .reply(["celery.map", "tasks.add [rate_limit=10/s]", "tasks.sleep"])
+        )
+    }
+
+    @Test func reportIsCeleryBugReport() async {
+        guard case .reply(let body) = await run(FakeWorker(), "report") else {
+            Issue.record("no reply")
+            return
+        }
+        #expect(body["ok"]?.stringValue?.contains("software -> celery:") == true)
+    }
+
+    /// `revoke_by_stamped_headers` replies as Celery 5.7 (captured), for a dict, a list of `key=value` and
+    /// `terminate`.
+    @Test func revokeByStampedHeaders() async {
+        let worker = FakeWorker()
+        #expect(
+            await run(worker, "revoke_by_stamped_headers", ["headers": ["myheader": ["myvalue"]], "terminate": false])
+                == .reply(["ok": "headers {'myheader': ['myvalue']} flagged as revoked, but not terminated"])
+        )
+        #expect(
+            await run(worker, "revoke_by_stamped_headers", ["headers": ["h2": "v", "h3": 5]])
+                == .reply(["ok": "headers {'h2': 'v', 'h3': 5} flagged as revoked, but not terminated"])
+        )
+        #expect(
+            await run(worker, "revoke_by_stamped_headers", ["headers": ["a=b", "c=d"]])
+                == .reply(["ok": "headers {'a': 'b', 'c': 'd'} flagged as revoked, but not terminated"])
+        )
+        #expect(
+            await run(worker, "revoke_by_stamped_headers", ["headers": ["h": ["x"]], "terminate": true])
+                == .reply(["ok": "headers {'h': ['x']} were not terminated"])
+        )
+        #expect(
+            await run(worker, "revoke_by_stamped_headers", ["headers": ["running": ["s1"]], "terminate": true])
+                == .reply(["ok": "headers defaultdict(<class 'set'>, {'running': {'s1'}}) revoked"])
+        )
+        #expect(
+            await run(worker, "revoke_by_stamped_headers")
+                == .reply([
+                    "error":
+                        #"TypeError("revoke_by_stamped_headers() missing 1 required positional argument: 'headers'")"#
+                ])
+        )
+        let recorded = worker.state.withLock { $0.revokedStamps.map(\.0) }
+        #expect(recorded.count == 5)
+        #expect(recorded[2] == ["a": "b", "c": "d"])
     }
 
     @Test func unknownCommandIsKeyError() async {
