@@ -183,6 +183,25 @@ public struct TaskRegistry: Sendable {
         )
     }
 
+    /// Registers a handler that takes the raw `*args, **kwargs` under parameter names: they show in `registered`
+    /// and the stubs, and count for Celery's errback rule (used as an errback, a handler with more than one
+    /// parameter its signature leaves free is called in the failing worker with `(request, exc, traceback)`).
+    public mutating func register(
+        _ name: String,
+        parameters: [String],
+        options: TaskOptions = TaskOptions(),
+        documentation: String? = nil,
+        arguments handler: @escaping @Sendable (TaskContext, TaskArguments) async throws -> JSONValue
+    ) {
+        tasks[name] = RegisteredTask(
+            name: name,
+            parameters: parameters,
+            options: options,
+            documentation: documentation,
+            run: handler
+        )
+    }
+
     /// Registers an async handler with typed, named parameters.
     ///
     /// Inlinable: the handler's argument decoding is specialized in the caller's module for its types.

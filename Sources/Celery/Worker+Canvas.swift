@@ -83,18 +83,9 @@ extension Worker {
         return (members, child)
     }
 
-    /// Publishes the errbacks of a failed task with its id prepended (unless immutable), as one group with
-    /// `parent_id` = the failed task, as Celery does. Python runs errbacks taking more than one argument inline;
-    /// a Swift worker cannot, so every errback is published as a task. A publish that fails even after retries is
-    /// logged and dropped: the task's FAILURE is still stored.
-    package func publishErrbacks(of message: TaskMessage) async {
-        await publishErrbacks(
-            message.embed["errbacks"]?.arrayValue ?? [],
-            failedTaskID: message.id,
-            from: origin(of: message)
-        )
-    }
-
+    /// Publishes errbacks of a failed task with its id prepended (unless immutable), as one group with
+    /// `parent_id` = the failed task, as Celery does (new-style errbacks run in place: Worker+Errbacks.swift). A
+    /// publish that fails even after retries is logged and dropped: the task's FAILURE is still stored.
     package func publishErrbacks(_ signatures: [JSONValue], failedTaskID: String, from origin: FollowUpOrigin) async {
         var origin = origin
         origin.parentID = failedTaskID

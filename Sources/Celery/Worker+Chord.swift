@@ -194,7 +194,19 @@ extension Worker {
         case .object(let one)?: errbacks = [.object(one)]
         default: errbacks = []
         }
-        await publishErrbacks(errbacks, failedTaskID: callbackID, from: membership.origin)
+        // Celery's chord_error_from_stack: new-style errbacks get a request made from the callback's signature.
+        var request = membership.callback.objectValue ?? [:]
+        request["id"] = .string(callbackID)
+        request["errbacks"] = .array(errbacks)
+        request["delivery_info"] = [:]
+        await runErrbacks(
+            errbacks,
+            request: request,
+            error: error,
+            traceback: nil,
+            failedTaskID: callbackID,
+            from: membership.origin
+        )
         do {
             try await chord.dropSize(on: backendClient)
         } catch {

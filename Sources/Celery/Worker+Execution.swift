@@ -223,7 +223,16 @@ extension Worker {
             }
             await storeOutcome(.success, result: result, meta: meta, of: message)
         case .failed(let error, let errbacks):
-            if errbacks { await publishErrbacks(of: message) }
+            if errbacks {
+                await runErrbacks(
+                    message.embed["errbacks"]?.arrayValue ?? [],
+                    request: errbackRequest(of: message),
+                    error: error,
+                    traceback: error.traceback(taskName: message.taskName, hostname: configuration.hostname),
+                    failedTaskID: message.id,
+                    from: origin(of: message)
+                )
+            }
             await storeFailure(error, message, ignoreResult: ignoreResult)
         case .retried(let request, let eta):
             if !ignoreResult { storeRetry(of: message, request, eta: eta) }
