@@ -137,6 +137,28 @@ public enum TaskCatalog {
         }
         registerCrash(in: &registry)
         registerReplacing(in: &registry)
+        registerErrbacks(in: &registry)
+    }
+
+    /// Registers `tasks.errback_new_style`, an errback in Celery's new style: more than one free parameter, so the
+    /// worker where a task fails calls it in place with the failed task's request, its exception and traceback.
+    static func registerErrbacks(in registry: inout TaskRegistry) {
+        registry.register(
+            "tasks.errback_new_style",
+            parameters: ["request", "exc", "tb", "key"],
+            documentation:
+                "as a new-style errback: RPUSH key '<failed id> <exception type> <traceback's first line>'"
+        ) { context, arguments in
+            let call = arguments.args + arguments.kwargs.values
+            guard call.count == 4, let key = call[3].stringValue else {
+                throw PythonException.typeError("errback_new_style() takes 4 arguments (request, exc, tb, key)")
+            }
+            let id = call[0]["id"]?.stringValue ?? "?"
+            let type = call[1]["exc_type"]?.stringValue ?? "?"
+            let traceback = call[2].stringValue?.split(separator: "\n").first.map(String.init) ?? "None"
+            _ = try await context.redis.send(RESPCommand("RPUSH", key, "\(id) \(type) \(traceback)"))
+            return .null
+        }
     }
 
     /// Registers `tasks.crash`, a handler with a bug on demand: it reads past the end of an array, which traps and

@@ -307,3 +307,16 @@ def return_request_eta(self):
 def return_request_time_limits(self):
     """{time_limit, soft_time_limit} of the request."""
     return {"time_limit": self.request.time_limit, "soft_time_limit": self.request.soft_time_limit}
+
+
+@app.task(name="tasks.errback_new_style", shared=False)
+def errback_new_style(request, exc, tb, key):
+    """As a new-style errback: RPUSH key '<failed id> <exception type> <traceback's first line>'."""
+    client = _redis()
+    try:
+        first = str(tb).splitlines()[0] if tb else "None"
+        if not isinstance(tb, str) and tb is not None:
+            first = "Traceback (most recent call last):"
+        client.rpush(key, f"{request.id} {type(exc).__name__} {first}")
+    finally:
+        client.close()

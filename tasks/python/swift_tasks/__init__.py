@@ -37,6 +37,7 @@ TASK_NAMES = (
     "tasks.cpu",
     "tasks.crash",
     "tasks.echo",
+    "tasks.errback_new_style",
     "tasks.fail",
     "tasks.fail_replaced",
     "tasks.flaky",
@@ -197,6 +198,11 @@ def _define_stubs(app: Celery) -> None:
         "{\"args\": [...], \"kwargs\": {...}}"
         _not_here("tasks.echo")
 
+    @app.task(name="tasks.errback_new_style", shared=False)
+    def errback_new_style(request: Any, exc: Any, tb: Any, key: Any) -> Any:
+        "as a new-style errback: RPUSH key '<failed id> <exception type> <traceback's first line>'"
+        _not_here("tasks.errback_new_style")
+
     @app.task(name="tasks.fail", shared=False)
     def fail(message: str) -> None:
         "raises ValueError(message)"
@@ -335,6 +341,7 @@ countdown_sum = app.tasks["tasks.countdown_sum"]
 cpu = app.tasks["tasks.cpu"]
 crash = app.tasks["tasks.crash"]
 echo = app.tasks["tasks.echo"]
+errback_new_style = app.tasks["tasks.errback_new_style"]
 fail = app.tasks["tasks.fail"]
 fail_replaced = app.tasks["tasks.fail_replaced"]
 flaky = app.tasks["tasks.flaky"]
