@@ -123,6 +123,20 @@ public enum TaskCatalog {
             guard context.deliveryInfo.redelivered else { throw TaskReject("rejected", requeue: requeue) }
             return value
         }
+        // Celery's per-task acks_late: acked after it ran whatever the worker's --acks-late.
+        registry.register(
+            "tasks.reject_late",
+            parameters: ["key"],
+            options: TaskOptions(acksLate: true),
+            documentation:
+                "acks_late=True; INCR key; unless its message was redelivered, rejects it with requeue; "
+                + "returns the new value"
+        ) { (context, key: String) in
+            let reply = try await context.redis.send(RESPCommand("INCR", key))
+            guard let value = reply.int else { throw PythonException.typeError("INCR answered \(reply)") }
+            guard context.deliveryInfo.redelivered else { throw TaskReject("rejected", requeue: true) }
+            return value
+        }
         registry.register(
             "tasks.progress",
             parameters: ["steps", "pause"],

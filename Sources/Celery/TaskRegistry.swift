@@ -27,6 +27,9 @@ public struct TaskOptions: Sendable {
     /// A rate limit shared by every worker on the broker's Redis (`"100/s"`): together they start at most this
     /// many tasks of this name, evenly spaced (Celery has no such option).
     public var globalRateLimit: String?
+    /// Celery's per-task `acks_late`: ack after the task ran (true) or before (false); nil follows the worker's
+    /// `--acks-late`.
+    public var acksLate: Bool?
 
     public init(
         blocking: Bool = false,
@@ -35,7 +38,8 @@ public struct TaskOptions: Sendable {
         timeLimit: Duration? = nil,
         autoretry: AutoRetry? = nil,
         rateLimit: String? = nil,
-        globalRateLimit: String? = nil
+        globalRateLimit: String? = nil,
+        acksLate: Bool? = nil
     ) {
         self.blocking = blocking
         self.ignoreResult = ignoreResult
@@ -44,6 +48,7 @@ public struct TaskOptions: Sendable {
         self.autoretry = autoretry
         self.rateLimit = rateLimit
         self.globalRateLimit = globalRateLimit
+        self.acksLate = acksLate
     }
 }
 

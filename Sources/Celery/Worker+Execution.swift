@@ -69,7 +69,8 @@ extension Worker {
             return
         }
         let ignoreResult = message.ignoreResult || task.options.ignoreResult
-        if !configuration.acksLate {
+        let acksLate = acksLate(task)
+        if !acksLate {
             acknowledge(message.deliveryTag)
         }
         if configuration.trackStarted && !ignoreResult {
@@ -82,8 +83,14 @@ extension Worker {
         let guarded = configuration.marksRunning
         let alone = guarded ? await enterCrashGuard(message) : false
         let outcome = await outcome(of: message, task, inline: inline)
-        await record(outcome, of: message, ignoreResult: ignoreResult, acknowledged: !configuration.acksLate)
+        await record(outcome, of: message, ignoreResult: ignoreResult, acknowledged: !acksLate)
         if guarded { await leaveCrashGuard(message, alone: alone) }
+    }
+
+    /// Whether `task` is acked after it ran: its own `acksLate` option, else the worker's (Celery's per-task
+    /// `acks_late` over `task_acks_late`).
+    package func acksLate(_ task: RegisteredTask) -> Bool {
+        task.options.acksLate ?? configuration.acksLate
     }
 
     /// The executor: runs the handler under its time limits and turns what it did into one outcome.
@@ -108,7 +115,7 @@ extension Worker {
         let debugging = self.logger.logLevel <= .debug
         if debugging { logger.debug("task started") }
         let started = ContinuousClock.now
-        let termination = control.active.begin(message, acknowledged: !configuration.acksLate)
+        let termination = control.active.begin(message, acknowledged: !acksLate(task))
         defer { control.active.end(message, termination) }
         noteStarted(message)
         defer { noteFinished(message, runtime: ContinuousClock.now - started) }
@@ -193,7 +200,7 @@ extension Worker {
         case .replacing(let request):
             outcome = await publishReplacement(of: message, request)
         case .interrupted:
-            await giveBackInterrupted(message)
+            await giveBackInterrupted(message, acknowledged: acknowledged)
             return
         case .rejected(let reject) where reject.requeue:
             await requeueRejected(message, acknowledged: acknowledged)
@@ -314,9 +321,9 @@ extension Worker {
     /// Puts an interrupted task's message back at the front of its list. Under acks_late it is still in `unacked`
     /// and the restore script moves it; under early ack it was acked already, so the envelope is pushed again
     /// (where kombu would lose it).
-    package func giveBackInterrupted(_ message: TaskMessage) async {
+    package func giveBackInterrupted(_ message: TaskMessage, acknowledged: Bool) async {
         let delivery = delivery(of: message)
-        if configuration.acksLate {
+        if !acknowledged {
             await restore(delivery)
             return
         }

@@ -112,3 +112,48 @@ struct WorkerErrbackTests {
         }
     }
 }
+
+/// Celery's per-task `acks_late` (`TaskOptions.acksLate`) over the worker's setting.
+@Suite(.enabled(if: TestRedis.available, "needs SWIFT_CELERY_TEST_REDIS_URL (run through scripts/test.sh)"))
+struct PerTaskAcksLateTests {
+    /// `test.reject_once(key)`: INCR key; rejected with requeue on the first delivery; returns the count.
+    static func registry(acksLate: Bool?) -> TaskRegistry {
+        var registry = TestRedis.defaultRegistry()
+        registry.register("test.reject_once", parameters: ["key"], options: TaskOptions(acksLate: acksLate)) {
+            (context, key: String) in
+            let count = try await context.redis.send(RESPCommand("INCR", key)).int ?? 0
+            guard context.deliveryInfo.redelivered else { throw TaskReject(requeue: true) }
+            return count
+        }
+        return registry
+    }
+
+    @Test func aLateAckTaskOnAnEarlyAckWorkerIsRedeliveredWhenItRejectsWithRequeue() async throws {
+        let queue = TestRedis.uniqueQueue()
+        let configuration = WorkerConfiguration(queues: [queue], concurrency: 2)
+        try await TestRedis.withWorker(configuration, registry: Self.registry(acksLate: true)) { _, redis in
+            let key = "reject-once-\(UUID().uuidString)"
+            let task = OutgoingTask(name: "test.reject_once", args: [.string(key)], queue: queue)
+            try await TestRedis.push(redis, task.list, task.envelope())
+            let meta = try await TestRedis.result(redis, task.id)
+            #expect(meta["status"] == "SUCCESS")
+            #expect(meta["result"] == 2)
+        }
+    }
+
+    @Test func anEarlyAckTaskOnALateAckWorkerIsNotRedelivered() async throws {
+        let queue = TestRedis.uniqueQueue()
+        let configuration = WorkerConfiguration(queues: [queue], concurrency: 2, acksLate: true)
+        try await TestRedis.withWorker(configuration, registry: Self.registry(acksLate: false)) { _, redis in
+            let key = "reject-once-\(UUID().uuidString)"
+            let task = OutgoingTask(name: "test.reject_once", args: [.string(key)], queue: queue)
+            try await TestRedis.push(redis, task.list, task.envelope())
+            // Acked before it ran: Celery's Reject(requeue=True) then does nothing; it ran once, stored nothing.
+            try await Task.sleep(for: .seconds(1))
+            let count = try await redis.send(RESPCommand("GET", key))
+            #expect(count.string == "1")
+            let stored = try await redis.send(RESPCommand("EXISTS", "celery-task-meta-\(task.id)"))
+            #expect(stored.int == 0)
+        }
+    }
+}

@@ -85,3 +85,11 @@ def test_reject_events_under_acks_late(redis_url):
         recorder.stop()
         app.close()
         stopped_cleanly(worker)
+
+
+def test_a_task_with_its_own_acks_late_is_redelivered_on_an_early_ack_worker(tasks, redis_client):
+    """Celery's per-task `acks_late=True` on a worker without --acks-late: the message is still unacked when the
+    task rejects it with requeue, so it comes back and the second delivery succeeds."""
+    key = unique("reject-late")
+    assert tasks.reject_late.delay(key).get(timeout=T) == 2
+    assert int(redis_client.get(key)) == 2

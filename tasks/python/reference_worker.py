@@ -320,3 +320,18 @@ def errback_new_style(request, exc, tb, key):
         client.rpush(key, f"{request.id} {type(exc).__name__} {first}")
     finally:
         client.close()
+
+
+@app.task(name="tasks.reject_late", bind=True, shared=False, acks_late=True)
+def reject_late(self, key):
+    """acks_late=True; INCR key; unless its message was redelivered, rejects it with requeue; returns the new value."""
+    from celery.exceptions import Reject
+
+    client = _redis()
+    try:
+        value = client.incr(key)
+    finally:
+        client.close()
+    if not (self.request.delivery_info or {}).get("redelivered"):
+        raise Reject("rejected", requeue=True)
+    return value

@@ -49,6 +49,7 @@ TASK_NAMES = (
     "tasks.record_replaced_task_nesting",
     "tasks.redis_echo",
     "tasks.reject",
+    "tasks.reject_late",
     "tasks.replace_with_chain",
     "tasks.replace_with_chain_which_contains_a_group",
     "tasks.replace_with_chain_which_raises",
@@ -258,6 +259,11 @@ def _define_stubs(app: Celery) -> None:
         "INCR key; unless its message was redelivered, rejects it (Reject('rejected', requeue)); returns the new value"
         _not_here("tasks.reject")
 
+    @app.task(name="tasks.reject_late", shared=False)
+    def reject_late(key: str) -> int:
+        "acks_late=True; INCR key; unless its message was redelivered, rejects it with requeue; returns the new value"
+        _not_here("tasks.reject_late")
+
     @app.task(name="tasks.replace_with_chain", shared=False)
     def replace_with_chain(*args, **kwargs) -> Any:
         "replaces itself with tasks.identity(*args) | tasks.identity(), linked to tasks.redis_echo (link_msg given: redis_echo.si(link_msg, redis_key); else the chain's result)"
@@ -353,6 +359,7 @@ progress = app.tasks["tasks.progress"]
 record_replaced_task_nesting = app.tasks["tasks.record_replaced_task_nesting"]
 redis_echo = app.tasks["tasks.redis_echo"]
 reject = app.tasks["tasks.reject"]
+reject_late = app.tasks["tasks.reject_late"]
 replace_with_chain = app.tasks["tasks.replace_with_chain"]
 replace_with_chain_which_contains_a_group = app.tasks["tasks.replace_with_chain_which_contains_a_group"]
 replace_with_chain_which_raises = app.tasks["tasks.replace_with_chain_which_raises"]
