@@ -152,6 +152,7 @@ public enum TaskCatalog {
         registerCrash(in: &registry)
         registerReplacing(in: &registry)
         registerErrbacks(in: &registry)
+        registerAddToChord(in: &registry)
     }
 
     /// Registers `tasks.errback_new_style`, an errback in Celery's new style: more than one free parameter, so the
@@ -172,6 +173,32 @@ public enum TaskCatalog {
             let traceback = call[2].stringValue?.split(separator: "\n").first.map(String.init) ?? "None"
             _ = try await context.redis.send(RESPCommand("RPUSH", key, "\(id) \(type) \(traceback)"))
             return .null
+        }
+    }
+
+    /// Registers `tasks.add_to_all_to_chord` and `tasks.add_chord_to_chord`: header parts of a chord that add more
+    /// parts to it (Celery's `self.add_to_chord(sig)`).
+    static func registerAddToChord(in registry: inout TaskRegistry) {
+        registry.register(
+            "tasks.add_to_all_to_chord",
+            parameters: ["nums", "val"],
+            documentation: "in a chord header: adds tasks.add(num, val) to the chord for each num; returns 0"
+        ) { (context, nums: [JSONValue], val: JSONValue) in
+            for num in nums {
+                try await context.addToChord(Signature("tasks.add", args: [num, val]))
+            }
+            return 0
+        }
+        registry.register(
+            "tasks.add_chord_to_chord",
+            parameters: ["nums", "val"],
+            documentation:
+                "in a chord header: adds the chord group(tasks.add(num, val) for num in nums) | tasks.xsum() to the "
+                + "chord; returns 0"
+        ) { (context, nums: [JSONValue], val: JSONValue) in
+            let members = nums.map { Signature("tasks.add", args: [$0, val]).json }
+            try await context.addToChord(Canvas.chord(members, body: Signature("tasks.xsum").json))
+            return 0
         }
     }
 

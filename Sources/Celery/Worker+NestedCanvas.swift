@@ -66,6 +66,11 @@ extension Worker {
                 header["options"]?["task_id"]?.stringValue ?? signature["options"]?["task_id"]?.stringValue
                 ?? OutgoingTask.newID()
             var options = body["options"]?.objectValue ?? [:]
+            // Celery's chord.run gives the chord's own options to its body: a chord added to an outer chord
+            // (`add_to_chord`) takes the outer group, group index and chord there.
+            for key in ["group_id", "group_index", "chord"] {
+                if let value = signature["options"]?[key], !value.isNull { options[key] = value }
+            }
             let bodyID = options["task_id"]?.stringValue ?? OutgoingTask.newID()
             options["task_id"] = .string(bodyID)
             // Unless the body already belongs to a group: a task replaced by a chord keeps its own group and chord

@@ -83,6 +83,30 @@ struct WorkerChordTests {
         }
     }
 
+    @Test func aHeaderTaskAddsTasksAndAChordToItsChord() async throws {
+        let queue = TestRedis.uniqueQueue()
+        try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 8)) { _, redis in
+            let groupID = OutgoingTask.newID()
+            let callbackID = OutgoingTask.newID()
+            // add_to_all_to_chord adds add(10, 1) and add(20, 1); add_chord_to_chord adds chord(add(1, 1), add(2, 1))
+            // | xsum: the callback gets 0, 11, 21, 0, 5 and the plain header's 3.
+            let header = [
+                OutgoingTask(name: "tasks.add_to_all_to_chord", args: [[10, 20], 1], queue: queue),
+                OutgoingTask(name: "tasks.add_chord_to_chord", args: [[1, 2], 1], queue: queue),
+                OutgoingTask(name: "tasks.add", args: [1, 2], queue: queue),
+            ]
+            try await Self.sendChord(
+                header,
+                callback: Self.callback("tasks.xsum", id: callbackID, groupID: groupID),
+                groupID: groupID,
+                redis: redis
+            )
+            let meta = try await TestRedis.result(redis, callbackID)
+            #expect(meta["status"] == "SUCCESS")
+            #expect(meta["result"] == 40)
+        }
+    }
+
     @Test func failedHeaderStoresChordErrorForTheCallback() async throws {
         let queue = TestRedis.uniqueQueue()
         try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 4)) { _, redis in

@@ -335,3 +335,20 @@ def reject_late(self, key):
     if not (self.request.delivery_info or {}).get("redelivered"):
         raise Reject("rejected", requeue=True)
     return value
+
+
+@app.task(name="tasks.add_to_all_to_chord", bind=True, shared=False)
+def add_to_all_to_chord(self, nums, val):
+    """In a chord header: adds tasks.add(num, val) to the chord for each num; returns 0."""
+    for num in nums:
+        self.add_to_chord(app.signature("tasks.add", args=(num, val)))
+    return 0
+
+
+@app.task(name="tasks.add_chord_to_chord", bind=True, shared=False)
+def add_chord_to_chord(self, nums, val):
+    """In a chord header: adds the chord group(tasks.add(num, val) for num in nums) | tasks.xsum() to the chord."""
+    from celery import chord
+
+    self.add_to_chord(chord([app.signature("tasks.add", args=(num, val)) for num in nums], app.signature("tasks.xsum")))
+    return 0

@@ -29,9 +29,11 @@ DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 #: The names of the tasks the Swift worker runs.
 TASK_NAMES = (
     "tasks.add",
+    "tasks.add_chord_to_chord",
     "tasks.add_replaced",
     "tasks.add_replaced_with_chain",
     "tasks.add_to_all",
+    "tasks.add_to_all_to_chord",
     "tasks.collect_ids",
     "tasks.countdown_sum",
     "tasks.cpu",
@@ -159,6 +161,11 @@ def _define_stubs(app: Celery) -> None:
         "x + y"
         _not_here("tasks.add")
 
+    @app.task(name="tasks.add_chord_to_chord", shared=False)
+    def add_chord_to_chord(nums: list[Any], val: Any) -> int:
+        "in a chord header: adds the chord group(tasks.add(num, val) for num in nums) | tasks.xsum() to the chord; returns 0"
+        _not_here("tasks.add_chord_to_chord")
+
     @app.task(name="tasks.add_replaced", shared=False)
     def add_replaced(x: Any, y: Any) -> None:
         "x + y, by replacing itself with tasks.add(x, y)"
@@ -173,6 +180,11 @@ def _define_stubs(app: Celery) -> None:
     def add_to_all(nums: list[Any], val: Any) -> None:
         "[n + val for n in nums], by replacing itself with group(tasks.add(n, val) ...)"
         _not_here("tasks.add_to_all")
+
+    @app.task(name="tasks.add_to_all_to_chord", shared=False)
+    def add_to_all_to_chord(nums: list[Any], val: Any) -> int:
+        "in a chord header: adds tasks.add(num, val) to the chord for each num; returns 0"
+        _not_here("tasks.add_to_all_to_chord")
 
     @app.task(name="tasks.collect_ids", shared=False)
     def collect_ids(res: Any, i: Any) -> Any:
@@ -339,9 +351,11 @@ def _define_stubs(app: Celery) -> None:
 app = make_app()
 
 add = app.tasks["tasks.add"]
+add_chord_to_chord = app.tasks["tasks.add_chord_to_chord"]
 add_replaced = app.tasks["tasks.add_replaced"]
 add_replaced_with_chain = app.tasks["tasks.add_replaced_with_chain"]
 add_to_all = app.tasks["tasks.add_to_all"]
+add_to_all_to_chord = app.tasks["tasks.add_to_all_to_chord"]
 collect_ids = app.tasks["tasks.collect_ids"]
 countdown_sum = app.tasks["tasks.countdown_sum"]
 cpu = app.tasks["tasks.cpu"]
