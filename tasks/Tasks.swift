@@ -152,6 +152,13 @@ public enum TaskCatalog {
         registerCrash(in: &registry)
         registerReplacing(in: &registry)
         registerErrbacks(in: &registry)
+        registry.register(
+            "tasks.add_model",
+            parameters: ["data"],
+            documentation: #"{"result": data.x + data.y}: Codable structs, as pydantic models"#
+        ) { (_, data: AddParameters) in
+            AddResult(result: data.x + data.y)
+        }
         registerAddToChord(in: &registry)
     }
 
@@ -236,6 +243,17 @@ public enum TaskCatalog {
         }
         return count
     }
+}
+
+/// `tasks.add_model`'s parameter: the JSON object `{"x": ..., "y": ...}` (a pydantic model on the Python side).
+public struct AddParameters: CodableTaskValue {
+    public var x: Int
+    public var y: Int
+}
+
+/// `tasks.add_model`'s result: `{"result": ...}`.
+public struct AddResult: CodableTaskValue {
+    public var result: Int
 }
 
 /// Python's `+` and `*` on the JSON values Python sends: ints stay exact, floats mix in, strings and lists

@@ -6,6 +6,14 @@ public protocol TaskArgument: Sendable {
     init?(taskArgument json: JSONValue)
     /// The Python type name used in error messages ("int", "str", ...).
     static var pythonTypeName: String { get }
+    /// The error for JSON that does not decode, when the type words it better than "must be int, not str"
+    /// (nil: that TypeError).
+    static func validationError(for json: JSONValue) -> PythonException?
+}
+
+extension TaskArgument {
+    /// The argument binder's TypeError.
+    public static func validationError(for json: JSONValue) -> PythonException? { nil }
 }
 
 extension Int: TaskArgument {
@@ -86,6 +94,9 @@ extension Optional: TaskArgument where Wrapped: TaskArgument {
         }
     }
     public static var pythonTypeName: String { "\(Wrapped.pythonTypeName) | None" }
+    public static func validationError(for json: JSONValue) -> PythonException? {
+        Wrapped.validationError(for: json)
+    }
 }
 
 /// The Python type name of a JSON value, for "must be int, not str" messages.

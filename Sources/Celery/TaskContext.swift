@@ -184,6 +184,7 @@ package final class ArgumentBinder {
             return absent
         }
         guard let value = A(taskArgument: json) else {
+            if let error = A.validationError(for: json) { throw error }
             throw .typeError(
                 "\(function) argument '\(name)' must be \(A.pythonTypeName), not \(pythonTypeName(of: json))"
             )

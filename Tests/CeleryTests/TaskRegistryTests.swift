@@ -38,6 +38,26 @@ import Testing
         return try await task.run(Self.context, TaskArguments(args: args, kwargs: kwargs))
     }
 
+    @Test func codableStructsDecodeFromAndEncodeToJSONObjects() async throws {
+        #expect(try await call("tasks.add_model", [["x": 2, "y": 3]]) == ["result": 5])
+        #expect(try await call("tasks.add_model", [], ["data": ["y": 3, "x": 2, "extra": "ignored"]]) == ["result": 5])
+    }
+
+    @Test func jsonThatDoesNotFitACodableStructIsAValidationError() async throws {
+        for (input, detail) in [
+            (["x": 1] as JSONValue, "y\n  Field required [type=missing, input_type=dict]"),
+            (["x": 1, "y": "two"], "y\n  Input should be a valid integer"),
+            ([1, 2], "Input should be a valid dictionary"),
+        ] {
+            let error = await #expect(throws: PythonException.self) { try await call("tasks.add_model", [input]) }
+            #expect(error?.pythonExceptionType == "ValidationError")
+            #expect(error?.pythonExceptionModule == "pydantic_core._pydantic_core")
+            let message = error?.pythonExceptionArguments.first?.stringValue ?? ""
+            #expect(message.hasPrefix("1 validation error for AddParameters\n"), "\(message)")
+            #expect(message.contains(detail), "\(message)")
+        }
+    }
+
     static let successes: [(String, [JSONValue], JSONObject, JSONValue)] = [
         ("tasks.add", [2, 3], [:], 5),
         ("tasks.add", [2], ["y": 3], 5),

@@ -352,3 +352,21 @@ def add_chord_to_chord(self, nums, val):
 
     self.add_to_chord(chord([app.signature("tasks.add", args=(num, val)) for num in nums], app.signature("tasks.xsum")))
     return 0
+
+
+try:
+    from pydantic import BaseModel
+
+    class AddParameters(BaseModel):
+        x: int
+        y: int
+
+    class AddResult(BaseModel):
+        result: int
+
+    @app.task(name="tasks.add_model", pydantic=True, shared=False)
+    def add_model(data: AddParameters) -> AddResult:
+        """{"result": data.x + data.y}: pydantic models, as Codable structs."""
+        return AddResult(result=data.x + data.y)
+except ImportError:  # pydantic is not installed: tasks.add_model is missing
+    pass

@@ -30,6 +30,7 @@ DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 TASK_NAMES = (
     "tasks.add",
     "tasks.add_chord_to_chord",
+    "tasks.add_model",
     "tasks.add_replaced",
     "tasks.add_replaced_with_chain",
     "tasks.add_to_all",
@@ -165,6 +166,11 @@ def _define_stubs(app: Celery) -> None:
     def add_chord_to_chord(nums: list[Any], val: Any) -> int:
         "in a chord header: adds the chord group(tasks.add(num, val) for num in nums) | tasks.xsum() to the chord; returns 0"
         _not_here("tasks.add_chord_to_chord")
+
+    @app.task(name="tasks.add_model", shared=False)
+    def add_model(data: AddParameters) -> Any:
+        "{\"result\": data.x + data.y}: Codable structs, as pydantic models"
+        _not_here("tasks.add_model")
 
     @app.task(name="tasks.add_replaced", shared=False)
     def add_replaced(x: Any, y: Any) -> None:
@@ -352,6 +358,7 @@ app = make_app()
 
 add = app.tasks["tasks.add"]
 add_chord_to_chord = app.tasks["tasks.add_chord_to_chord"]
+add_model = app.tasks["tasks.add_model"]
 add_replaced = app.tasks["tasks.add_replaced"]
 add_replaced_with_chain = app.tasks["tasks.add_replaced_with_chain"]
 add_to_all = app.tasks["tasks.add_to_all"]
