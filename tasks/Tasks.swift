@@ -71,6 +71,32 @@ public enum TaskCatalog {
             guard context.retries > 0 else { throw TaskRetry(countdown: .milliseconds(100)) }
             return context.headers[name] ?? .null
         }
+        // Celery's own integration tasks retry_with_args_after_kwargs / retry_with_kwargs_after_args: a retry that
+        // passes only args (or only kwargs) keeps the message's other arguments that do not clash.
+        registry.register(
+            "tasks.retry_with_args",
+            parameters: ["foo", "bar", "label"],
+            documentation:
+                "on its first run retries with args (foo + 1, bar + 1); then returns {foo, bar, label, retries}"
+        ) { (context, foo: Int, bar: Int, label: String?) -> JSONValue in
+            guard context.retries > 0 else {
+                throw TaskRetry(countdown: .zero, maxRetries: 1, args: [.int(foo + 1), .int(bar + 1)])
+            }
+            return [
+                "foo": .int(foo), "bar": .int(bar), "label": label.map(JSONValue.string) ?? .null,
+                "retries": .int(context.retries),
+            ]
+        }
+        registry.register(
+            "tasks.retry_with_kwargs",
+            parameters: ["foo", "bar"],
+            documentation: "on its first run retries with kwargs {foo: foo + 1}; then returns {foo, bar, retries}"
+        ) { (context, foo: Int, bar: Int) -> JSONValue in
+            guard context.retries > 0 else {
+                throw TaskRetry(countdown: .zero, maxRetries: 1, kwargs: ["foo": .int(foo + 1)])
+            }
+            return ["foo": .int(foo), "bar": .int(bar), "retries": .int(context.retries)]
+        }
         registry.register(
             "tasks.countdown_sum",
             parameters: ["n", "total"],

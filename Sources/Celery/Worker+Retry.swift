@@ -9,8 +9,11 @@ extension Worker {
     /// recorder stores RETRY (`storeRetry`) and acks this attempt as usual.
     package func publishRetry(of message: TaskMessage, _ request: TaskRetry) async -> TaskOutcome {
         let cause = request.cause.map(StoredException.init)
-        let args = request.args ?? message.args
-        let kwargs = request.kwargs ?? message.kwargs
+        let (args, kwargs) = TaskMessage.retryArguments(
+            request,
+            given: (message.args, message.kwargs),
+            parameters: registry[message.taskName]?.parameters ?? []
+        )
         if let limit = request.maxRetries, message.retries >= limit {
             let failure =
                 cause
@@ -127,4 +130,31 @@ extension TaskMessage {
         "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason",
         "redelivered",
     ]
+
+    /// The next attempt's arguments (Celery 5.7's `Task.retry`, #6494): new `args` alone drop the message's kwargs
+    /// that name the parameters those args now fill; new `kwargs` alone replace the message's positional values of
+    /// the parameters they name, which stay positional. Needs the handler's parameter names; without them, or
+    /// with both or neither given, the given ones replace the message's as they are.
+    package static func retryArguments(
+        _ request: TaskRetry,
+        given message: (args: [JSONValue], kwargs: JSONObject),
+        parameters: [String]
+    ) -> (args: [JSONValue], kwargs: JSONObject) {
+        switch (request.args, request.kwargs) {
+        case (let args?, nil) where !message.kwargs.isEmpty && !parameters.isEmpty:
+            var kwargs = message.kwargs
+            for name in parameters.prefix(args.count) { kwargs.removeValue(forKey: name) }
+            return (args, kwargs)
+        case (nil, let newKwargs?) where !message.args.isEmpty && !parameters.isEmpty:
+            guard message.args.count <= parameters.count else { return (message.args, newKwargs) }
+            var args = message.args
+            var kwargs = newKwargs
+            for (index, name) in parameters.prefix(args.count).enumerated() {
+                if let value = kwargs.removeValue(forKey: name) { args[index] = value }
+            }
+            return (args, kwargs)
+        default:
+            return (request.args ?? message.args, request.kwargs ?? message.kwargs)
+        }
+    }
 }

@@ -38,6 +38,33 @@ import Testing
         return try await task.run(Self.context, TaskArguments(args: args, kwargs: kwargs))
     }
 
+    @Test func aRetryWithOnlyArgsOrOnlyKwargsKeepsWhatDoesNotClash() {
+        let parameters = ["foo", "bar", "label"]
+        // retry(args=(2, 3)) after foo=1, bar=2, label="kept" by keyword: foo and bar now come by position.
+        var retry = TaskRetry(args: [2, 3])
+        var next = TaskMessage.retryArguments(
+            retry,
+            given: ([], ["foo": 1, "bar": 2, "label": "kept"]),
+            parameters: parameters
+        )
+        #expect(next.args == [2, 3])
+        #expect(next.kwargs == ["label": "kept"])
+        // retry(kwargs={"foo": 2}) after (1, 2) by position: foo's positional value is replaced.
+        retry = TaskRetry(kwargs: ["foo": 2])
+        next = TaskMessage.retryArguments(retry, given: ([1, 2], [:]), parameters: parameters)
+        #expect(next.args == [2, 2])
+        #expect(next.kwargs == [:])
+        // Both given, or a handler without parameter names: taken as they are.
+        retry = TaskRetry(args: [5], kwargs: ["bar": 6])
+        next = TaskMessage.retryArguments(retry, given: ([1, 2], ["label": "x"]), parameters: parameters)
+        #expect(next.args == [5])
+        #expect(next.kwargs == ["bar": 6])
+        retry = TaskRetry(kwargs: ["foo": 2])
+        next = TaskMessage.retryArguments(retry, given: ([1, 2], [:]), parameters: [])
+        #expect(next.args == [1, 2])
+        #expect(next.kwargs == ["foo": 2])
+    }
+
     @Test func codableStructsDecodeFromAndEncodeToJSONObjects() async throws {
         #expect(try await call("tasks.add_model", [["x": 2, "y": 3]]) == ["result": 5])
         #expect(try await call("tasks.add_model", [], ["data": ["y": 3, "x": 2, "extra": "ignored"]]) == ["result": 5])

@@ -370,3 +370,19 @@ try:
         return AddResult(result=data.x + data.y)
 except ImportError:  # pydantic is not installed: tasks.add_model is missing
     pass
+
+
+@app.task(name="tasks.retry_with_args", bind=True, shared=False, max_retries=1)
+def retry_with_args(self, foo, bar, label=None):
+    """On its first run retries with args (foo + 1, bar + 1); then returns {foo, bar, label, retries}."""
+    if not self.request.retries:
+        raise self.retry(args=(foo + 1, bar + 1), countdown=0)
+    return {"foo": foo, "bar": bar, "label": label, "retries": self.request.retries}
+
+
+@app.task(name="tasks.retry_with_kwargs", bind=True, shared=False, max_retries=1)
+def retry_with_kwargs(self, foo, bar):
+    """On its first run retries with kwargs {foo: foo + 1}; then returns {foo, bar, retries}."""
+    if not self.request.retries:
+        raise self.retry(kwargs={"foo": foo + 1}, countdown=0)
+    return {"foo": foo, "bar": bar, "retries": self.request.retries}

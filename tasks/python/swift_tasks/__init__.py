@@ -58,6 +58,8 @@ TASK_NAMES = (
     "tasks.replace_with_chain_which_raises",
     "tasks.replace_with_empty_chain",
     "tasks.retry_header",
+    "tasks.retry_with_args",
+    "tasks.retry_with_kwargs",
     "tasks.return_priority",
     "tasks.return_properties",
     "tasks.return_request_eta",
@@ -307,6 +309,16 @@ def _define_stubs(app: Celery) -> None:
         "retries itself once (countdown 0.1 s), then returns the custom header `name` (None if absent)"
         _not_here("tasks.retry_header")
 
+    @app.task(name="tasks.retry_with_args", shared=False)
+    def retry_with_args(foo: int, bar: int, label: str | None = None) -> Any:
+        "on its first run retries with args (foo + 1, bar + 1); then returns {foo, bar, label, retries}"
+        _not_here("tasks.retry_with_args")
+
+    @app.task(name="tasks.retry_with_kwargs", shared=False)
+    def retry_with_kwargs(foo: int, bar: int) -> Any:
+        "on its first run retries with kwargs {foo: foo + 1}; then returns {foo, bar, retries}"
+        _not_here("tasks.retry_with_kwargs")
+
     @app.task(name="tasks.return_priority", shared=False)
     def return_priority(*args, **kwargs) -> Any:
         "'Priority: <delivery_info priority>'"
@@ -386,6 +398,8 @@ replace_with_chain_which_contains_a_group = app.tasks["tasks.replace_with_chain_
 replace_with_chain_which_raises = app.tasks["tasks.replace_with_chain_which_raises"]
 replace_with_empty_chain = app.tasks["tasks.replace_with_empty_chain"]
 retry_header = app.tasks["tasks.retry_header"]
+retry_with_args = app.tasks["tasks.retry_with_args"]
+retry_with_kwargs = app.tasks["tasks.retry_with_kwargs"]
 return_priority = app.tasks["tasks.return_priority"]
 return_properties = app.tasks["tasks.return_properties"]
 return_request_eta = app.tasks["tasks.return_request_eta"]
