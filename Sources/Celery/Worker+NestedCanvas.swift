@@ -53,8 +53,8 @@ extension Worker {
                 ?? OutgoingTask.newID()
             let members = members(of: signature, prepending: argument, from: origin, groupID: groupID)
             return Expansion(
-                tasks: members,
-                child: [[.string(groupID), .null], .array(members.map { [[.string($0.id), .null], .null] })]
+                tasks: members.map(\.task),
+                child: [[.string(groupID), .null], .array(members.map { [[.string($0.resultID), .null], .null] })]
             )
         case "chord":
             let header = signature["kwargs"]?["header"] ?? .null
@@ -78,14 +78,19 @@ extension Worker {
             if options["group_id"] == nil || options["group_id"] == .null { options["group_id"] = .string(groupID) }
             if !rest.isEmpty { options["chain"] = .array(rest) }
             body["options"] = .object(options)
-            var members = members(of: header, prepending: argument, from: origin, groupID: groupID)
+            let members = members(
+                of: header,
+                prepending: argument,
+                from: origin,
+                groupID: groupID,
+                chord: .object(body)
+            )
             guard !members.isEmpty else {
                 // An empty header: Celery calls the body at once with an empty list.
                 return expand(.object(body), prepending: [], from: origin)
             }
-            for index in members.indices { members[index].chord = .object(body) }
             return Expansion(
-                tasks: members,
+                tasks: members.map(\.task),
                 child: [[.string(bodyID), .null], .null],
                 chordSizes: [ChordSize(groupID: groupID, size: members.count)]
             )
@@ -107,36 +112,87 @@ extension Worker {
         }
     }
 
-    /// The members of a group signature (or a plain list of signatures), each with `argument` prepended.
+    /// A group member as sent: its first message, and the id of the result it gives (a chain's last task).
+    package struct Member: Sendable {
+        package var task: OutgoingTask
+        package var resultID: String
+    }
+
+    /// The members of a group signature (or a plain list of signatures), each with `argument` prepended; `chord`:
+    /// the body of the chord whose header they are. A member that is a chain runs as one: its first task goes out
+    /// now, and its last one (sent by the worker that runs the step before) carries the group id, index and chord,
+    /// as Celery's `chain.freeze(group_id=..., group_index=...)` puts them there.
     private func members(
         of group: JSONValue,
         prepending argument: JSONValue?,
         from origin: FollowUpOrigin,
-        groupID: String
-    ) -> [OutgoingTask] {
+        groupID: String,
+        chord: JSONValue? = nil
+    ) -> [Member] {
         let signatures = group.arrayValue ?? Self.signatures(group["kwargs"]?["tasks"])
         let immutable = group["immutable"]?.boolValue == true
-        var tasks: [OutgoingTask] = []
+        var members: [Member] = []
         for (index, member) in signatures.enumerated() {
             var member = member
             if immutable, case .object(var object) = member {
                 object["immutable"] = true
                 member = .object(object)
             }
+            let groupIndex = member["options"]?["group_index"]?.intValue ?? index
+            if member["subtask_type"]?.stringValue == "chain",
+                let chained = chainMember(
+                    member,
+                    prepending: argument,
+                    from: origin,
+                    membership: [
+                        "group_id": .string(groupID), "group_index": .int(groupIndex), "chord": chord ?? .null,
+                    ]
+                )
+            {
+                members.append(chained)
+                continue
+            }
             guard var task = expand(member, prepending: argument, from: origin)?.tasks.first,
                 Self.isTaskSignature(member)
             else {
                 logger.error(
-                    "only task signatures are supported inside a nested group; skipping a member",
+                    "only task signatures and chains of them are supported inside a nested group; skipping a member",
                     metadata: ["celery.task.id": "\(origin.parentID)"]
                 )
                 continue
             }
             task.groupID = groupID
-            task.groupIndex = member["options"]?["group_index"]?.intValue ?? index
-            tasks.append(task)
+            task.groupIndex = groupIndex
+            if let chord { task.chord = chord }
+            members.append(Member(task: task, resultID: task.id))
         }
-        return tasks
+        return members
+    }
+
+    /// A chain inside a group or chord header: the membership options go on its last task (with an id, the
+    /// member's result), the first task is expanded with the rest of the chain after it. Nil when the chain is
+    /// empty or does not start with a task.
+    private func chainMember(
+        _ chain: JSONValue,
+        prepending argument: JSONValue?,
+        from origin: FollowUpOrigin,
+        membership: JSONObject
+    ) -> Member? {
+        var steps = Self.signatures(chain["kwargs"]?["tasks"])
+        guard let first = steps.first, Self.isTaskSignature(first), var last = steps.popLast(),
+            Self.isTaskSignature(last)
+        else { return nil }
+        let resultID = last["options"]?["task_id"]?.stringValue ?? OutgoingTask.newID()
+        var options = membership.filter { !$0.value.isNull }
+        options["task_id"] = .string(resultID)
+        last = Canvas.setting(options, on: last)
+        // The chain on the wire is reversed, next step last: [last, ..., second].
+        let expansion =
+            steps.isEmpty
+            ? expand(last, prepending: argument, from: origin)
+            : expand(first, prepending: argument, from: origin, rest: [last] + steps.dropFirst().reversed())
+        guard let expansion, let task = expansion.tasks.first, expansion.tasks.count == 1 else { return nil }
+        return Member(task: task, resultID: resultID)
     }
 
     /// Whether `signature` is sent as one task message: a task, or `add.map(...)` / `add.starmap(...)`.

@@ -116,6 +116,25 @@ struct WorkerCanvasTests {
         #expect(hop.embed["chain"] == [Self.signature("tasks.mul", [10])])
     }
 
+    @Test func aChainInsideAGroupRunsAsOneMemberWhoseLastTaskGivesTheResult() async throws {
+        let queue = TestRedis.uniqueQueue()
+        try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in
+            // add(1, 2) | group(add(10) | mul(2), add(100)): the group member chain gets 3 and gives 26.
+            let lastID = OutgoingTask.newID()
+            let member = Canvas.chain([Self.signature("tasks.add", [10]), Self.signature("tasks.mul", [2], id: lastID)])
+            let groupSignature = Canvas.group([member, Self.signature("tasks.add", [100])])
+            var first = OutgoingTask(name: "tasks.add", args: [1, 2], queue: queue)
+            first.chain = [groupSignature]
+            try await Self.send(first, redis)
+            let last = try await TestRedis.result(redis, lastID)
+            #expect(last["status"] == "SUCCESS")
+            #expect(last["result"] == 26)
+            // The first task's children name the group, with the chain's last task as the member's result.
+            let meta = try await TestRedis.result(redis, first.id)
+            #expect(meta["children"]?[0]?[1]?[0]?[0]?[0] == .string(lastID))
+        }
+    }
+
     @Test func errbackGetsTheFailedTaskID() async throws {
         let queue = TestRedis.uniqueQueue()
         try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in

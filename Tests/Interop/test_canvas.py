@@ -147,3 +147,17 @@ def test_link_to_a_group(tasks):
     assert result.get(timeout=T) == 3
     assert tasks.identity.AsyncResult(first).get(timeout=T) == 3
     assert tasks.add.AsyncResult(second).get(timeout=T) == 13
+
+
+def test_chains_inside_a_group_a_chain_step_sends(tasks):
+    """A group member that is a chain (Celery's test_chain_inside_group_receives_arguments): the worker sends the
+    chain's first task with the previous result; its last task gives the member's result."""
+    result = chain(tasks.add.s(1, 2), group(chain(tasks.add.s(10), tasks.mul.s(2)), tasks.add.s(100))).delay()
+    assert result.get(timeout=RESULT_TIMEOUT) == [26, 103]
+
+
+def test_chains_inside_a_chord_header_a_chain_step_sends(tasks):
+    """The same inside a chord header: the chain's last task returns the chord part."""
+    header = group(chain(tasks.add.s(1), tasks.mul.s(10)), chain(tasks.add.s(2), tasks.add.s(3), tasks.mul.s(2)))
+    result = chain(tasks.add.s(0, 1), chord(header, tasks.xsum.s())).delay()
+    assert result.get(timeout=RESULT_TIMEOUT) == 20 + 12
