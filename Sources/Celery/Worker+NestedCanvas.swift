@@ -41,11 +41,14 @@ extension Worker {
             guard let first = steps.first else { return nil }
             return expand(first, prepending: argument, from: origin, rest: rest + steps.dropFirst().reversed())
         case "group":
-            if !rest.isEmpty {
-                // Celery turns a group followed by more steps into a chord; a bare one cannot pass a result on.
-                logger.error(
-                    "a group followed by more chain steps cannot run; the rest of the chain is dropped",
-                    metadata: ["celery.task.id": "\(origin.parentID)"]
+            if let next = rest.last {
+                // Celery's chain turns a group followed by another step into a chord with that step as its body;
+                // the steps after it follow the body.
+                return expand(
+                    Canvas.chord([], body: next).settingHeader(signature),
+                    prepending: argument,
+                    from: origin,
+                    rest: Array(rest.dropLast())
                 )
             }
             let groupID =
@@ -227,5 +230,15 @@ extension Worker {
             }
         }
         for reply in try await backendClient.pipeline(commands) { _ = try reply.get() }
+    }
+}
+
+extension JSONValue {
+    /// A chord signature with `header` (a group signature) as its header.
+    fileprivate func settingHeader(_ header: JSONValue) -> JSONValue {
+        guard case .object(var chord) = self, case .object(var kwargs)? = chord["kwargs"] else { return self }
+        kwargs["header"] = header
+        chord["kwargs"] = .object(kwargs)
+        return .object(chord)
     }
 }

@@ -135,6 +135,23 @@ struct WorkerCanvasTests {
         }
     }
 
+    @Test func aGroupFollowedByMoreStepsBecomesAChordWithTheNextStepAsBody() async throws {
+        let queue = TestRedis.uniqueQueue()
+        try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in
+            // add(1, 1) | group(add(1), add(2)) | xsum() | add(100): on the wire the rest is reversed.
+            let lastID = OutgoingTask.newID()
+            let groupSignature = Canvas.group([Self.signature("tasks.add", [1]), Self.signature("tasks.add", [2])])
+            var first = OutgoingTask(name: "tasks.add", args: [1, 1], queue: queue)
+            first.chain = [
+                Self.signature("tasks.add", [100], id: lastID), Self.signature("tasks.xsum"), groupSignature,
+            ]
+            try await Self.send(first, redis)
+            let last = try await TestRedis.result(redis, lastID)
+            #expect(last["status"] == "SUCCESS")
+            #expect(last["result"] == 107)
+        }
+    }
+
     @Test func errbackGetsTheFailedTaskID() async throws {
         let queue = TestRedis.uniqueQueue()
         try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in

@@ -161,3 +161,12 @@ def test_chains_inside_a_chord_header_a_chain_step_sends(tasks):
     header = group(chain(tasks.add.s(1), tasks.mul.s(10)), chain(tasks.add.s(2), tasks.add.s(3), tasks.mul.s(2)))
     result = chain(tasks.add.s(0, 1), chord(header, tasks.xsum.s())).delay()
     assert result.get(timeout=RESULT_TIMEOUT) == 20 + 12
+
+
+def test_a_group_followed_by_steps_in_a_chain_the_worker_sends_becomes_a_chord(tasks):
+    """Celery's chain upgrades `group | task` to a chord: here the group comes after a first step, so the worker
+    sends it, and the steps after the group get its list of results."""
+    result = chain(
+        tasks.add.s(1, 1), group(tasks.add.s(1), tasks.add.s(2)), tasks.xsum.s(), tasks.add.s(100)
+    ).delay()
+    assert result.get(timeout=RESULT_TIMEOUT) == 3 + 4 + 100
