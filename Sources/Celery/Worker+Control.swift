@@ -280,7 +280,8 @@ package struct WorkerControlTarget: ControlTarget {
                 scheduled.append((CeleryTimestamp(secondsSince1970: entry.due), message))
             }
         }
-        return scheduled.map { entry in
+        // A revoked task will not run: it is left out (its message is dropped when due).
+        return scheduled.filter { !worker.control.isRevoked($0.message) }.map { entry in
             [
                 "eta": .string(entry.due.iso8601),
                 // The priority of Celery's timer entry, which is 6 for every ETA task (not the message's).

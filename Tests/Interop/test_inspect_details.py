@@ -16,7 +16,7 @@ import celery.exceptions
 import pytest
 from celery.canvas import StampingVisitor
 
-from conftest import RESULT_TIMEOUT
+from conftest import worker_kind, RESULT_TIMEOUT
 from interop_helpers import wait_for
 
 
@@ -78,6 +78,10 @@ def test_scheduled_entry_has_the_timer_priority(app, inspect, worker, tasks):
     assert request["delivery_info"] == {"exchange": "", "routing_key": worker.queue, "priority": 0,
                                         "redelivered": False}
     result.revoke()
+    if worker_kind() == "swift":
+        # Ours leaves a revoked task out of `scheduled` (it will not run); Python's lists it until it is due.
+        assert wait_for(lambda: not [entry for entry in (inspect.scheduled() or {}).get(worker.name, [])
+                                     if entry["request"]["id"] == result.id], 10)
 
 
 def revoke_stamps(app, worker, headers, terminate=False):
