@@ -37,7 +37,16 @@ extension Worker {
             if !rest.isEmpty { task.chain = rest }
             return Expansion(tasks: [task], child: [[.string(task.id), .null], .null])
         case "chain":
-            let steps = Self.signatures(signature["kwargs"]?["tasks"])
+            var steps = Self.signatures(signature["kwargs"]?["tasks"])
+            // Celery's chain.run: the chain's own link_error goes on every step, its link on the last one.
+            let errbacks = Self.signatures(signature["options"]?["link_error"])
+            if !errbacks.isEmpty {
+                steps = steps.map { Signature.appending(errbacks, to: "link_error", of: $0) }
+            }
+            let callbacks = Self.signatures(signature["options"]?["link"])
+            if !callbacks.isEmpty, let last = steps.popLast() {
+                steps.append(Signature.appending(callbacks, to: "link", of: last))
+            }
             guard let first = steps.first else { return nil }
             return expand(first, prepending: argument, from: origin, rest: rest + steps.dropFirst().reversed())
         case "group":

@@ -152,6 +152,27 @@ struct WorkerCanvasTests {
         }
     }
 
+    @Test func aChainsOwnLinkErrorGoesOnEveryStep() async throws {
+        let queue = TestRedis.uniqueQueue()
+        try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in
+            // add(1, 1) | chain(identity(), fail.si("boom")).on_error(identity()): the failing step calls it.
+            let failingID = OutgoingTask.newID()
+            let errbackID = OutgoingTask.newID()
+            let inner = Canvas.chain(
+                [
+                    Self.signature("tasks.identity"),
+                    Self.signature("tasks.fail", ["boom"], id: failingID, immutable: true),
+                ],
+                options: ["link_error": [Self.signature("tasks.identity", id: errbackID)]]
+            )
+            var first = OutgoingTask(name: "tasks.add", args: [1, 1], queue: queue)
+            first.chain = [inner]
+            try await Self.send(first, redis)
+            let errback = try await TestRedis.result(redis, errbackID)
+            #expect(errback["result"] == .string(failingID))
+        }
+    }
+
     @Test func errbackGetsTheFailedTaskID() async throws {
         let queue = TestRedis.uniqueQueue()
         try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in

@@ -170,3 +170,19 @@ def test_a_group_followed_by_steps_in_a_chain_the_worker_sends_becomes_a_chord(t
         tasks.add.s(1, 1), group(tasks.add.s(1), tasks.add.s(2)), tasks.xsum.s(), tasks.add.s(100)
     ).delay()
     assert result.get(timeout=RESULT_TIMEOUT) == 3 + 4 + 100
+
+
+def test_link_error_on_a_chain_body_runs_for_the_step_that_fails(tasks, redis_client):
+    """`chord.link_error(eb)` puts the errback on its body; a chain body's own link_error goes on every step of the
+    chain (Celery's chain.run), so the step that fails calls it with its id."""
+    key = f"chain-errback-{uuid.uuid4()}"
+    failing = tasks.fail.s()
+    failing_id = failing.freeze().id
+    body = chain(tasks.identity.si(42), failing, tasks.identity.si(42))
+    signature = chord([tasks.identity.si(1)], body)
+    signature.link_error(tasks.redis_echo.s(redis_key=key))
+    with pytest.raises(Exception):
+        signature.delay().get(timeout=RESULT_TIMEOUT)
+    assert wait_for(lambda: redis_client.lrange(key, 0, -1), RESULT_TIMEOUT)
+    assert [item.decode() for item in redis_client.lrange(key, 0, -1)] == [failing_id]
+    redis_client.delete(key)
