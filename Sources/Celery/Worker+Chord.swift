@@ -194,6 +194,11 @@ extension Worker {
         case .object(let one)?: errbacks = [.object(one)]
         default: errbacks = []
         }
+        if membership.callback["subtask_type"]?.stringValue == "group" {
+            // Celery's _handle_group_chord_error: each task of a group body fails with the chord's error and
+            // calls its own errbacks, then the group's run once (#8786: the body's results would hang otherwise).
+            await failGroupBody(membership.callback, error: error, from: membership.origin)
+        }
         // Celery's chord_error_from_stack: new-style errbacks get a request made from the callback's signature.
         var request = membership.callback.objectValue ?? [:]
         request["id"] = .string(callbackID)
@@ -207,6 +212,13 @@ extension Worker {
             failedTaskID: callbackID,
             from: membership.origin
         )
+        // The chain after the body fails too, so a group waiting on the chain's last result finishes.
+        await failChain(
+            membership.callback["options"]?["chain"]?.arrayValue ?? [],
+            from: membership.origin,
+            error: error,
+            traceback: nil
+        )
         do {
             try await chord.dropSize(on: backendClient)
         } catch {
@@ -218,8 +230,26 @@ extension Worker {
     /// (so waiting on the chain's last result raises instead of hanging), and an element that belongs to a chord
     /// returns its part so the chord does not wait forever.
     package func failChain(of message: TaskMessage, error: StoredException, traceback: String?) async {
-        let origin = origin(of: message)
-        for element in message.embed["chain"]?.arrayValue ?? [] {
+        await failChain(
+            message.embed["chain"]?.arrayValue ?? [],
+            from: origin(of: message),
+            error: error,
+            traceback: traceback
+        )
+    }
+
+    /// `_fail_chain` over the chain elements still to come (reversed, next last, as on the wire).
+    package func failChain(
+        _ elements: [JSONValue],
+        from origin: FollowUpOrigin,
+        error: StoredException,
+        traceback: String?
+    ) async {
+        for var element in elements {
+            // A chord later in the chain gives its result through its body: the body is what fails.
+            while element["subtask_type"]?.stringValue == "chord", let body = element["kwargs"]?["body"] {
+                element = body
+            }
             let options = element["options"]
             guard let taskID = options?["task_id"]?.stringValue else { continue }
             var meta = backend.meta(
@@ -240,6 +270,33 @@ extension Worker {
             } else {
                 results.storeResult(taskID: taskID, meta: meta)
             }
+        }
+    }
+
+    /// Stores the chord's error for each task of a group body that has an id, and calls each one's errbacks.
+    private func failGroupBody(_ group: JSONValue, error: StoredException, from origin: FollowUpOrigin) async {
+        for member in Self.signatures(group["kwargs"]?["tasks"]) {
+            guard let memberID = member["options"]?["task_id"]?.stringValue else { continue }
+            results.storeResult(
+                taskID: memberID,
+                meta: backend.meta(
+                    state: .failure,
+                    result: error.resultJSON,
+                    traceback: nil,
+                    message: nil,
+                    taskID: memberID
+                )
+            )
+            var request = member.objectValue ?? [:]
+            request["id"] = .string(memberID)
+            await runErrbacks(
+                Self.signatures(member["options"]?["link_error"]),
+                request: request,
+                error: error,
+                traceback: nil,
+                failedTaskID: memberID,
+                from: origin
+            )
         }
     }
 }

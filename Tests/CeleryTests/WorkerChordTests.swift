@@ -107,6 +107,35 @@ struct WorkerChordTests {
         }
     }
 
+    @Test func aFailedChordFailsTheChainAfterItsBody() async throws {
+        let queue = TestRedis.uniqueQueue()
+        try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 4)) { _, redis in
+            let groupID = OutgoingTask.newID()
+            let callbackID = OutgoingTask.newID()
+            let nextID = OutgoingTask.newID()
+            let laterBodyID = OutgoingTask.newID()
+            // chord([fail], xsum) | add(1) | chord([add(1)], identity): both later steps fail with the chord's error.
+            let later = Canvas.chord(
+                [WorkerCanvasTests.signature("tasks.add", [1])],
+                body: WorkerCanvasTests.signature("tasks.identity", id: laterBodyID)
+            )
+            var callback = Self.callback("tasks.xsum", id: callbackID, groupID: groupID)
+            callback = Canvas.setting(
+                ["chain": [later, WorkerCanvasTests.signature("tasks.add", [1], id: nextID)]],
+                on: callback
+            )
+            try await Self.sendChord(
+                [OutgoingTask(name: "tasks.fail", args: ["boom"], queue: queue)],
+                callback: callback,
+                groupID: groupID,
+                redis: redis
+            )
+            #expect(try await TestRedis.result(redis, callbackID)["status"] == "FAILURE")
+            #expect(try await TestRedis.result(redis, nextID)["status"] == "FAILURE")
+            #expect(try await TestRedis.result(redis, laterBodyID)["status"] == "FAILURE")
+        }
+    }
+
     @Test func failedHeaderStoresChordErrorForTheCallback() async throws {
         let queue = TestRedis.uniqueQueue()
         try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 4)) { _, redis in

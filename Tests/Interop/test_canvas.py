@@ -186,3 +186,28 @@ def test_link_error_on_a_chain_body_runs_for_the_step_that_fails(tasks, redis_cl
     assert wait_for(lambda: redis_client.lrange(key, 0, -1), RESULT_TIMEOUT)
     assert [item.decode() for item in redis_client.lrange(key, 0, -1)] == [failing_id]
     redis_client.delete(key)
+
+
+def test_a_failed_chord_fails_the_chain_after_its_body(tasks):
+    """Celery's chord_error_from_stack fails the chain after a failed chord's body too, so a group waiting on the
+    chain's last result finishes (Celery's test_header_failure_fails_the_chords_after_it)."""
+    inner = chain(
+        chord([tasks.add.s(1, 1), tasks.fail.s("boom")], tasks.xsum.s()),
+        chord([tasks.add.s(1), tasks.add.s(2)], tasks.xsum.s()),
+    )
+    result = group(inner, tasks.add.s(1, 1)).delay()
+    with pytest.raises(Exception):
+        result.get(timeout=RESULT_TIMEOUT)
+    assert result.results[0].state == "FAILURE"
+
+
+def test_a_failed_chord_fails_each_task_of_a_group_body_and_calls_its_errbacks(tasks, redis_client):
+    key = f"group-body-errbacks-{uuid.uuid4()}"
+    body = group(tasks.add.s(1), tasks.add.s(2))
+    body.link_error(tasks.redis_echo.s(redis_key=key))  # on each task of the group
+    result = chord([tasks.fail.s("boom")], body).delay()
+    with pytest.raises(Exception):
+        result.get(timeout=RESULT_TIMEOUT)
+    assert wait_for(lambda: redis_client.llen(key) == 2, RESULT_TIMEOUT)
+    assert sorted(item.decode() for item in redis_client.lrange(key, 0, -1)) == sorted(r.id for r in result.results)
+    redis_client.delete(key)
