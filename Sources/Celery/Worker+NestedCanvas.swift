@@ -83,6 +83,12 @@ extension Worker {
             for key in ["group_id", "group_index", "chord"] {
                 if let value = signature["options"]?[key], !value.isNull { options[key] = value }
             }
+            // A chord's own link and link_error are its body's (Celery's chord.link / link_error).
+            for key in ["link", "link_error"] {
+                let added = Self.signatures(signature["options"]?[key])
+                guard !added.isEmpty else { continue }
+                options[key] = .array(Self.signatures(options[key]) + added)
+            }
             let bodyID = options["task_id"]?.stringValue ?? OutgoingTask.newID()
             options["task_id"] = .string(bodyID)
             // Unless the body already belongs to a group: a task replaced by a chord keeps its own group and chord

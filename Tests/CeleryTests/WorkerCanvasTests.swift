@@ -173,6 +173,23 @@ struct WorkerCanvasTests {
         }
     }
 
+    @Test func aChordsOwnLinkGoesOnItsBody() async throws {
+        let queue = TestRedis.uniqueQueue()
+        try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in
+            // add(1, 1) | chord([add(10), add(20)], xsum()) with link=identity(): the link gets the body's 34.
+            let linkID = OutgoingTask.newID()
+            let chord = Canvas.chord(
+                [Self.signature("tasks.add", [10]), Self.signature("tasks.add", [20])],
+                body: Self.signature("tasks.xsum"),
+                options: ["link": [Self.signature("tasks.identity", id: linkID)]]
+            )
+            var first = OutgoingTask(name: "tasks.add", args: [1, 1], queue: queue)
+            first.chain = [chord]
+            try await Self.send(first, redis)
+            #expect(try await TestRedis.result(redis, linkID)["result"] == 34)
+        }
+    }
+
     @Test func errbackGetsTheFailedTaskID() async throws {
         let queue = TestRedis.uniqueQueue()
         try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in

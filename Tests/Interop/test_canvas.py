@@ -211,3 +211,14 @@ def test_a_failed_chord_fails_each_task_of_a_group_body_and_calls_its_errbacks(t
     assert wait_for(lambda: redis_client.llen(key) == 2, RESULT_TIMEOUT)
     assert sorted(item.decode() for item in redis_client.lrange(key, 0, -1)) == sorted(r.id for r in result.results)
     redis_client.delete(key)
+
+
+def test_link_on_a_chain_ending_in_a_chord_runs_after_the_body(tasks, redis_client):
+    """`chain(..., chord(...)).apply_async(link=cb)`: the link lands on the chord, which gives it to its body."""
+    key = f"chord-link-{uuid.uuid4()}"
+    workflow = chain(tasks.add.si(1, 1), chord([tasks.add.s(10), tasks.add.s(20)], tasks.xsum.s()))
+    result = workflow.apply_async(link=tasks.redis_echo.s(redis_key=key))
+    assert result.get(timeout=RESULT_TIMEOUT) == 34
+    assert wait_for(lambda: redis_client.lrange(key, 0, -1), RESULT_TIMEOUT)
+    assert [item.decode() for item in redis_client.lrange(key, 0, -1)] == ["34"]
+    redis_client.delete(key)
