@@ -86,18 +86,27 @@ extension Worker {
     /// Publishes errbacks of a failed task with its id prepended (unless immutable), as one group with
     /// `parent_id` = the failed task, as Celery does (new-style errbacks run in place: Worker+Errbacks.swift). A
     /// publish that fails even after retries is logged and dropped: the task's FAILURE is still stored.
-    package func publishErrbacks(_ signatures: [JSONValue], failedTaskID: String, from origin: FollowUpOrigin) async {
+    /// Returns the group's child tuple, nil when nothing was sent.
+    @discardableResult
+    package func publishErrbacks(
+        _ signatures: [JSONValue],
+        failedTaskID: String,
+        from origin: FollowUpOrigin
+    ) async -> JSONValue? {
         var origin = origin
         origin.parentID = failedTaskID
         let errbacks = signatures.compactMap { followUp($0, prepending: .string(failedTaskID), from: origin) }
-        guard !errbacks.isEmpty else { return }
+        guard !errbacks.isEmpty else { return nil }
+        let group = Self.asGroup(errbacks)
         do {
-            try await publish(Self.asGroup(errbacks).tasks, taskID: failedTaskID)
+            try await publish(group.tasks, taskID: failedTaskID)
+            return group.child
         } catch {
             logger.error(
                 "cannot publish the errbacks of a failed task",
                 metadata: ["celery.task.id": "\(failedTaskID)", "error": "\(error)"]
             )
+            return nil
         }
     }
 

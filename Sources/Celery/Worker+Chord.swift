@@ -178,16 +178,6 @@ extension Worker {
     ) async {
         logger.error("chord failed: \(error.repr)", metadata: ["celery.chord.callback": "\(callbackID)"])
         let callbackName = membership.callback["task"]?.stringValue ?? "?"
-        results.storeResult(
-            taskID: callbackID,
-            meta: backend.meta(
-                state: .failure,
-                result: error.resultJSON,
-                traceback: error.traceback(taskName: callbackName, hostname: configuration.hostname),
-                message: nil,
-                taskID: callbackID
-            )
-        )
         let errbacks: [JSONValue]
         switch membership.callback["options"]?["link_error"] {
         case .array(let items)?: errbacks = items
@@ -204,13 +194,26 @@ extension Worker {
         request["id"] = .string(callbackID)
         request["errbacks"] = .array(errbacks)
         request["delivery_info"] = [:]
-        await runErrbacks(
+        let sent = await runErrbacks(
             errbacks,
             request: request,
             error: error,
             traceback: nil,
             failedTaskID: callbackID,
             from: membership.origin
+        )
+        // Stored after the errbacks, with the group they were sent as for its child (Celery stores the body's
+        // failure after calling them, and its meta lists them).
+        results.storeResult(
+            taskID: callbackID,
+            meta: backend.meta(
+                state: .failure,
+                result: error.resultJSON,
+                traceback: error.traceback(taskName: callbackName, hostname: configuration.hostname),
+                message: nil,
+                taskID: callbackID,
+                children: sent.map { .array([$0]) } ?? .array([])
+            )
         )
         // The chain after the body fails too, so a group waiting on the chain's last result finishes.
         await failChain(

@@ -8,6 +8,8 @@ import JSON
 extension Worker {
     /// Runs the new-style errbacks among `signatures` here and publishes the rest (one group, parent = the failed
     /// task). `request` is the failed task's request as Python's errback sees it (`request.id`, `request.args`...).
+    /// Returns the child (GroupResult tuple) of the errbacks it sent, nil when it sent none.
+    @discardableResult
     package func runErrbacks(
         _ signatures: [JSONValue],
         request: JSONObject,
@@ -15,7 +17,7 @@ extension Worker {
         traceback: String?,
         failedTaskID: String,
         from origin: FollowUpOrigin
-    ) async {
+    ) async -> JSONValue? {
         var published: [JSONValue] = []
         for signature in signatures {
             guard let task = newStyleErrback(signature) else {
@@ -57,7 +59,7 @@ extension Worker {
                 )
             }
         }
-        await publishErrbacks(published, failedTaskID: failedTaskID, from: origin)
+        return await publishErrbacks(published, failedTaskID: failedTaskID, from: origin)
     }
 
     /// The registered task `signature` calls if it is a new-style errback: a task signature (not a canvas) whose

@@ -167,6 +167,8 @@ struct WorkerChordTests {
             )
             // The callback's errback runs with the callback's id.
             #expect(try await TestRedis.result(redis, errbackID)["result"] == .string(callbackID))
+            // The callback's failure lists the errbacks' group as its child, as Celery's does.
+            #expect(meta["children"]?[0]?[1]?[0]?[0]?[0] == .string(errbackID))
             #expect(try await Self.exists(redis, "celery-taskset-meta-\(groupID).s") == false)
         }
     }
