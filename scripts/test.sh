@@ -9,6 +9,8 @@
 #   test       swift test [arguments...], with throw-away Redis servers (scripts/test-redis.sh)
 #   release    compose/build-release.sh: the image's release binary (SWIFT_CELERY_IMAGE_BIN for the interop tests)
 #   interop    pytest over Tests/Interop in .venv-interop (celery[redis] 5.7.0), when it has test files
+#   celery-suite  Celery 5.7.0's own t/integration suite against Tests/CelerySuite's worker (Tests/CelerySuite/run.py),
+#              against the committed list of tests that do not pass yet (Tests/CelerySuite/not-passing.txt)
 #   hotpath    Benchmarks/hotpath.sh: instructions and allocations per task on the worker's path (valgrind
 #              counts, not time), against Benchmarks/hotpath-baseline.json (fails past 1.5×)
 #   fuzz       scripts/fuzz.sh 60: each libFuzzer target in Fuzz/ for 60 s (fails on a crash)
@@ -25,11 +27,13 @@ section "setup"
 ensure_swift || exit 1
 ensure_system_packages || exit 1
 ensure_python_venv || exit 1
-if ! .venv-interop/bin/python -c 'import celery, pytest, redis, yaml, flower' >/dev/null 2>&1; then
+# pydantic and pytest-timeout: Celery's integration suite imports the one and marks its tests for the other.
+if ! .venv-interop/bin/python -c 'import celery, pytest, redis, yaml, flower, pydantic, pytest_timeout' \
+    >/dev/null 2>&1; then
     log "creating .venv-interop"
     python3 -m venv .venv-interop || exit 1
     .venv-interop/bin/python -m pip install --quiet --disable-pip-version-check 'celery[redis]==5.7.0' pytest \
-        pyyaml 'flower==2.2.0' </dev/null || exit 1
+        pyyaml 'flower==2.2.0' pydantic pytest-timeout </dev/null || exit 1
 fi
 swift --version 2>&1 | head -n 1
 
@@ -88,6 +92,18 @@ if [[ -d Tests/Interop ]] && [[ -n $(find Tests/Interop -name 'test_*.py' -o -na
     fi
 else
     echo "no test files in Tests/Interop; skipped"
+fi
+
+# Celery's own t/integration (test_canvas, test_tasks, test_inspect from the 5.7.0 sdist, unmodified) against
+# Tests/CelerySuite's worker: its port of t/integration/tasks.py, built as an outside package on this checkout (in
+# the example's scratch directory, whose build of swift-celery and its dependencies it reuses: seconds, not minutes).
+# Fails if a test fails that Tests/CelerySuite/not-passing.txt does not name.
+section "celery-suite: Celery's integration suite against the Swift worker"
+if swift build --package-path Tests/CelerySuite --scratch-path .build-example/scratch; then
+    .venv-interop/bin/python Tests/CelerySuite/run.py --worker .build-example/scratch/debug/celery-suite-worker \
+        --expect Tests/CelerySuite/not-passing.txt || failed+=(celery-suite)
+else
+    failed+=(celery-suite)
 fi
 
 # Uses the release binary compose/build-release.sh built above (built here if it is missing).
