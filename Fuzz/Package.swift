@@ -4,9 +4,9 @@ import PackageDescription
 // libFuzzer targets, in their own package so that the root package's `swift build` never builds them.
 // Build and run with scripts/fuzz.sh (it passes -sanitize=fuzzer,address and -parse-as-library).
 //
-// FuzzTaskMessage compiles the message decoder (Sources/CeleryProtocol/TaskMessage.swift, MessageCompression.swift
-// and Sources/Celery/TaskArgument.swift, linked here as symbolic links: the same files, not copies) without the rest of the package,
-// so the fuzz build does not need NIO's TLS stack.
+// FuzzTaskMessage compiles the message decoder (Sources/CeleryProtocol/TaskMessage.swift, MessageCompression.swift,
+// PythonException.swift and Sources/Celery/TaskArgument.swift, linked here as symbolic links: the same files, not
+// copies) without the rest of the package, so the fuzz build does not need NIO's TLS stack.
 let package = Package(
     name: "Fuzz",
     platforms: [.macOS(.v15)],

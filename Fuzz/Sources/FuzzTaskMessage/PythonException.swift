@@ -1,0 +1,1 @@
+../../../Sources/CeleryProtocol/PythonException.swift
