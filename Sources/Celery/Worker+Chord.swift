@@ -178,12 +178,7 @@ extension Worker {
     ) async {
         logger.error("chord failed: \(error.repr)", metadata: ["celery.chord.callback": "\(callbackID)"])
         let callbackName = membership.callback["task"]?.stringValue ?? "?"
-        let errbacks: [JSONValue]
-        switch membership.callback["options"]?["link_error"] {
-        case .array(let items)?: errbacks = items
-        case .object(let one)?: errbacks = [.object(one)]
-        default: errbacks = []
-        }
+        let errbacks = Self.signatures(membership.callback["options"]?["link_error"])
         if membership.callback["subtask_type"]?.stringValue == "group" {
             // Celery's _handle_group_chord_error: each task of a group body fails with the chord's error and
             // calls its own errbacks, then the group's run once (#8786: the body's results would hang otherwise).
