@@ -2,6 +2,7 @@ import CeleryProtocol
 import CeleryRedis
 import JSON
 import Logging
+import RESP
 import Redis
 
 /// Chords on the Redis result backend with Celery 5.7's semantics (docs/protocol.md §3.5): every terminal outcome of a
@@ -128,20 +129,21 @@ extension Worker {
     ) async throws(RedisError) {
         let callback = membership.callback
         let callbackID = callback["options"]?["task_id"]?.stringValue ?? OutgoingTask.newID()
+        let joined: Result<[JSONValue], StoredException>
         if let saved = try await chord.savedGroup(on: backendClient), ChordJoin.hasNestedGroups(saved) {
-            let error = ChordJoin.chordError(
-                "Join error: chord headers with nested groups are not supported by swift-celery"
-            )
-            await failChord(chord, membership, callbackID: callbackID, error: error, logger: logger)
-            return
+            // A header holding groups (a chain ending in a group, a group in the header): the client saved its
+            // structure, and the results are joined through it, as Celery's GroupResult.join_native does.
+            joined = try await joinSaved(saved)
+        } else {
+            joined = ChordJoin.results(try await chord.parts(on: backendClient))
         }
         let results: [JSONValue]
-        switch ChordJoin.results(try await chord.parts(on: backendClient)) {
+        switch joined {
         case .failure(let error):
             await failChord(chord, membership, callbackID: callbackID, error: error, logger: logger)
             return
-        case .success(let joined):
-            results = joined
+        case .success(let values):
+            results = values
         }
         guard try await chord.extendClaim(on: backendClient, token: token) else {
             logger.warning("chord callback not sent: the claim was lost to another worker")
@@ -167,6 +169,29 @@ extension Worker {
         }
     }
 
+    /// The results of a saved header, read from the result backend; waits up to Celery's default
+    /// `result_chord_join_timeout` (3 s) for one that is not stored yet.
+    private func joinSaved(_ saved: JSONValue) async throws(RedisError) -> Result<[JSONValue], StoredException> {
+        let ids = ChordJoin.resultIDs(inSaved: saved)
+        let keys = ids.map { ResultBackend.keyPrefix + $0 }
+        let deadline = ContinuousClock.now + .seconds(3)
+        while true {
+            var metas: [String: JSONValue] = [:]
+            if !keys.isEmpty {
+                let reply = try await backendClient.send(RESPCommand("MGET", keys))
+                for (index, item) in (reply.array ?? []).enumerated() where index < ids.count {
+                    guard let bytes = item.bytes else { continue }
+                    metas[ids[index]] = try? JSONValue(parsing: Array(bytes.readableBytesView))
+                }
+            }
+            if let joined = ChordJoin.results(ofSaved: saved, metas: metas) { return joined }
+            guard ContinuousClock.now < deadline else {
+                return .failure(ChordJoin.chordError("Join error: TimeoutError('The operation timed out.')"))
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
     /// Stores the chord's error as the callback's FAILURE, sends the callback's errbacks, and drops the size so a
     /// late copy of a header task does not fail the chord again.
     private func failChord(
@@ -180,9 +205,27 @@ extension Worker {
         let callbackName = membership.callback["task"]?.stringValue ?? "?"
         let errbacks = Self.signatures(membership.callback["options"]?["link_error"])
         if membership.callback["subtask_type"]?.stringValue == "group" {
-            // Celery's _handle_group_chord_error: each task of a group body fails with the chord's error and
-            // calls its own errbacks, then the group's run once (#8786: the body's results would hang otherwise).
+            // Celery's _handle_group_chord_error: each result of a group body fails with the header's error and
+            // calls its own errbacks and the group's; the group's id is failed too, then the chain after it.
             await failGroupBody(membership.callback, error: error, from: membership.origin)
+            results.storeResult(
+                taskID: callbackID,
+                meta: backend.meta(
+                    state: .failure,
+                    result: error.original.resultJSON,
+                    traceback: nil,
+                    message: nil,
+                    taskID: callbackID
+                )
+            )
+            await failChain(
+                membership.callback["options"]?["chain"]?.arrayValue ?? [],
+                from: membership.origin,
+                error: error,
+                traceback: nil
+            )
+            await dropSize(of: chord, logger: logger)
+            return
         }
         // Celery's chord_error_from_stack: new-style errbacks get a request made from the callback's signature.
         var request = membership.callback.objectValue ?? [:]
@@ -217,6 +260,10 @@ extension Worker {
             error: error,
             traceback: nil
         )
+        await dropSize(of: chord, logger: logger)
+    }
+
+    private func dropSize(of chord: RedisChord, logger: Logger) async {
         do {
             try await chord.dropSize(on: backendClient)
         } catch {
@@ -271,30 +318,61 @@ extension Worker {
         }
     }
 
-    /// Stores the chord's error for each task of a group body that has an id, and calls each one's errbacks.
+    /// Celery's `_handle_group_chord_error`: each result of a group body (a task's, a chain's last task's, a chord's
+    /// body's, a nested group's) is stored as failed with the error that failed the chord, after calling its
+    /// errbacks and the group's own, each once (#8786: the body's results would hang otherwise).
     private func failGroupBody(_ group: JSONValue, error: StoredException, from origin: FollowUpOrigin) async {
+        let error = error.original
+        let groupErrbacks = Self.signatures(group["options"]?["link_error"])
         for member in Self.signatures(group["kwargs"]?["tasks"]) {
-            guard let memberID = member["options"]?["task_id"]?.stringValue else { continue }
+            let (resultID, ownErrbacks) = Self.resultErrbacks(of: member)
+            guard let resultID else { continue }
+            var errbacks: [JSONValue] = []
+            for errback in ownErrbacks + groupErrbacks where !errbacks.contains(errback) { errbacks.append(errback) }
+            await runErrbacks(
+                errbacks,
+                request: [
+                    "id": .string(resultID), "errbacks": .array(errbacks), "delivery_info": [:],
+                    "task": member["task"] ?? "unknown",
+                ],
+                error: error,
+                traceback: nil,
+                failedTaskID: resultID,
+                from: origin
+            )
             results.storeResult(
-                taskID: memberID,
+                taskID: resultID,
                 meta: backend.meta(
                     state: .failure,
                     result: error.resultJSON,
                     traceback: nil,
                     message: nil,
-                    taskID: memberID
+                    taskID: resultID
                 )
             )
-            var request = member.objectValue ?? [:]
-            request["id"] = .string(memberID)
-            await runErrbacks(
-                Self.signatures(member["options"]?["link_error"]),
-                request: request,
-                error: error,
-                traceback: nil,
-                failedTaskID: memberID,
-                from: origin
-            )
+        }
+    }
+
+    /// Celery's `_result_errbacks`: the id of the result a signature gives and the errbacks linked to it. A chord's
+    /// result is its body's, with the chord's own errbacks; a group's collects its tasks' errbacks with its own; a
+    /// chain gives its last task's result, with its own errbacks.
+    package static func resultErrbacks(of signature: JSONValue) -> (id: String?, errbacks: [JSONValue]) {
+        var signature = signature
+        var errbacks: [JSONValue] = []
+        while signature["subtask_type"]?.stringValue == "chord", let body = signature["kwargs"]?["body"] {
+            errbacks += signatures(signature["options"]?["link_error"])
+            signature = body
+        }
+        errbacks += signatures(signature["options"]?["link_error"])
+        switch signature["subtask_type"]?.stringValue {
+        case "group":
+            for task in signatures(signature["kwargs"]?["tasks"]) { errbacks += resultErrbacks(of: task).errbacks }
+            return (signature["options"]?["task_id"]?.stringValue, errbacks)
+        case "chain":
+            let last = signatures(signature["kwargs"]?["tasks"]).last
+            return (last.flatMap { resultErrbacks(of: $0).id }, errbacks)
+        default:
+            return (signature["options"]?["task_id"]?.stringValue, errbacks)
         }
     }
 }

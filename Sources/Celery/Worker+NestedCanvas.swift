@@ -30,6 +30,19 @@ extension Worker {
         from origin: FollowUpOrigin,
         rest: [JSONValue] = []
     ) -> Expansion? {
+        if rest.isEmpty, !Self.isTaskSignature(signature), case .array(let own)? = signature["options"]?["chain"],
+            !own.isEmpty
+        {
+            // A canvas that carries the rest of its chain in its options (a chord that is the body of a chord in a
+            // chain: Celery's chord.run hands the chain to its body) runs it after its own result.
+            let own = Array(own)
+            return expand(
+                Signature.setting("chain", to: .null, in: signature),
+                prepending: argument,
+                from: origin,
+                rest: own
+            )
+        }
         switch signature["subtask_type"]?.stringValue ?? "" {
         case "", "xmap", "xstarmap":
             // `add.map(...)` and `add.starmap(...)` are plain `celery.map` / `celery.starmap` tasks (BuiltinTasks).
@@ -63,10 +76,16 @@ extension Worker {
             let groupID =
                 signature["options"]?["task_id"]?.stringValue ?? signature["options"]?["group_id"]?.stringValue
                 ?? OutgoingTask.newID()
-            let members = members(of: signature, prepending: argument, from: origin, groupID: groupID)
+            let members = members(
+                of: Self.passingOptions(of: signature),
+                prepending: argument,
+                from: origin,
+                groupID: groupID
+            )
             return Expansion(
-                tasks: members.map(\.task),
-                child: [[.string(groupID), .null], .array(members.map { [[.string($0.resultID), .null], .null] })]
+                tasks: members.flatMap(\.tasks),
+                child: [[.string(groupID), .null], .array(members.map { [[.string($0.resultID), .null], .null] })],
+                chordSizes: members.flatMap(\.chordSizes)
             )
         case "chord":
             let header = signature["kwargs"]?["header"] ?? .null
@@ -108,9 +127,9 @@ extension Worker {
                 return expand(.object(body), prepending: [], from: origin)
             }
             return Expansion(
-                tasks: members.map(\.task),
+                tasks: members.flatMap(\.tasks),
                 child: [[.string(bodyID), .null], .null],
-                chordSizes: [ChordSize(groupID: groupID, size: members.count)]
+                chordSizes: [ChordSize(groupID: groupID, size: members.count)] + members.flatMap(\.chordSizes)
             )
         case "chunks":
             // Celery sends `add.chunks(it, n)` as a group of `celery.starmap` tasks of n items each.
@@ -130,10 +149,26 @@ extension Worker {
         }
     }
 
-    /// A group member as sent: its first message, and the id of the result it gives (a chain's last task).
+    /// A group member as sent: its first messages (a chord's header tasks), the id of the result it gives (a chain's
+    /// last task, a chord's body) and the sizes of the chords it starts.
     package struct Member: Sendable {
-        package var task: OutgoingTask
+        package var tasks: [OutgoingTask]
         package var resultID: String
+        package var chordSizes: [ChordSize] = []
+    }
+
+    /// The options a group passes on to its members when it is applied (Celery's `group.apply_async` gives its own
+    /// options to each member's `apply_async`, where they replace the member's): a group's `link_error` replaces
+    /// its tasks' errbacks. The group's id, its membership and its parents are not passed: the group sets them.
+    package static func passingOptions(of group: JSONValue) -> JSONValue {
+        let kept: Set<String> = ["task_id", "group_id", "group_index", "chord", "root_id", "parent_id", "reply_to"]
+        let passed = (group["options"]?.objectValue ?? [:]).filter { !kept.contains($0.key) && !$0.value.isNull }
+        guard !passed.isEmpty, case .object(var object) = group else { return group }
+        let members = signatures(group["kwargs"]?["tasks"]).map { Canvas.setting(passed, on: $0) }
+        var kwargs = object["kwargs"]?.objectValue ?? [:]
+        kwargs["tasks"] = .array(members)
+        object["kwargs"] = .object(kwargs)
+        return .object(object)
     }
 
     /// The members of a group signature (or a plain list of signatures), each with `argument` prepended; `chord`:
@@ -157,32 +192,46 @@ extension Worker {
                 member = .object(object)
             }
             let groupIndex = member["options"]?["group_index"]?.intValue ?? index
-            if member["subtask_type"]?.stringValue == "chain",
-                let chained = chainMember(
-                    member,
-                    prepending: argument,
-                    from: origin,
-                    membership: [
-                        "group_id": .string(groupID), "group_index": .int(groupIndex), "chord": chord ?? .null,
-                    ]
-                )
-            {
-                members.append(chained)
-                continue
+            let membership: JSONObject = [
+                "group_id": .string(groupID), "group_index": .int(groupIndex), "chord": chord ?? .null,
+            ]
+            switch member["subtask_type"]?.stringValue {
+            case "chain":
+                if let chained = chainMember(member, prepending: argument, from: origin, membership: membership) {
+                    members.append(chained)
+                    continue
+                }
+            case "chord" where chord == nil:
+                // A chord in a group gives its result through its body, which joins the group (Celery's
+                // chord.run hands the chord's group options to its body).
+                let options = membership.filter { !$0.value.isNull }
+                if let expansion = expand(Canvas.setting(options, on: member), prepending: argument, from: origin),
+                    !expansion.tasks.isEmpty, let resultID = expansion.child[0]?[0]?.stringValue
+                {
+                    members.append(
+                        Member(tasks: expansion.tasks, resultID: resultID, chordSizes: expansion.chordSizes)
+                    )
+                    continue
+                }
+            default:
+                if Self.isTaskSignature(member),
+                    var task = expand(member, prepending: argument, from: origin)?.tasks.first
+                {
+                    // A task frozen as a part of an outer chord (the group ends a chain in that chord's header)
+                    // keeps its group and chord: Celery's group_id is an immutable option.
+                    if chord != nil || !Self.isChordPart(member) {
+                        task.groupID = groupID
+                        task.groupIndex = groupIndex
+                        if let chord { task.chord = chord }
+                    }
+                    members.append(Member(tasks: [task], resultID: task.id))
+                    continue
+                }
             }
-            guard var task = expand(member, prepending: argument, from: origin)?.tasks.first,
-                Self.isTaskSignature(member)
-            else {
-                logger.error(
-                    "only task signatures and chains of them are supported inside a nested group; skipping a member",
-                    metadata: ["celery.task.id": "\(origin.parentID)"]
-                )
-                continue
-            }
-            task.groupID = groupID
-            task.groupIndex = groupIndex
-            if let chord { task.chord = chord }
-            members.append(Member(task: task, resultID: task.id))
+            logger.error(
+                "only tasks, chains and chords (outside a chord header) are supported inside a nested group; skipping a member",
+                metadata: ["celery.task.id": "\(origin.parentID)"]
+            )
         }
         return members
     }
@@ -210,7 +259,15 @@ extension Worker {
             ? expand(last, prepending: argument, from: origin)
             : expand(first, prepending: argument, from: origin, rest: [last] + steps.dropFirst().reversed())
         guard let expansion, let task = expansion.tasks.first, expansion.tasks.count == 1 else { return nil }
-        return Member(task: task, resultID: resultID)
+        return Member(tasks: [task], resultID: resultID)
+    }
+
+    /// Whether a signature was frozen as a part of a chord: its options name the group and the chord's body.
+    package static func isChordPart(_ signature: JSONValue) -> Bool {
+        guard let options = signature["options"], options["group_id"]?.stringValue != nil,
+            case .object = options["chord"]
+        else { return false }
+        return true
     }
 
     /// Whether `signature` is sent as one task message: a task, or `add.map(...)` / `add.starmap(...)`.

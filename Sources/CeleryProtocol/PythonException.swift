@@ -52,10 +52,33 @@ package struct StoredException: Sendable {
     package var module: String
     package var arguments: [JSONValue]
 
-    package init(type: String, module: String, arguments: [JSONValue]) {
+    /// The stored form of the exception this one was raised from (Python's `__cause__`): a chord's error keeps the
+    /// error of the header task that failed it.
+    package var cause: JSONValue?
+
+    package init(type: String, module: String, arguments: [JSONValue], cause: JSONValue? = nil) {
         self.type = type
         self.module = module
         self.arguments = arguments
+        self.cause = cause
+    }
+
+    /// The exception a stored `{exc_type, exc_message, exc_module}` describes; nil when `stored` is not one.
+    package init?(stored: JSONValue) {
+        guard let type = stored["exc_type"]?.stringValue else { return nil }
+        let arguments: [JSONValue]
+        switch stored["exc_message"] {
+        case .array(let items)?: arguments = items
+        case nil, .null?: arguments = []
+        case let single?: arguments = [single]
+        }
+        self.init(type: type, module: stored["exc_module"]?.stringValue ?? "builtins", arguments: arguments)
+    }
+
+    /// The exception this one was raised from, or this one: what Celery's `_handle_group_chord_error` fails the
+    /// tasks of a group body with.
+    package var original: StoredException {
+        cause.flatMap { StoredException(stored: $0) } ?? self
     }
 
     package init(_ error: any Error) {

@@ -225,7 +225,9 @@ package enum ChordJoin {
                 return .failure(chordError("Join error: a chord part cannot be read: \(part.serializedString())"))
             }
             if state == TaskState.failure.rawValue || state == TaskState.revoked.rawValue {
-                return .failure(chordError("Dependency \(id) raised \(exceptionRepr(fields[3]))"))
+                var error = chordError("Dependency \(id) raised \(exceptionRepr(fields[3]))")
+                error.cause = fields[3]
+                return .failure(error)
             }
             results.append(fields[3])
         }
@@ -247,6 +249,54 @@ package enum ChordJoin {
         case let single?: arguments = [single]
         }
         return "\(name)(\(arguments.map(PythonRepr.render).joined(separator: ", ")))"
+    }
+
+    /// The ids of the task results a saved group meta lists, nested groups' members included, in order.
+    package static func resultIDs(inSaved saved: JSONValue) -> [String] {
+        func ids(_ node: JSONValue) -> [String] {
+            if let members = node[1]?.arrayValue { return members.flatMap(ids) }
+            return node[0]?[0]?.stringValue.map { [$0] } ?? []
+        }
+        return (saved["result"]?[1]?.arrayValue ?? []).flatMap(ids)
+    }
+
+    /// Celery's join of a saved header (`GroupResult.restore(gid).join_native(propagate=True)`): each member's
+    /// result, a nested group's as the list of its members'; the error of the first member that failed or was
+    /// revoked (`Join error: <repr>`); nil while a result in `metas` (by task id) is not ready.
+    package static func results(
+        ofSaved saved: JSONValue,
+        metas: [String: JSONValue]
+    ) -> Result<[JSONValue], StoredException>? {
+        enum Join: Error {
+            case failed(StoredException)
+            case notReady
+        }
+        func join(_ node: JSONValue) throws(Join) -> JSONValue {
+            if let members = node[1]?.arrayValue {
+                var joined: [JSONValue] = []
+                for member in members { joined.append(try join(member)) }
+                return .array(joined)
+            }
+            guard let id = node[0]?[0]?.stringValue else {
+                throw .failed(chordError("Join error: a saved group member cannot be read: \(node.serializedString())"))
+            }
+            guard let meta = metas[id], let state = meta["status"]?.stringValue.flatMap(TaskState.init(rawValue:)),
+                state.isReady
+            else { throw .notReady }
+            guard state == .success else {
+                throw .failed(chordError("Join error: \(exceptionRepr(meta["result"] ?? .null))"))
+            }
+            return meta["result"] ?? .null
+        }
+        do {
+            var joined: [JSONValue] = []
+            for member in saved["result"]?[1]?.arrayValue ?? [] { joined.append(try join(member)) }
+            return .success(joined)
+        } catch .failed(let error) {
+            return .failure(error)
+        } catch {
+            return nil
+        }
     }
 
     /// True when a saved group meta holds nested groups (a header Celery joins through GroupResult).
