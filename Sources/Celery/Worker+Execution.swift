@@ -179,10 +179,13 @@ extension Worker {
         var outcome = outcome
         var children: JSONValue = .null
         var rejected = false
+        // What the handler sent (TaskContext.send) goes first in its children, before its callbacks.
+        let trail = takeTrail(of: message.id)
         switch outcome {
         case .succeeded(let result, _):
             do {
                 children = try await publishSuccessors(of: message, result: result)
+                if !trail.isEmpty { children = .array(trail + (children.arrayValue ?? [])) }
             } catch {
                 TaskContext.logger(logger, taskID: message.id, taskName: message.taskName).error(
                     "cannot publish the task's callbacks or chain; storing FAILURE",

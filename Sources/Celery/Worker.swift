@@ -40,6 +40,8 @@ public final class Worker: Service, Sendable {
     /// The life of every fetched message: credit, reserved, held and rate-limited messages, the tags in
     /// `unacked`, the shutdown phase (Worker+StateMachine.swift drives it).
     package let machine: Mutex<Machine>
+    /// The results each running task sent with `TaskContext.send`, by task id, for its `children`.
+    package let trails = Mutex<[String: [JSONValue]]>([:])
     /// Wakes the loop that moves held and rate-limited messages to the executors when they are due.
     package let dueTimer = TimerSignal()
     /// Wakes the idle fetch loop when a message arrives (`IdleFetch.blmove`).

@@ -73,6 +73,16 @@ extension IntegrationTasks {
             let members = (call["nums"].arrayValue ?? []).map { signature("add", args: [$0, call["val"]]) }
             throw TaskReplace(group(members))
         }
+        task(&registry, "build_chain_inside_task") { context, arguments in
+            _ = try PythonCall("build_chain_inside_task", arguments, [])
+            let canvas = chain([
+                signature("add", args: [1, 1]),
+                signature("add", args: [2]),
+                group([signature("add", args: [3]), signature("add", args: [4])]),
+                signature("add", args: [5]),
+            ])
+            return try await context.send(canvas).resultTuple
+        }
         task(&registry, "add_to_all_to_chord") { context, arguments in
             let call = try PythonCall("add_to_all_to_chord", arguments, [("nums", nil), ("val", nil)])
             for num in call["nums"].arrayValue ?? [] {
