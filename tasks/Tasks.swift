@@ -210,7 +210,8 @@ public enum TaskCatalog {
     }
 
     /// Registers `tasks.add_to_all_to_chord` and `tasks.add_chord_to_chord`: header parts of a chord that add more
-    /// parts to it (Celery's `self.add_to_chord(sig)`).
+    /// parts to it (Celery's `self.add_to_chord(sig)`); and `tasks.build_chain`, which sends a canvas from inside
+    /// the task (Celery's `sig.apply_async()` in a task) and returns its result.
     static func registerAddToChord(in registry: inout TaskRegistry) {
         registry.register(
             "tasks.add_to_all_to_chord",
@@ -232,6 +233,20 @@ public enum TaskCatalog {
             let members = nums.map { Signature("tasks.add", args: [$0, val]).json }
             try await context.addToChord(Canvas.chord(members, body: Signature("tasks.xsum").json))
             return 0
+        }
+        registry.register(
+            "tasks.build_chain",
+            parameters: ["x"],
+            documentation:
+                "sends add(x, x) | add(2) | group(add(3), add(4)) | xsum() from the task and returns its "
+                + "AsyncResult (as Celery stores one: its as_tuple())"
+        ) { (context, x: Int) in
+            let canvas = Canvas.chain([
+                Signature("tasks.add", args: [.int(x), .int(x)]).json, Signature("tasks.add", args: [2]).json,
+                Canvas.group([Signature("tasks.add", args: [3]).json, Signature("tasks.add", args: [4]).json]),
+                Signature("tasks.xsum").json,
+            ])
+            return try await context.send(canvas).resultTuple
         }
     }
 

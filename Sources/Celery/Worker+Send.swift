@@ -15,7 +15,8 @@ public struct SentCanvas: Sendable {
 extension TaskContext {
     /// Sends a task, chain, group or chord from the running task, as Celery's `sig.apply_async()` inside a task:
     /// the running task is its parent (and its root's root), every result id is fixed before anything is sent, and
-    /// the result joins this task's `children` when it succeeds. Outside a worker it throws.
+    /// what goes out first (a chain's first task) joins this task's `children` when it succeeds. Outside a worker it
+    /// throws.
     @discardableResult
     public func send(_ signature: JSONValue) async throws -> SentCanvas {
         guard let worker, let message else {
@@ -42,7 +43,8 @@ extension Worker {
         }
         try await publish(expansion.tasks, taskID: message.id, chordSizes: expansion.chordSizes)
         let tuple = Self.resultTuple(of: frozen)
-        trails.withLock { $0[message.id, default: []].append(tuple) }
+        let child = Self.sentTuple(of: frozen)
+        trails.withLock { $0[message.id, default: []].append(child) }
         return SentCanvas(id: tuple[0]?[0]?.stringValue ?? "", resultTuple: tuple)
     }
 
@@ -91,6 +93,19 @@ extension Worker {
             )
         default:
             return withID(signature)
+        }
+    }
+
+    /// The result Celery adds to the sending task's children: that of what is sent first (a chain's first step, a
+    /// chord's header group), as its `apply_async` inside a task adds it.
+    package static func sentTuple(of signature: JSONValue) -> JSONValue {
+        switch signature["subtask_type"]?.stringValue ?? "" {
+        case "chain":
+            return signatures(signature["kwargs"]?["tasks"]).first.map(sentTuple) ?? .null
+        case "chord":
+            return resultTuple(of: signature["kwargs"]?["header"] ?? Canvas.group([]))
+        default:
+            return resultTuple(of: signature)
         }
     }
 

@@ -345,6 +345,18 @@ def add_to_all_to_chord(self, nums, val):
     return 0
 
 
+@app.task(name="tasks.build_chain", shared=False)
+def build_chain(x):
+    """Sends add(x, x) | add(2) | group(add(3), add(4)) | xsum() from the task and returns its AsyncResult."""
+    canvas = chain(
+        app.signature("tasks.add", args=(x, x)),
+        app.signature("tasks.add", args=(2,)),
+        group(app.signature("tasks.add", args=(3,)), app.signature("tasks.add", args=(4,))),
+        app.signature("tasks.xsum"),
+    )
+    return canvas.apply_async()
+
+
 @app.task(name="tasks.add_chord_to_chord", bind=True, shared=False)
 def add_chord_to_chord(self, nums, val):
     """In a chord header: adds the chord group(tasks.add(num, val) for num in nums) | tasks.xsum() to the chord."""

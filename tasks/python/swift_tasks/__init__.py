@@ -35,6 +35,7 @@ TASK_NAMES = (
     "tasks.add_replaced_with_chain",
     "tasks.add_to_all",
     "tasks.add_to_all_to_chord",
+    "tasks.build_chain",
     "tasks.collect_ids",
     "tasks.countdown_sum",
     "tasks.cpu",
@@ -193,6 +194,11 @@ def _define_stubs(app: Celery) -> None:
     def add_to_all_to_chord(nums: list[Any], val: Any) -> int:
         "in a chord header: adds tasks.add(num, val) to the chord for each num; returns 0"
         _not_here("tasks.add_to_all_to_chord")
+
+    @app.task(name="tasks.build_chain", shared=False)
+    def build_chain(x: int) -> Any:
+        "sends add(x, x) | add(2) | group(add(3), add(4)) | xsum() from the task and returns its AsyncResult (as Celery stores one: its as_tuple())"
+        _not_here("tasks.build_chain")
 
     @app.task(name="tasks.collect_ids", shared=False)
     def collect_ids(res: Any, i: Any) -> Any:
@@ -375,6 +381,7 @@ add_replaced = app.tasks["tasks.add_replaced"]
 add_replaced_with_chain = app.tasks["tasks.add_replaced_with_chain"]
 add_to_all = app.tasks["tasks.add_to_all"]
 add_to_all_to_chord = app.tasks["tasks.add_to_all_to_chord"]
+build_chain = app.tasks["tasks.build_chain"]
 collect_ids = app.tasks["tasks.collect_ids"]
 countdown_sum = app.tasks["tasks.countdown_sum"]
 cpu = app.tasks["tasks.cpu"]
