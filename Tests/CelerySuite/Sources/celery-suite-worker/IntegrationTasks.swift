@@ -171,6 +171,13 @@ enum IntegrationTasks {
             guard context.deliveryInfo.redelivered else { throw TaskReject(requeue: true) }
             return "second-pass"
         }
+        task(&registry, "store_success_then_reject", options: TaskOptions(acksLate: true)) { context, _ in
+            guard context.deliveryInfo.redelivered else {
+                context.updateState("SUCCESS", meta: "first-pass")
+                throw TaskReject(requeue: true)
+            }
+            return "dedup-pass"
+        }
         task(&registry, "return_priority") { context, _ in
             .string("Priority: \(context.deliveryInfo.priority)")
         }

@@ -73,6 +73,31 @@ extension IntegrationTasks {
             let members = (call["nums"].arrayValue ?? []).map { signature("add", args: [$0, call["val"]]) }
             throw TaskReplace(group(members))
         }
+        task(&registry, "replace_with_stamped_task") { _, arguments in
+            let call = try PythonCall("replace_with_stamped_task", arguments, [("replace_with", .null)])
+            let replacement = call["replace_with"].isNull ? signature("replaced_with_me") : call["replace_with"]
+            // StampedTaskOnReplace.on_replace: sig.stamp(StampOnReplace()).
+            throw TaskReplace(
+                Canvas.setting(
+                    ["stamped_headers": ["StampOnReplace"], "StampOnReplace": "This is the replaced task"],
+                    on: replacement
+                )
+            )
+        }
+        task(&registry, "chain_add") { context, arguments in
+            let call = try PythonCall("chain_add", arguments, [("x", nil), ("y", nil)])
+            try await context.send(
+                chain([signature("add", args: [call["x"], call["x"]]), signature("add", args: [call["y"]])])
+            )
+            return .null
+        }
+        task(&registry, "chord_add") { context, arguments in
+            let call = try PythonCall("chord_add", arguments, [("x", nil), ("y", nil)])
+            try await context.send(
+                chord([signature("add", args: [call["x"], call["x"]])], signature("add", args: [call["y"]]))
+            )
+            return .null
+        }
         task(&registry, "build_chain_inside_task") { context, arguments in
             _ = try PythonCall("build_chain_inside_task", arguments, [])
             let canvas = chain([
