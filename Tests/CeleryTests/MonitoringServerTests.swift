@@ -71,7 +71,7 @@ struct MonitoringServerTests {
             host: "127.0.0.1",
             port: 0,
             worker: worker,
-            connectionDeadline: .seconds(2),
+            connectionDeadline: .seconds(5),
             logger: TestRedis.logger
         )
         try await withThrowingTaskGroup(of: Void.self) { group in
