@@ -201,9 +201,10 @@ extension Worker {
                     members.append(chained)
                     continue
                 }
-            case "chord" where chord == nil:
+            case "chord":
                 // A chord in a group gives its result through its body, which joins the group (Celery's
-                // chord.run hands the chord's group options to its body).
+                // chord.run hands the chord's group options to its body); in a chord header the body is the
+                // member that returns the part, one part as Celery's `_descend` counts it.
                 let options = membership.filter { !$0.value.isNull }
                 if let expansion = expand(Canvas.setting(options, on: member), prepending: argument, from: origin),
                     !expansion.tasks.isEmpty, let resultID = expansion.child[0]?[0]?.stringValue
@@ -229,7 +230,7 @@ extension Worker {
                 }
             }
             logger.error(
-                "only tasks, chains and chords (outside a chord header) are supported inside a nested group; skipping a member",
+                "only tasks, chains and chords are supported inside a nested group; skipping a member",
                 metadata: ["celery.task.id": "\(origin.parentID)"]
             )
         }

@@ -62,6 +62,26 @@ struct WorkerNestedCanvasTests {
         }
     }
 
+    @Test func aChordInAChordHeaderReturnsItsPartThroughItsBody() async throws {
+        let queue = TestRedis.uniqueQueue()
+        try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in
+            // add(1, 1) | chord([chord([add(1), add(2)], xsum()), add(10)], xsum()): [3 + 4, 12] → 19.
+            let bodyID = OutgoingTask.newID()
+            let inner = Canvas.chord(
+                [Self.signature("tasks.add", [1]), Self.signature("tasks.add", [2])],
+                body: Self.signature("tasks.xsum")
+            )
+            let outer = Canvas.chord(
+                [inner, Self.signature("tasks.add", [10])],
+                body: Self.signature("tasks.xsum", id: bodyID)
+            )
+            var first = OutgoingTask(name: "tasks.add", args: [1, 1], queue: queue)
+            first.chain = [outer]
+            try await WorkerCanvasTests.send(first, redis)
+            #expect(try await TestRedis.result(redis, bodyID)["result"] == 19)
+        }
+    }
+
     @Test func aChordBodyThatIsAChordRunsTheRestOfTheChainAfterIt() async throws {
         let queue = TestRedis.uniqueQueue()
         try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in

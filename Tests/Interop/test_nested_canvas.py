@@ -77,3 +77,10 @@ def test_a_task_sends_a_canvas_and_returns_its_result(app, tasks):
     assert sent.parent.parent.parent.get(timeout=T) == 2
     # What the task sent first (the chain's first task) is its child, as with a Python task.
     assert [child.id for child in result.children] == [sent.parent.parent.parent.id]
+
+
+def test_a_chord_in_a_chord_header_sent_by_a_worker_counts_once(tasks):
+    # The worker that runs add(1, 1) sends the chord: the inner chord's body returns the outer chord's part.
+    inner = chord([tasks.add.s(1), tasks.add.s(2)], tasks.xsum.s())
+    workflow = chain(tasks.add.si(1, 1), chord([inner, tasks.add.s(10)], tasks.xsum.s()))
+    assert workflow.apply_async().get(timeout=T) == 19  # [3 + 4, 12]
