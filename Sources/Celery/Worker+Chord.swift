@@ -19,6 +19,8 @@ extension Worker {
         package var callback: JSONValue
         /// The header task, as publisher of the callback.
         package var origin: FollowUpOrigin
+        /// Whether the part comes from a redelivered message: one that finds the chord done is a late copy.
+        package var redelivered: Bool
 
         package init?(_ message: TaskMessage, origin: FollowUpOrigin) {
             guard let groupID = message.groupID, !groupID.isEmpty, let callback = message.embed["chord"],
@@ -29,6 +31,7 @@ extension Worker {
             self.groupIndex = message.headers["group_index"]?.intValue
             self.callback = callback
             self.origin = origin
+            self.redelivered = message.redelivered
         }
 
         package init?(chainElement signature: JSONValue, origin: FollowUpOrigin) {
@@ -41,6 +44,8 @@ extension Worker {
             self.groupIndex = options?["group_index"]?.intValue
             self.callback = callback
             self.origin = FollowUpOrigin(parentID: taskID, rootID: origin.rootID, queue: origin.queue)
+            // A part returned for a chain element that never ran: a chord already done has no use for it.
+            self.redelivered = true
         }
     }
 
@@ -72,9 +77,8 @@ extension Worker {
                 payload: WriteBatcher.payload(taskID: membership.taskID, meta: $0)
             )
         }
-        let answer: RedisChord.PartReturn
-        do {
-            answer = try await RedisBackoff(initial: .milliseconds(100), maximum: .seconds(1)).retry(
+        let returnPart = { () async throws(RedisError) -> RedisChord.PartReturn in
+            try await RedisBackoff(initial: .milliseconds(100), maximum: .seconds(1)).retry(
                 maximumAttempts: 10,
                 onFailure: { error, _, delay in
                     logger.warning(
@@ -84,18 +88,31 @@ extension Worker {
                 },
                 operation: { () throws(RedisError) -> RedisChord.PartReturn in
                     try await chord.returnPart(
-                        on: backendClient,
+                        on: self.backendClient,
                         taskID: membership.taskID,
                         groupIndex: membership.groupIndex,
                         part: RedisChord.part(taskID: membership.taskID, state: state, result: result),
                         fallbackSize: membership.callback["chord_size"]?.intValue,
                         meta: stored,
-                        metaTTL: results.resultTTL,
-                        chordTTL: results.resultTTL,
+                        metaTTL: self.results.resultTTL,
+                        chordTTL: self.results.resultTTL,
                         token: token
                     )
                 }
             )
+        }
+        var answer: RedisChord.PartReturn
+        do {
+            answer = try await returnPart()
+            // The chord is marked done. A redelivered part is a late copy of a finished run's; a fresh one may be
+            // a first part of a frozen chord applied again, which Celery's client sends before it resets the chord
+            // (set_chord_size comes just before the last header task): wait for that reset a moment before
+            // dropping the part.
+            if answer.ready == -1, !membership.redelivered,
+                try await chord.restarts(on: backendClient, within: .seconds(2))
+            {
+                answer = try await returnPart()
+            }
         } catch {
             logger.error(
                 "cannot return the chord part; the chord's callback will not be sent",
@@ -202,11 +219,9 @@ extension Worker {
         logger: Logger
     ) async {
         logger.error("chord failed: \(error.repr)", metadata: ["celery.chord.callback": "\(callbackID)"])
-        let callbackName = membership.callback["task"]?.stringValue ?? "?"
-        let errbacks = Self.signatures(membership.callback["options"]?["link_error"])
         if membership.callback["subtask_type"]?.stringValue == "group" {
             // Celery's _handle_group_chord_error: each result of a group body fails with the header's error and
-            // calls its own errbacks and the group's; the group's id is failed too, then the chain after it.
+            // calls its own errbacks and the group's; the group's id is failed too.
             await failGroupBody(membership.callback, error: error, from: membership.origin)
             results.storeResult(
                 taskID: callbackID,
@@ -218,41 +233,38 @@ extension Worker {
                     taskID: callbackID
                 )
             )
-            await failChain(
-                membership.callback["options"]?["chain"]?.arrayValue ?? [],
-                from: membership.origin,
+        } else {
+            // Celery's chord_error_from_stack: new-style errbacks get a request made from the callback's signature.
+            let errbacks = Self.signatures(membership.callback["options"]?["link_error"])
+            var request = membership.callback.objectValue ?? [:]
+            request["id"] = .string(callbackID)
+            request["errbacks"] = .array(errbacks)
+            request["delivery_info"] = [:]
+            let sent = await runErrbacks(
+                errbacks,
+                request: request,
                 error: error,
-                traceback: nil
+                traceback: nil,
+                failedTaskID: callbackID,
+                from: membership.origin
             )
-            await dropSize(of: chord, logger: logger)
-            return
-        }
-        // Celery's chord_error_from_stack: new-style errbacks get a request made from the callback's signature.
-        var request = membership.callback.objectValue ?? [:]
-        request["id"] = .string(callbackID)
-        request["errbacks"] = .array(errbacks)
-        request["delivery_info"] = [:]
-        let sent = await runErrbacks(
-            errbacks,
-            request: request,
-            error: error,
-            traceback: nil,
-            failedTaskID: callbackID,
-            from: membership.origin
-        )
-        // Stored after the errbacks, with the group they were sent as for its child (Celery stores the body's
-        // failure after calling them, and its meta lists them).
-        results.storeResult(
-            taskID: callbackID,
-            meta: backend.meta(
-                state: .failure,
-                result: error.resultJSON,
-                traceback: error.traceback(taskName: callbackName, hostname: configuration.hostname),
-                message: nil,
+            // Stored after the errbacks, with the group they were sent as for its child (Celery stores the body's
+            // failure after calling them, and its meta lists them).
+            results.storeResult(
                 taskID: callbackID,
-                children: sent.map { .array([$0]) } ?? .array([])
+                meta: backend.meta(
+                    state: .failure,
+                    result: error.resultJSON,
+                    traceback: error.traceback(
+                        taskName: membership.callback["task"]?.stringValue ?? "?",
+                        hostname: configuration.hostname
+                    ),
+                    message: nil,
+                    taskID: callbackID,
+                    children: sent.map { .array([$0]) } ?? .array([])
+                )
             )
-        )
+        }
         // The chain after the body fails too, so a group waiting on the chain's last result finishes.
         await failChain(
             membership.callback["options"]?["chain"]?.arrayValue ?? [],
@@ -260,10 +272,6 @@ extension Worker {
             error: error,
             traceback: nil
         )
-        await dropSize(of: chord, logger: logger)
-    }
-
-    private func dropSize(of chord: RedisChord, logger: Logger) async {
         do {
             try await chord.dropSize(on: backendClient)
         } catch {

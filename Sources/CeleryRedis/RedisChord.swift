@@ -187,6 +187,17 @@ package struct RedisChord: Sendable {
         return try? JSONValue(parsing: Array(bytes.readableBytesView))
     }
 
+    /// Whether a chord marked done is reset for a new run (its claim key no longer `done`) within `window`.
+    package func restarts(on client: RedisClient, within window: Duration) async throws(RedisError) -> Bool {
+        let deadline = ContinuousClock.now + window
+        while true {
+            let reply = try await client.send(RESPCommand("GET", claimKey))
+            if reply.bytes.map({ String(buffer: $0) }) != "done" { return true }
+            guard ContinuousClock.now < deadline else { return false }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
     package func extendClaim(on client: RedisClient, token: String) async throws(RedisError) -> Bool {
         try await client.evaluate(
             Self.extendClaimScript,

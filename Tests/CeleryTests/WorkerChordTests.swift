@@ -136,6 +136,52 @@ struct WorkerChordTests {
         }
     }
 
+    @Test func aFrozenChordAppliedAgainCountsThePartsSentBeforeTheReset() async throws {
+        let queue = TestRedis.uniqueQueue()
+        try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 2)) { _, redis in
+            // Celery's client sends every header task but the last before set_chord_size resets the chord (DEL
+            // .c, SET .s): applying a frozen chord again, the first part can find the last run's `done` marker.
+            let groupID = OutgoingTask.newID()
+            let key = "count-\(groupID)"
+            var callback = Self.callback("tasks.incr", id: OutgoingTask.newID(), groupID: groupID, args: [.string(key)])
+            if case .object(var object) = callback {
+                object["immutable"] = true
+                callback = .object(object)
+            }
+            let header = [
+                OutgoingTask(name: "tasks.add", args: [1, 2], queue: queue),
+                OutgoingTask(name: "tasks.add", args: [3, 4], queue: queue),
+            ]
+            try await Self.sendChord(header, callback: callback, groupID: groupID, redis: redis)
+            #expect(try await Self.counts(redis, key, to: 1))
+            // The second run: the first part goes out, is run and finds `done`; then the reset and the last part.
+            var again = header
+            for index in again.indices {
+                again[index].groupID = groupID
+                again[index].groupIndex = index
+                again[index].chord = callback
+            }
+            try await TestRedis.push(redis, again[0].list, again[0].envelope())
+            try await Task.sleep(for: .milliseconds(300))
+            try await redis.send(RESPCommand("DEL", "celery-taskset-meta-\(groupID).c"))
+            try await redis.send(RESPCommand("SET", "celery-taskset-meta-\(groupID).s", "2", "EX", 86400))
+            try await TestRedis.push(redis, again[1].list, again[1].envelope())
+            #expect(try await Self.counts(redis, key, to: 2))
+        }
+    }
+
+    /// Whether `key` reaches `value` within 10 s.
+    static func counts(_ redis: RedisClient, _ key: String, to value: Int) async throws -> Bool {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            if let bytes = try await redis.send(RESPCommand("GET", key)).bytes, String(buffer: bytes) == "\(value)" {
+                return true
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+
     @Test func failedHeaderStoresChordErrorForTheCallback() async throws {
         let queue = TestRedis.uniqueQueue()
         try await TestRedis.withWorker(WorkerConfiguration(queues: [queue], concurrency: 4)) { _, redis in
@@ -286,7 +332,9 @@ struct WorkerChordTests {
             async let b: Void = second.returnChordPart(two, state: .success, result: twoResult, meta: nil)
             _ = await (a, b)
             // A redelivered copy of a part, after the chord completed.
-            await second.returnChordPart(one, state: .success, result: oneResult, meta: nil)
+            var copy = one
+            copy.redelivered = true
+            await second.returnChordPart(copy, state: .success, result: oneResult, meta: nil)
         }
         let published = try await redis.send(RESPCommand("LRANGE", queue, 0, -1)).array ?? []
         let callbacks = try published.map { try TaskMessage(envelope: Array(#require($0.bytes).readableBytesView)) }
