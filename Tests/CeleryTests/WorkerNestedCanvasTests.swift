@@ -241,6 +241,22 @@ struct WorkerNestedCanvasTests {
         #expect(error.arguments == ["Join error: ValueError('no')"])
     }
 
+    @Test func aSentChordGivesItsBodyWithItsHeaderAsParentAndTheHeaderAsChild() throws {
+        // What a Python task sending chord([add(1, 1), add(2, 2)], xsum()) stores (checked against Celery 5.7's
+        // worker): the result is the body's tuple with the header group as parent; the child is the header group.
+        let chord = Canvas.chord(
+            [Self.signature("tasks.add", [1, 1], id: "a"), Self.signature("tasks.add", [2, 2], id: "b")],
+            body: Self.signature("tasks.xsum", id: "body")
+        )
+        let frozen = Worker.freeze(chord)
+        let groupID = try #require(frozen["kwargs"]?["header"]?["options"]?["task_id"]?.stringValue)
+        let header: JSONValue = [[.string(groupID), nil], [[["a", nil], nil], [["b", nil], nil]]]
+        #expect(Worker.resultTuple(of: frozen) == [["body", header], nil])
+        #expect(Worker.sentTuple(of: frozen) == header)
+        let group = Worker.freeze(Canvas.group([Self.signature("tasks.add", [1, 1], id: "a")]))
+        #expect(Worker.sentTuple(of: group) == Worker.resultTuple(of: group))
+    }
+
     @Test func resultErrbacksFollowChordsToTheirBodiesAndCollectGroups() {
         let errback = Self.signature("tasks.identity", ["e"])
         let other = Self.signature("tasks.identity", ["o"])
