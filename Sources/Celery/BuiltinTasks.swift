@@ -158,6 +158,16 @@ package enum BuiltinTasks {
         return stride(from: 0, to: items.count, by: size).map { Array(items[$0..<min($0 + size, items.count)]) }
     }
 
+    /// The group a `chunks` signature (`add.chunks(it, n)`: kwargs `task`, `it`, `n`) is sent as.
+    package static func chunksGroup(of signature: JSONValue) -> JSONValue {
+        let kwargs = signature["kwargs"] ?? .null
+        return chunksGroup(
+            task: kwargs["task"] ?? .null,
+            items: kwargs["it"]?.arrayValue ?? [],
+            size: kwargs["n"]?.intValue ?? 0
+        )
+    }
+
     /// The group signature `chunks(task, it, n)` expands to: one immutable `celery.starmap` per chunk.
     package static func chunksGroup(task: JSONValue, items: [JSONValue], size: Int) -> JSONValue {
         let starmaps: [JSONValue] = chunked(items, size: size).map { part in

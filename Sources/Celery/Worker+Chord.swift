@@ -1,8 +1,8 @@
+import CeleryClient
 import CeleryProtocol
 import CeleryRedis
 import JSON
 import Logging
-import RESP
 import Redis
 
 /// Chords on the Redis result backend with Celery 5.7's semantics (docs/protocol.md §3.5): every terminal outcome of a
@@ -150,7 +150,7 @@ extension Worker {
         if let saved = try await chord.savedGroup(on: backendClient), ChordJoin.hasNestedGroups(saved) {
             // A header holding groups (a chain ending in a group, a group in the header): the client saved its
             // structure, and the results are joined through it, as Celery's GroupResult.join_native does.
-            joined = try await joinSaved(saved)
+            joined = await joinSaved(saved)
         } else {
             joined = ChordJoin.results(try await chord.parts(on: backendClient))
         }
@@ -186,27 +186,25 @@ extension Worker {
         }
     }
 
-    /// The results of a saved header, read from the result backend; waits up to Celery's default
-    /// `result_chord_join_timeout` (3 s) for one that is not stored yet.
-    private func joinSaved(_ saved: JSONValue) async throws(RedisError) -> Result<[JSONValue], StoredException> {
-        let ids = ChordJoin.resultIDs(inSaved: saved)
-        let keys = ids.map { ResultBackend.keyPrefix + $0 }
-        let deadline = ContinuousClock.now + .seconds(3)
-        while true {
-            var metas: [String: JSONValue] = [:]
-            if !keys.isEmpty {
-                let reply = try await backendClient.send(RESPCommand("MGET", keys))
-                for (index, item) in (reply.array ?? []).enumerated() where index < ids.count {
-                    guard let bytes = item.bytes else { continue }
-                    metas[ids[index]] = try? JSONValue(parsing: Array(bytes.readableBytesView))
-                }
-            }
-            if let joined = ChordJoin.results(ofSaved: saved, metas: metas) { return joined }
-            guard ContinuousClock.now < deadline else {
-                return .failure(ChordJoin.chordError("Join error: TimeoutError('The operation timed out.')"))
-            }
-            try? await Task.sleep(for: .milliseconds(100))
+    /// The results of a saved header, read from the result backend as `AsyncResult.get()` reads a group's; waits up
+    /// to Celery's default `result_chord_join_timeout` (3 s) for one that is not stored yet.
+    private func joinSaved(_ saved: JSONValue) async -> Result<[JSONValue], StoredException> {
+        let ids = AsyncResult.taskIDs(saved["result"] ?? .null)
+        let metas: [JSONValue]
+        do {
+            metas = try await AsyncResult.waitForReady(
+                ids.map { AsyncResult(id: $0, backend: backendClient) },
+                backend: backendClient,
+                timeout: .seconds(3)
+            )
+        } catch let error as CeleryClientError where error.code == .timeout {
+            return .failure(ChordJoin.chordError("Join error: TimeoutError('The operation timed out.')"))
+        } catch {
+            return .failure(ChordJoin.chordError("Join error: \(error)"))
         }
+        let ready = Dictionary(zip(ids, metas)) { first, _ in first }
+        return ChordJoin.results(ofSaved: saved, metas: ready)
+            ?? .failure(ChordJoin.chordError("Join error: a saved group member has no result"))
     }
 
     /// Stores the chord's error as the callback's FAILURE, sends the callback's errbacks, and drops the size so a

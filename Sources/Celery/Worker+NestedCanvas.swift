@@ -67,7 +67,7 @@ extension Worker {
                 // Celery's chain turns a group followed by another step into a chord with that step as its body;
                 // the steps after it follow the body.
                 return expand(
-                    Canvas.chord([], body: next).settingHeader(signature),
+                    Signature.settingKwarg("header", to: signature, in: Canvas.chord([], body: next)),
                     prepending: argument,
                     from: origin,
                     rest: Array(rest.dropLast())
@@ -133,13 +133,7 @@ extension Worker {
             )
         case "chunks":
             // Celery sends `add.chunks(it, n)` as a group of `celery.starmap` tasks of n items each.
-            let kwargs = signature["kwargs"] ?? .null
-            let group = BuiltinTasks.chunksGroup(
-                task: kwargs["task"] ?? .null,
-                items: kwargs["it"]?.arrayValue ?? [],
-                size: kwargs["n"]?.intValue ?? 0
-            )
-            return expand(group, prepending: argument, from: origin, rest: rest)
+            return expand(BuiltinTasks.chunksGroup(of: signature), prepending: argument, from: origin, rest: rest)
         case let other:
             logger.error(
                 "cannot publish a \(other) signature as a follow-up",
@@ -163,12 +157,9 @@ extension Worker {
     package static func passingOptions(of group: JSONValue) -> JSONValue {
         let kept: Set<String> = ["task_id", "group_id", "group_index", "chord", "root_id", "parent_id", "reply_to"]
         let passed = (group["options"]?.objectValue ?? [:]).filter { !kept.contains($0.key) && !$0.value.isNull }
-        guard !passed.isEmpty, case .object(var object) = group else { return group }
+        guard !passed.isEmpty else { return group }
         let members = signatures(group["kwargs"]?["tasks"]).map { Canvas.setting(passed, on: $0) }
-        var kwargs = object["kwargs"]?.objectValue ?? [:]
-        kwargs["tasks"] = .array(members)
-        object["kwargs"] = .object(kwargs)
-        return .object(object)
+        return Signature.settingKwarg("tasks", to: .array(members), in: group)
     }
 
     /// The members of a group signature (or a plain list of signatures), each with `argument` prepended; `chord`:
@@ -303,15 +294,5 @@ extension Worker {
             }
         }
         for reply in try await backendClient.pipeline(commands) { _ = try reply.get() }
-    }
-}
-
-extension JSONValue {
-    /// A chord signature with `header` (a group signature) as its header.
-    fileprivate func settingHeader(_ header: JSONValue) -> JSONValue {
-        guard case .object(var chord) = self, case .object(var kwargs)? = chord["kwargs"] else { return self }
-        kwargs["header"] = header
-        chord["kwargs"] = .object(kwargs)
-        return .object(chord)
     }
 }

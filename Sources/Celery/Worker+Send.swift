@@ -60,37 +60,20 @@ extension Worker {
             guard signature["options"]?["task_id"]?.stringValue == nil else { return signature }
             return Signature.setting("task_id", to: .string(OutgoingTask.newID()), in: signature)
         }
-        func setting(_ key: String, to value: JSONValue, inKwargsOf signature: JSONValue) -> JSONValue {
-            guard case .object(var object) = signature else { return signature }
-            var kwargs = object["kwargs"]?.objectValue ?? [:]
-            kwargs[key] = value
-            object["kwargs"] = .object(kwargs)
-            return .object(object)
-        }
         switch signature["subtask_type"]?.stringValue ?? "" {
         case "chain":
-            return setting(
-                "tasks",
-                to: .array(signatures(signature["kwargs"]?["tasks"]).map(freeze)),
-                inKwargsOf: signature
-            )
+            let steps = signatures(signature["kwargs"]?["tasks"]).map(freeze)
+            return Signature.settingKwarg("tasks", to: .array(steps), in: signature)
         case "group":
             let members = signatures(signature["kwargs"]?["tasks"]).map(freeze)
-            return withID(setting("tasks", to: .array(members), inKwargsOf: signature))
+            return withID(Signature.settingKwarg("tasks", to: .array(members), in: signature))
         case "chord":
             var header = signature["kwargs"]?["header"] ?? Canvas.group([])
             if header.arrayValue != nil { header = Canvas.group(signatures(header)) }
-            let frozen = setting("header", to: freeze(header), inKwargsOf: signature)
-            return setting("body", to: freeze(signature["kwargs"]?["body"] ?? .null), inKwargsOf: frozen)
+            let frozen = Signature.settingKwarg("header", to: freeze(header), in: signature)
+            return Signature.settingKwarg("body", to: freeze(signature["kwargs"]?["body"] ?? .null), in: frozen)
         case "chunks":
-            let kwargs = signature["kwargs"] ?? .null
-            return freeze(
-                BuiltinTasks.chunksGroup(
-                    task: kwargs["task"] ?? .null,
-                    items: kwargs["it"]?.arrayValue ?? [],
-                    size: kwargs["n"]?.intValue ?? 0
-                )
-            )
+            return freeze(BuiltinTasks.chunksGroup(of: signature))
         default:
             return withID(signature)
         }

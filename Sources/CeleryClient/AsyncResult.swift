@@ -133,12 +133,7 @@ public struct AsyncResult: Sendable {
         let status = meta["status"]?.stringValue ?? ""
         if status == TaskState.success.rawValue { return meta["result"] ?? .null }
         let result = meta["result"] ?? .null
-        let arguments: [JSONValue]
-        switch result["exc_message"] {
-        case .array(let items)?: arguments = items
-        case nil, .null?: arguments = []
-        case let single?: arguments = [single]
-        }
+        let arguments = StoredException.arguments(ofStored: result)
         throw TaskFailure(
             taskID: id,
             state: TaskState(rawValue: status) ?? .failure,

@@ -58,6 +58,15 @@ extension Signature {
         return .object(object)
     }
 
+    /// The signature dict with `kwargs[key] = value` (a canvas's `tasks`, `header`, `body`).
+    package static func settingKwarg(_ key: String, to value: JSONValue, in signature: JSONValue) -> JSONValue {
+        guard case .object(var object) = signature else { return signature }
+        var kwargs = object["kwargs"]?.objectValue ?? [:]
+        kwargs[key] = value
+        object["kwargs"] = .object(kwargs)
+        return .object(object)
+    }
+
     /// The signature dict with `options[key] = value`.
     package static func setting(_ key: String, to value: JSONValue, in signature: JSONValue) -> JSONValue {
         guard case .object(var object) = signature else { return signature }

@@ -66,13 +66,20 @@ package struct StoredException: Sendable {
     /// The exception a stored `{exc_type, exc_message, exc_module}` describes; nil when `stored` is not one.
     package init?(stored: JSONValue) {
         guard let type = stored["exc_type"]?.stringValue else { return nil }
-        let arguments: [JSONValue]
+        self.init(
+            type: type,
+            module: stored["exc_module"]?.stringValue ?? "builtins",
+            arguments: Self.arguments(ofStored: stored)
+        )
+    }
+
+    /// The arguments of a stored exception: its `exc_message`, a list, or one value, or none.
+    package static func arguments(ofStored stored: JSONValue) -> [JSONValue] {
         switch stored["exc_message"] {
-        case .array(let items)?: arguments = items
-        case nil, .null?: arguments = []
-        case let single?: arguments = [single]
+        case .array(let items)?: items
+        case nil, .null?: []
+        case let single?: [single]
         }
-        self.init(type: type, module: stored["exc_module"]?.stringValue ?? "builtins", arguments: arguments)
     }
 
     /// The exception this one was raised from, or this one: what Celery's `_handle_group_chord_error` fails the

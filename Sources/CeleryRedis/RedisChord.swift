@@ -251,24 +251,9 @@ package enum ChordJoin {
 
     /// Python's `repr()` of the exception a stored `{exc_type, exc_message, exc_module}` rebuilds into.
     package static func exceptionRepr(_ value: JSONValue) -> String {
-        guard let type = value["exc_type"]?.stringValue else { return PythonRepr.render(value) }
-        let name = type.split(separator: ".").last.map(String.init) ?? type
-        let arguments: [JSONValue]
-        switch value["exc_message"] {
-        case .array(let items)?: arguments = items
-        case nil, .null?: arguments = []
-        case let single?: arguments = [single]
-        }
-        return "\(name)(\(arguments.map(PythonRepr.render).joined(separator: ", ")))"
-    }
-
-    /// The ids of the task results a saved group meta lists, nested groups' members included, in order.
-    package static func resultIDs(inSaved saved: JSONValue) -> [String] {
-        func ids(_ node: JSONValue) -> [String] {
-            if let members = node[1]?.arrayValue { return members.flatMap(ids) }
-            return node[0]?[0]?.stringValue.map { [$0] } ?? []
-        }
-        return (saved["result"]?[1]?.arrayValue ?? []).flatMap(ids)
+        guard let exception = StoredException(stored: value) else { return PythonRepr.render(value) }
+        let name = exception.type.split(separator: ".").last.map(String.init) ?? exception.type
+        return "\(name)(\(exception.arguments.map(PythonRepr.render).joined(separator: ", ")))"
     }
 
     /// Celery's join of a saved header (`GroupResult.restore(gid).join_native(propagate=True)`): each member's

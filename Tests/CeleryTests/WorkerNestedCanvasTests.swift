@@ -219,7 +219,7 @@ struct WorkerNestedCanvasTests {
                 ["g", nil], [[["a", nil], nil], [["g2", nil], [[["b", nil], nil], [["c", nil], nil]]]],
             ]
         ]
-        #expect(ChordJoin.resultIDs(inSaved: saved) == ["a", "b", "c"])
+        #expect(AsyncResult.taskIDs(saved["result"] ?? nil) == ["a", "b", "c"])
         let done: [String: JSONValue] = [
             "a": ["status": "SUCCESS", "result": 1], "b": ["status": "SUCCESS", "result": 2],
             "c": ["status": "SUCCESS", "result": 3],
